@@ -1,0 +1,45 @@
+# The two commands the README promises on a fresh machine:
+#   make demo [SOURCE=<manifest/collection URL, JSON file>] [MODEL=<hub id or dir>]   install, ingest, serve
+#   make test                                                                          install, run all tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCE ?= https://iiif.io/api/cookbook/recipe/0009-book-1/manifest.json
+PORT ?= 5000
+DATA_DIR ?= msearch-data
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-test system-deps demo test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip wheel setuptools
+
+# Python packages (torch pinned to 2.13.0 CPU in requirements.txt) and the viewer's npm packages.
+setup: $(BIN)/python
+	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install --no-deps -e .
+	cd web && npm ci --no-audit --no-fund
+
+# Debian packages the integration tests drive: PostgreSQL 15 server and headless Chromium.
+system-deps:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  need=""; \
+	  [ -x /usr/lib/postgresql/15/bin/postgres ] || need="$$need postgresql-15"; \
+	  [ -x /usr/bin/chromium ] || need="$$need chromium"; \
+	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
+	fi
+
+setup-test: setup system-deps
+	$(BIN)/pip install -r requirements-test.txt
+
+demo: setup
+	MSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/msearch harvest $(SOURCE)
+	MSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/msearch embed
+	MSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/msearch serve --port $(PORT)
+
+test: setup-test
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) web/node_modules .pytest_cache

@@ -1,0 +1,1 @@
+"""Everything that talks to IIIF servers: manifests, collections, info.json, images."""

@@ -1,0 +1,106 @@
+"""Settings, declared once as data (name, default, help) and read from the environment.
+
+Every setting is documented in the README; a test checks that. Nothing here touches the network
+or the disk beyond creating the data directory when asked.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # environment variable
+    default: Optional[str]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MSEARCH_DATA_DIR", None,
+            "Directory for the SQLite database, image derivatives and indexes "
+            "(default: ./msearch-data)."),
+    Setting("MSEARCH_DB", None,
+            "SQLAlchemy database URL (default: sqlite:///<data dir>/msearch.sqlite3; "
+            "postgresql+psycopg://user:pass@host/db for PostgreSQL)."),
+    Setting("MSEARCH_MODEL", "google/siglip2-base-patch16-224",
+            "Vision-language model: a Hugging Face hub id or a local directory in HF format."),
+    Setting("MSEARCH_DEVICE", None, "Torch device for encoders (default: cuda when present, else cpu)."),
+    Setting("MSEARCH_IMAGE_SIZE", "448",
+            "Long edge in pixels of the derivative fetched per canvas for encoding."),
+    Setting("MSEARCH_USER_AGENT", None,
+            "User-Agent sent to IIIF servers (default: manuscripts-search/<version> (+project URL))."),
+    Setting("MSEARCH_HTTP_TIMEOUT", "30", "Connect and read timeout in seconds for harvesting."),
+    Setting("MSEARCH_MAX_RESPONSE_BYTES", str(64 * 1024 * 1024),
+            "Largest response body the harvester accepts, in bytes."),
+)
+
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    db_url: str
+    model: str
+    device: Optional[str]
+    image_size: int
+    user_agent: str
+    http_timeout: float
+    max_response_bytes: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def derivatives_dir(self) -> Path:
+        return self.data_dir / "derivatives"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    def replace(self, **changes) -> "Config":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Config(**values)
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+def _int_setting(env: dict, name: str, minimum: int = 1) -> int:
+    raw = env.get(name) or _DEFAULTS[name]
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def load_config(env: Optional[dict] = None, **overrides) -> Config:
+    """Build the configuration from environment variables (or ``env``), then ``overrides``."""
+    from . import __version__
+
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("MSEARCH_DATA_DIR") or "msearch-data").expanduser().resolve()
+    db_url = env.get("MSEARCH_DB") or f"sqlite:///{data_dir / 'msearch.sqlite3'}"
+    try:
+        timeout = float(env.get("MSEARCH_HTTP_TIMEOUT") or _DEFAULTS["MSEARCH_HTTP_TIMEOUT"])
+    except ValueError:
+        raise ConfigError("MSEARCH_HTTP_TIMEOUT must be a number of seconds") from None
+    config = Config(
+        data_dir=data_dir,
+        db_url=db_url,
+        model=env.get("MSEARCH_MODEL") or _DEFAULTS["MSEARCH_MODEL"],
+        device=env.get("MSEARCH_DEVICE") or None,
+        image_size=_int_setting(env, "MSEARCH_IMAGE_SIZE", minimum=16),
+        user_agent=env.get("MSEARCH_USER_AGENT")
+        or f"manuscripts-search/{__version__} (+https://github.com/manuscripts-search/manuscripts-search)",
+        http_timeout=timeout,
+        max_response_bytes=_int_setting(env, "MSEARCH_MAX_RESPONSE_BYTES"),
+    )
+    return config.replace(**overrides) if overrides else config

@@ -1,0 +1,192 @@
+"""Database models (SQLAlchemy 2). The schema itself is owned by Alembic (migrations/).
+
+Language-map properties are stored as JSON exactly as normalised ({"en": ["..."]}) so that all
+languages are kept for later search; the raw manifest JSON is kept too, to re-parse without refetching.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Source(Base):
+    """What a librarian asked to harvest: a manifest or collection URL, or a local file."""
+
+    __tablename__ = "sources"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[Optional[str]] = mapped_column(String(32))  # manifest | collection | unknown
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_harvested_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    status: Mapped[Optional[str]] = mapped_column(String(32))
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iiif_id: Mapped[str] = mapped_column(Text, unique=True)
+    source_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    iiif_version: Mapped[Optional[int]] = mapped_column(Integer)
+    label: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    fetched_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+
+
+class CollectionMembership(Base):
+    """Which manifests a collection lists (a manifest may belong to several collections)."""
+
+    __tablename__ = "collection_manifests"
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Manifest(Base):
+    __tablename__ = "manifests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iiif_id: Mapped[str] = mapped_column(Text, unique=True)
+    source_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    fetched_from: Mapped[Optional[str]] = mapped_column(Text)  # URL or path actually read
+    iiif_version: Mapped[Optional[int]] = mapped_column(Integer)
+    label: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metadata_entries: Mapped[list[Any]] = mapped_column("metadata", default=list)
+    required_statement: Mapped[Optional[dict[str, Any]]] = mapped_column()
+    rights: Mapped[Optional[str]] = mapped_column(Text)
+    nav_date: Mapped[Optional[str]] = mapped_column(String(64))
+    providers: Mapped[list[Any]] = mapped_column(default=list)
+    homepage: Mapped[list[Any]] = mapped_column(default=list)
+    see_also: Mapped[list[Any]] = mapped_column(default=list)
+    thumbnail: Mapped[Optional[str]] = mapped_column(Text)
+    raw_json: Mapped[Optional[str]] = mapped_column(Text)
+    content_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    etag: Mapped[Optional[str]] = mapped_column(Text)
+    last_modified: Mapped[Optional[str]] = mapped_column(Text)
+    http_status: Mapped[Optional[int]] = mapped_column(Integer)
+    fetched_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    canvas_count: Mapped[int] = mapped_column(Integer, default=0)
+    image_canvas_count: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[Optional[str]] = mapped_column(Text)  # why it could not be used; NULL when fine
+
+    canvases: Mapped[list["Canvas"]] = relationship(
+        back_populates="manifest", order_by="Canvas.position", cascade="all, delete-orphan")
+
+
+class Canvas(Base):
+    __tablename__ = "canvases"
+    __table_args__ = (UniqueConstraint("manifest_id", "iiif_id", name="uq_canvas_in_manifest"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    manifest_id: Mapped[int] = mapped_column(ForeignKey("manifests.id", ondelete="CASCADE"), index=True)
+    iiif_id: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)
+    label: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    width: Mapped[Optional[int]] = mapped_column(Integer)
+    height: Mapped[Optional[int]] = mapped_column(Integer)
+    # The first painted image: its Image API service (preferred) and/or its direct URL.
+    service_id: Mapped[Optional[str]] = mapped_column(Text)
+    service_api_version: Mapped[Optional[int]] = mapped_column(Integer)
+    service_level: Mapped[Optional[int]] = mapped_column(Integer)
+    service_profile: Mapped[Optional[str]] = mapped_column(Text)
+    image_url: Mapped[Optional[str]] = mapped_column(Text)
+    image_format: Mapped[Optional[str]] = mapped_column(String(64))
+    image_width: Mapped[Optional[int]] = mapped_column(Integer)
+    image_height: Mapped[Optional[int]] = mapped_column(Integer)
+    target_xywh: Mapped[Optional[str]] = mapped_column(String(64))  # where the image sits on the canvas
+    # The fetched derivative, in the content-addressed store under the data dir.
+    derivative_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    derivative_width: Mapped[Optional[int]] = mapped_column(Integer)
+    derivative_height: Mapped[Optional[int]] = mapped_column(Integer)
+    derivative_error: Mapped[Optional[str]] = mapped_column(Text)
+
+    manifest: Mapped[Manifest] = relationship(back_populates="canvases")
+
+    @property
+    def paints_image(self) -> bool:
+        return bool(self.service_id or self.image_url)
+
+
+class Region(Base):
+    """A rectangle of a canvas, in canvas coordinates, encoded on its own for region-level search."""
+
+    __tablename__ = "regions"
+    __table_args__ = (UniqueConstraint("canvas_id", "x", "y", "w", "h", name="uq_region_box"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    canvas_id: Mapped[int] = mapped_column(ForeignKey("canvases.id", ondelete="CASCADE"), index=True)
+    x: Mapped[int] = mapped_column(Integer)
+    y: Mapped[int] = mapped_column(Integer)
+    w: Mapped[int] = mapped_column(Integer)
+    h: Mapped[int] = mapped_column(Integer)
+    derivative_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+
+    @property
+    def xywh(self) -> str:
+        return f"{self.x},{self.y},{self.w},{self.h}"
+
+
+class Embedding(Base):
+    """One vector of one canvas (region_id NULL) or region, in one model's space.
+
+    The row id is the label used in the HNSW index, so index and database can be checked
+    against each other. ``stale`` vectors (canvas changed or removed) are kept out of search.
+    """
+
+    __tablename__ = "embeddings"
+    __table_args__ = (
+        Index("uq_embedding_canvas", "space", "canvas_id", unique=True,
+              sqlite_where=text("region_id IS NULL"), postgresql_where=text("region_id IS NULL")),
+        Index("uq_embedding_region", "space", "region_id", unique=True,
+              sqlite_where=text("region_id IS NOT NULL"), postgresql_where=text("region_id IS NOT NULL")),
+        # Ids are index labels: SQLite must never reuse the id of a deleted vector.
+        {"sqlite_autoincrement": True},
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    space: Mapped[str] = mapped_column(String(512), index=True)  # "<model id>@<revision>"
+    model_id: Mapped[str] = mapped_column(Text)
+    model_revision: Mapped[str] = mapped_column(String(128))
+    canvas_id: Mapped[int] = mapped_column(ForeignKey("canvases.id", ondelete="CASCADE"), index=True)
+    region_id: Mapped[Optional[int]] = mapped_column(ForeignKey("regions.id", ondelete="CASCADE"))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised, little-endian
+    stale: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class HarvestError(Base):
+    """Every failure, recorded against the URL (or file) it happened on, with a readable reason."""
+
+    __tablename__ = "errors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(String(32))  # fetch | parse | image | embed | index
+    url: Mapped[Optional[str]] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    manifest_id: Mapped[Optional[int]] = mapped_column(ForeignKey("manifests.id", ondelete="CASCADE"))
+    canvas_id: Mapped[Optional[int]] = mapped_column(ForeignKey("canvases.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
