@@ -76,15 +76,19 @@ def _jsonable(value):
     return value
 
 
-def save_manifest(session: Session, parsed: ParsedManifest, *, source: Optional[Source] = None,
+def save_manifest(session: Session, parsed: ParsedManifest, *, url: Optional[str] = None,
+                  source: Optional[Source] = None,
                   fetched_from: Optional[str] = None, raw_json: Optional[str] = None,
                   content_sha256: Optional[str] = None, etag: Optional[str] = None,
                   last_modified: Optional[str] = None, http_status: Optional[int] = None) -> Manifest:
-    """Insert or update a manifest and its canvases; returns the Manifest row (flushed)."""
-    manifest = session.scalar(select(Manifest).where(Manifest.iiif_id == parsed.id))
+    """Insert or update the manifest harvested from ``url`` (default: its declared id) and its
+    canvases; returns the Manifest row (flushed)."""
+    url = url or parsed.id
+    manifest = session.scalar(select(Manifest).where(Manifest.url == url))
     if manifest is None:
-        manifest = Manifest(iiif_id=parsed.id)
+        manifest = Manifest(url=url, iiif_id=parsed.id)
         session.add(manifest)
+    manifest.iiif_id = parsed.id
     manifest.source_id = source.id if source else manifest.source_id
     manifest.fetched_from = fetched_from
     manifest.iiif_version = parsed.iiif_version
@@ -147,11 +151,10 @@ def record_manifest_failure(session: Session, url: str, message: str, *, stage: 
     A manifest already harvested from that URL keeps its canvases (a passing failure must not
     lose data); otherwise a row with ``error`` set makes the failure visible in listings.
     """
-    manifest = session.scalar(select(Manifest).where(
-        (Manifest.iiif_id == url) | (Manifest.fetched_from == url)))
+    manifest = session.scalar(select(Manifest).where(Manifest.url == url))
     if manifest is None:
-        manifest = Manifest(iiif_id=url, fetched_from=url, source_id=source.id if source else None,
-                            raw_json=raw_json)
+        manifest = Manifest(url=url, iiif_id=url, fetched_from=url,
+                            source_id=source.id if source else None, raw_json=raw_json)
         session.add(manifest)
     manifest.error = message
     manifest.http_status = http_status

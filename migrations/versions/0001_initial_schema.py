@@ -38,6 +38,7 @@ def upgrade() -> None:
     )
     op.create_table('manifests',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
     sa.Column('iiif_id', sa.Text(), nullable=False),
     sa.Column('source_id', sa.Integer(), nullable=True),
     sa.Column('fetched_from', sa.Text(), nullable=True),
@@ -64,8 +65,11 @@ def upgrade() -> None:
     sa.Column('error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['source_id'], ['sources.id'], ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('iiif_id')
+    sa.UniqueConstraint('url')
     )
+    with op.batch_alter_table('manifests', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_manifests_iiif_id'), ['iiif_id'], unique=False)
+
     op.create_table('canvases',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('manifest_id', sa.Integer(), nullable=False),
@@ -171,6 +175,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_canvases_manifest_id'))
 
     op.drop_table('canvases')
+    with op.batch_alter_table('manifests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_manifests_iiif_id'))
+
     op.drop_table('manifests')
     op.drop_table('collections')
     op.drop_table('sources')

@@ -1,36 +1,25 @@
-"""Database models (SQLAlchemy 2). The schema itself is owned by Alembic (migrations/).
+"""The catalogue: sources, collections, manifests, canvases and regions as harvested.
 
 Language-map properties are stored as JSON exactly as normalised ({"en": ["..."]}) so that all
 languages are kept for later search; the raw manifest JSON is kept too, to re-parse without refetching.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Optional
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
     DateTime,
 
     ForeignKey,
-    Index,
     Integer,
-    LargeBinary,
     String,
     Text,
     UniqueConstraint,
-    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+from .base import Base, utcnow
 
 
 class Source(Base):
@@ -66,11 +55,19 @@ class CollectionMembership(Base):
 
 
 class Manifest(Base):
+    """One manifest document, identified by where it is harvested from.
+
+    The URL (or file path) is the key, not the id the document declares: publishers reuse ids
+    across renderings (a v2 and a v3 copy), mirrors and test fixtures, and rewrite them (localhost
+    ids); re-harvesting and conditional requests are per URL. ``iiif_id`` is kept, indexed.
+    """
+
     __tablename__ = "manifests"
     id: Mapped[int] = mapped_column(primary_key=True)
-    iiif_id: Mapped[str] = mapped_column(Text, unique=True)
+    url: Mapped[str] = mapped_column(Text, unique=True)  # where it is harvested from
+    iiif_id: Mapped[str] = mapped_column(Text, index=True)  # the id the document declares
     source_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
-    fetched_from: Mapped[Optional[str]] = mapped_column(Text)  # URL or path actually read
+    fetched_from: Mapped[Optional[str]] = mapped_column(Text)  # final URL after redirects, or path
     iiif_version: Mapped[Optional[int]] = mapped_column(Integer)
     label: Mapped[dict[str, Any]] = mapped_column(default=dict)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -146,47 +143,3 @@ class Region(Base):
     @property
     def xywh(self) -> str:
         return f"{self.x},{self.y},{self.w},{self.h}"
-
-
-class Embedding(Base):
-    """One vector of one canvas (region_id NULL) or region, in one model's space.
-
-    The row id is the label used in the HNSW index, so index and database can be checked
-    against each other. ``stale`` vectors (canvas changed or removed) are kept out of search.
-    """
-
-    __tablename__ = "embeddings"
-    __table_args__ = (
-        Index("uq_embedding_canvas", "space", "canvas_id", unique=True,
-              sqlite_where=text("region_id IS NULL"), postgresql_where=text("region_id IS NULL")),
-        Index("uq_embedding_region", "space", "region_id", unique=True,
-              sqlite_where=text("region_id IS NOT NULL"), postgresql_where=text("region_id IS NOT NULL")),
-        # Ids are index labels: SQLite must never reuse the id of a deleted vector.
-        {"sqlite_autoincrement": True},
-    )
-    id: Mapped[int] = mapped_column(primary_key=True)
-    space: Mapped[str] = mapped_column(String(512), index=True)  # "<model id>@<revision>"
-    model_id: Mapped[str] = mapped_column(Text)
-    model_revision: Mapped[str] = mapped_column(String(128))
-    canvas_id: Mapped[int] = mapped_column(ForeignKey("canvases.id", ondelete="CASCADE"), index=True)
-    region_id: Mapped[Optional[int]] = mapped_column(ForeignKey("regions.id", ondelete="CASCADE"))
-    dim: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised, little-endian
-    stale: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class HarvestError(Base):
-    """Every failure, recorded against the URL (or file) it happened on, with a readable reason."""
-
-    __tablename__ = "errors"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    stage: Mapped[str] = mapped_column(String(32))  # fetch | parse | image | embed | index
-    url: Mapped[Optional[str]] = mapped_column(Text)
-    message: Mapped[str] = mapped_column(Text)
-    manifest_id: Mapped[Optional[int]] = mapped_column(ForeignKey("manifests.id", ondelete="CASCADE"))
-    canvas_id: Mapped[Optional[int]] = mapped_column(ForeignKey("canvases.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    resolved: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
