@@ -1,0 +1,108 @@
+"""The ``msearch`` command line: harvest → embed → index → search → serve.
+
+The CLI is the one place allowed to wire the core to ``harvest`` and ``web``; heavy imports
+(torch, transformers, hnswlib, Flask) happen inside the commands that need them so that
+``msearch --help`` is instant.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+import click
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+
+
+@dataclass
+class CLIState:
+    config: Config
+    _session_factory: Optional[object] = field(default=None, repr=False)
+
+    def session_factory(self):
+        if self._session_factory is None:
+            from .db import DatabaseError, make_engine, make_sessionmaker, upgrade_database
+
+            engine = make_engine(self.config.db_url)
+            try:
+                upgrade_database(engine)
+            except DatabaseError as exc:
+                raise click.ClickException(str(exc)) from None
+            except Exception as exc:  # unreachable server, bad credentials, read-only file...
+                raise click.ClickException(
+                    f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
+                    f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+            self._session_factory = make_sessionmaker(engine)
+        return self._session_factory
+
+    def encoder(self, model: Optional[str] = None):
+        from .encoders import EncoderLoadError, load_vision_language_encoder
+
+        try:
+            return load_vision_language_encoder(model or self.config.model, device=self.config.device)
+        except EncoderLoadError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+pass_state = click.make_pass_decorator(CLIState)
+
+
+def emit(obj, as_json: bool, text: Optional[str] = None) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, ensure_ascii=False, default=str))
+    else:
+        click.echo(text if text is not None else json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="msearch")
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="MSEARCH_DATA_DIR",
+              help="Data directory (database, derivatives, indexes). Env: MSEARCH_DATA_DIR.")
+@click.option("--db", "db_url", envvar="MSEARCH_DB", help="Database URL. Env: MSEARCH_DB.")
+@click.option("--model", envvar="MSEARCH_MODEL",
+              help="Vision-language model id or local directory. Env: MSEARCH_MODEL.")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.pass_context
+def cli(ctx, data_dir, db_url, model, verbose):
+    """Search digitised cultural heritage (IIIF) by what it shows."""
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {}
+    try:
+        env = dict(os.environ)
+        if data_dir:
+            env["MSEARCH_DATA_DIR"] = data_dir
+        config = load_config(env)
+        if db_url:
+            overrides["db_url"] = db_url
+        if model:
+            overrides["model"] = model
+        config = config.replace(**overrides) if overrides else config
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.obj = CLIState(config)
+
+
+def _register_commands() -> None:
+    # Importing the modules attaches their commands to ``cli``.
+    from .commands import catalogue, embedding, harvesting, searching, serving  # noqa: F401
+
+
+_register_commands()
+
+
+def main(argv=None) -> int:
+    try:
+        cli.main(args=argv, prog_name="msearch", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

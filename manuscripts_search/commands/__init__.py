@@ -1,0 +1,1 @@
+"""The `msearch` sub-commands, one module per area; `cli.py` imports them all."""

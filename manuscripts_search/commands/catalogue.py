@@ -1,0 +1,73 @@
+"""Catalogue commands: set up the database, list manifests, counts."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..cli import CLIState, cli, emit, pass_state
+
+
+@cli.command("init-db")
+@pass_state
+def init_db(state: CLIState):
+    """Create or upgrade the database schema (alembic upgrade head)."""
+    state.session_factory()
+    click.echo(f"database ready: {state.config.db_url.split('@')[-1]}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per manifest, one per line.")
+@click.option("--errors-only", is_flag=True, help="Only manifests that could not be used.")
+@pass_state
+def manifests(state: CLIState, as_json, errors_only):
+    """List harvested manifests with canvas counts and errors."""
+    from sqlalchemy import select
+
+    from ..db import session_scope
+    from ..iiif.language import first_value
+    from ..models import Manifest
+
+    with session_scope(state.session_factory()) as session:
+        query = select(Manifest).order_by(Manifest.id)
+        if errors_only:
+            query = query.where(Manifest.error.is_not(None))
+        for manifest in session.scalars(query):
+            row = {"id": manifest.iiif_id, "url": manifest.url, "iiif_version": manifest.iiif_version,
+                   "label": first_value(manifest.label), "canvas_count": manifest.canvas_count,
+                   "image_canvas_count": manifest.image_canvas_count, "error": manifest.error}
+            if as_json:
+                click.echo(json.dumps(row, ensure_ascii=False))
+            else:
+                status = f"ERROR: {row['error']}" if row["error"] else (
+                    f"{row['canvas_count']} canvases, {row['image_canvas_count']} with images")
+                click.echo(f"[v{row['iiif_version'] or '?'}] {row['label'] or row['id']} — {status}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def stats(state: CLIState, as_json):
+    """Counts of manifests, canvases, embeddings and errors."""
+    from sqlalchemy import func, select
+
+    from ..db import session_scope
+    from ..models import Canvas, Collection, Embedding, HarvestError, Manifest, Region
+
+    with session_scope(state.session_factory()) as session:
+        def count(model, *where):
+            return session.scalar(select(func.count()).select_from(model).where(*where))
+
+        result = {
+            "manifests": count(Manifest, Manifest.error.is_(None)),
+            "manifests_with_errors": count(Manifest, Manifest.error.is_not(None)),
+            "collections": count(Collection),
+            "canvases": count(Canvas),
+            "canvases_with_images": count(Canvas, (Canvas.service_id.is_not(None)) | (Canvas.image_url.is_not(None))),
+            "canvases_with_derivatives": count(Canvas, Canvas.derivative_sha256.is_not(None)),
+            "regions": count(Region),
+            "embeddings": count(Embedding, Embedding.stale.is_(False)),
+            "stale_embeddings": count(Embedding, Embedding.stale.is_(True)),
+            "errors": count(HarvestError),
+        }
+    emit(result, as_json, "\n".join(f"{k:>26}: {v}" for k, v in result.items()))
