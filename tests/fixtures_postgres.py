@@ -68,6 +68,16 @@ class TempPostgres:
                   "stop", check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def halt(self, mode: str = "immediate") -> None:
+        """Stop the server but keep its data, as an outage would (``immediate``: no shutdown
+        checkpoint, clients cut off)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        """Start the server again on its data and port after :meth:`halt`."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w",
+                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off", "start")
+
 
 @pytest.fixture(scope="session")
 def postgres_server_url():

@@ -1,0 +1,91 @@
+"""The database every test uses: SQLite by default, PostgreSQL when MSEARCH_TEST_DB=postgresql.
+
+`make test` runs the whole suite on SQLite, then every test marked ``db`` again on PostgreSQL, so
+tests ask for ``db_url`` (or ``msearch_env`` for the CLI, or a module-scoped ``module_db_url``
+built with :func:`module_database`) instead of building a URL themselves; conftest marks every
+test whose fixtures include one of :data:`DATABASE_FIXTURES`.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+
+TEST_DB_FLAVOUR = os.environ.get("MSEARCH_TEST_DB", "sqlite").lower()
+if TEST_DB_FLAVOUR not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"MSEARCH_TEST_DB must be sqlite or postgresql, not {TEST_DB_FLAVOUR!r}")
+
+# Fixtures that hand out a database of the suite's flavour; a test using any of them is marked `db`.
+DATABASE_FIXTURES = frozenset({"db_url", "msearch_env", "postgres_url", "postgres_server_url", "module_db_url"})
+
+
+@pytest.fixture
+def db_url(request, tmp_path):
+    """A URL of a fresh, empty database (schema not created yet)."""
+    if TEST_DB_FLAVOUR == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'msearch.sqlite3'}"
+
+
+@pytest.fixture
+def msearch_env(db_url, tmp_path):
+    """Environment for running `msearch` against a fresh data dir and database."""
+    return {"MSEARCH_DATA_DIR": str(tmp_path / "data"), "MSEARCH_DB": db_url,
+            "MSEARCH_ALLOW_HOSTS": os.environ.get("MSEARCH_ALLOW_HOSTS", "127.0.0.1,localhost")}
+
+
+@contextmanager
+def module_database(request, tmp_path_factory, prefix: str = "msearch_module") -> Iterator[str]:
+    """A fresh database of the suite's flavour for a module- or session-scoped fixture (one
+    that cannot use the function-scoped ``db_url``); dropped afterwards. Name the fixture
+    ``module_db_url`` (or list it in :data:`DATABASE_FIXTURES`) so that its tests are marked."""
+    if TEST_DB_FLAVOUR != "postgresql":
+        yield f"sqlite:///{tmp_path_factory.mktemp(prefix) / 'msearch.sqlite3'}"
+        return
+    import sqlalchemy
+
+    server_url = request.getfixturevalue("postgres_server_url")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{server_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+_checkouts = 0
+_checkouts_lock = threading.Lock()
+
+
+def _count_checkout(*_args) -> None:
+    global _checkouts
+    with _checkouts_lock:
+        _checkouts += 1
+
+
+@contextmanager
+def used_database() -> Iterator[list]:
+    """Whether any SQLAlchemy connection was checked out (in any thread) inside the block: the
+    yielded list is empty until the block ends, then holds True if one was."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    if not event.contains(Pool, "checkout", _count_checkout):
+        event.listen(Pool, "checkout", _count_checkout)
+    before = _checkouts
+    used: list = []
+    try:
+        yield used
+    finally:
+        if _checkouts != before:
+            used.append(True)
