@@ -11,11 +11,14 @@ import io
 import json
 import logging
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from manuscripts_search import store as core_store
@@ -23,7 +26,7 @@ from manuscripts_search.db import session_scope
 from manuscripts_search.derivatives import DerivativeStore
 from manuscripts_search.iiif.image_api import ImageInfo, parse_info_json, plan_fetch, stitch_tiles
 from manuscripts_search.iiif.model import ImageServiceRef
-from manuscripts_search.models import Canvas
+from manuscripts_search.models import Canvas, ImageServiceInfo, utcnow
 
 from .http import Fetcher, FetchError
 
@@ -52,38 +55,120 @@ class CanvasImageJob:
 
 
 class InfoCache:
-    """info.json documents by service id, fetched once per run (None when unavailable)."""
+    """info.json documents by service id: in memory for the run, in the database between runs
+    (``image_service_infos``), so a re-harvest or a region pass does not fetch them again.
+    ``get`` returns None when the service has no usable info.json (then plans fall back to
+    what the manifest says)."""
 
-    def __init__(self, fetcher: Fetcher):
+    def __init__(self, fetcher: Fetcher, session_factory: Optional[sessionmaker[Session]] = None,
+                 max_age: timedelta = timedelta(days=30), retry_errors_after: timedelta = timedelta(hours=1)):
         self._fetcher = fetcher
+        self._session_factory = session_factory
+        self._max_age = max_age
+        self._retry_errors_after = retry_errors_after
         self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
         self._cache: dict[str, Optional[ImageInfo]] = {}
 
     def get(self, service_id: str) -> Optional[ImageInfo]:
+        service_id = service_id.strip().rstrip("/").removesuffix("/info.json")  # one key per service
         with self._lock:
             if service_id in self._cache:
                 return self._cache[service_id]
-        info = None
+            key_lock = self._key_locks.setdefault(service_id, threading.Lock())
+        with key_lock:  # many canvases (or regions) of one service ask at once: fetch it once
+            with self._lock:
+                if service_id in self._cache:
+                    return self._cache[service_id]
+            info = self._load(service_id)
+            with self._lock:
+                self._cache[service_id] = info
+            return info
+
+    def _load(self, service_id: str) -> Optional[ImageInfo]:
+        row = self._stored(service_id)
+        now = utcnow()
+        if row is not None and row["fetched_at"] is not None:
+            age = now - _aware(row["fetched_at"])
+            if row["error"] is None and row["info_json"] is not None and age < self._max_age:
+                return _parse_or_none(row["info_json"], service_id)
+            if row["error"] is not None and age < self._retry_errors_after:
+                return None
+        url = service_id.rstrip("/") + "/info.json"
+        usable = row if row is not None and row["error"] is None and row["info_json"] is not None else None
         try:
-            body = self._fetcher.get(service_id.rstrip("/") + "/info.json").body
-            info = parse_info_json(json.loads(body))
+            fetched = self._fetcher.get(url, expect="json", etag=usable["etag"] if usable else None,
+                                        last_modified=usable["last_modified"] if usable else None)
+            doc = usable["info_json"] if fetched.not_modified and usable else json.loads(fetched.body)
+            info = parse_info_json(doc)
         except (FetchError, ValueError) as exc:  # json errors are ValueErrors too
             log.info("no usable info.json for %s: %s", service_id, exc)
-        with self._lock:
-            self._cache[service_id] = info
+            self._store(service_id, None, None, None, str(exc))
+            return None
+        self._store(service_id, doc, fetched.etag, fetched.last_modified, None)
         return info
 
+    def _stored(self, service_id: str) -> Optional[dict]:
+        if self._session_factory is None:
+            return None
+        with session_scope(self._session_factory) as session:
+            row = session.scalar(select(ImageServiceInfo).where(ImageServiceInfo.service_id == service_id))
+            if row is None:
+                return None
+            return {"info_json": row.info_json, "etag": row.etag, "last_modified": row.last_modified,
+                    "fetched_at": row.fetched_at, "error": row.error}
 
-def _decode(data: bytes):
+    def _store(self, service_id: str, doc, etag, last_modified, error: Optional[str]) -> None:
+        if self._session_factory is None:
+            return
+        try:
+            with session_scope(self._session_factory) as session:
+                row = session.scalar(select(ImageServiceInfo).where(ImageServiceInfo.service_id == service_id))
+                if row is None:
+                    row = ImageServiceInfo(service_id=service_id)
+                    session.add(row)
+                row.info_json = doc if isinstance(doc, dict) else None
+                row.etag, row.last_modified = etag, last_modified
+                row.fetched_at, row.error = utcnow(), error[:2000] if error else None
+        except IntegrityError:
+            pass  # another process cached it at the same moment: theirs is as good
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite gives naive datetimes back; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _parse_or_none(doc, service_id: str) -> Optional[ImageInfo]:
+    try:
+        return parse_info_json(doc)
+    except ValueError as exc:
+        log.info("cached info.json for %s is unusable: %s", service_id, exc)
+        return None
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS):
+    """Decode image bytes to RGB. Raises ValueError for an image of more than ``max_pixels``
+    pixels (a decompression bomb: a few kilobytes that would decode to gigabytes), judged from
+    its header before any pixel is decoded; OSError for bytes that are not a readable image."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    image = Image.open(io.BytesIO(data))
-    image.load()
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb check is a global setting and only a warning below twice its limit.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > max_pixels:
+                raise ValueError(f"image of {image.width}×{image.height} pixels exceeds the limit of "
+                                 f"{max_pixels} pixels (decompression bomb?)")
+            image.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise ValueError(f"image refused as a decompression bomb: {error}") from None
     return image.convert("RGB")
 
 
-def _normalise(image, long_edge: int) -> tuple[bytes, int, int]:
+def normalise_image(image, long_edge: int) -> tuple[bytes, int, int]:
+    """JPEG bytes of ``image`` with its long edge at most ``long_edge``, and the final size."""
     from PIL import Image
 
     if max(image.size) > long_edge:
@@ -100,13 +185,13 @@ def fetch_canvas_image(job: CanvasImageJob, fetcher: Fetcher, infos: InfoCache, 
     if job.service is not None:
         try:
             plan = plan_fetch(infos.get(job.service.id), job.service, long_edge)
-            tiles = [_decode(fetcher.get(request.url).body) for request in plan.requests]
+            tiles = [decode_image(fetcher.get(request.url, expect="image").body) for request in plan.requests]
             return tiles[0] if plan.is_single and plan.crop_box is None else stitch_tiles(plan, tiles)
         except (FetchError, ValueError, OSError) as exc:
             reasons.append(f"image service: {exc}")
     if job.image_url:
         try:
-            return _decode(fetcher.get(job.image_url).body)
+            return decode_image(fetcher.get(job.image_url, expect="image").body)
         except (FetchError, ValueError, OSError) as exc:
             reasons.append(f"image URL: {exc}")
     raise ValueError("; ".join(reasons) or "canvas paints no image")
@@ -131,40 +216,47 @@ def pending_jobs(session: Session, retry_failed: bool = True) -> list[CanvasImag
 
 def fetch_canvas_derivatives(session_factory: sessionmaker[Session], fetcher: Fetcher,
                              derivatives: DerivativeStore, long_edge: int = 448, threads: int = 4,
-                             show_progress: bool = False, retry_failed: bool = True) -> ImageReport:
+                             show_progress: bool = False, retry_failed: bool = True,
+                             infos: Optional[InfoCache] = None) -> ImageReport:
     """Fetch a derivative for every canvas that paints an image and has none yet."""
     from tqdm import tqdm
 
     with session_scope(session_factory) as session:
         jobs = pending_jobs(session, retry_failed=retry_failed)
-    infos = InfoCache(fetcher)
+    infos = infos or InfoCache(fetcher, session_factory)
     report = ImageReport()
 
     def work(job: CanvasImageJob):
         try:
             image = fetch_canvas_image(job, fetcher, infos, long_edge)
-            data, width, height = _normalise(image, long_edge)
-            return job, derivatives.put(data), width, height, None
+            data, width, height = normalise_image(image, long_edge)
         except (FetchError, ValueError, OSError) as exc:
             return job, None, None, None, str(exc)
+        return job, derivatives.put(data), width, height, None  # StorageError stops the run
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
-            tqdm(total=len(jobs), unit="image", disable=not show_progress or not jobs) as bar:
-        for job, sha, width, height, error in pool.map(work, jobs):
-            # One short transaction per image: a killed run keeps everything finished so far.
-            with session_scope(session_factory) as session:
-                canvas = session.get(Canvas, job.canvas_id)
-                if canvas is None:
-                    continue  # deleted by a concurrent re-harvest
-                if error is None:
-                    canvas.derivative_sha256, canvas.derivative_error = sha, None
-                    canvas.derivative_width, canvas.derivative_height = width, height
-                    report.fetched += 1
-                else:
-                    canvas.derivative_error = error[:2000]
-                    core_store.record_error(session, "image", job.image_url or
-                                            (job.service.id if job.service else None), error,
-                                            manifest_id=canvas.manifest_id, canvas_id=canvas.id)
-                    report.failures.append((job.canvas_iiif_id, error))
-            bar.update(1)
+            tqdm(total=len(jobs), unit="image", desc="images", disable=not show_progress or not jobs) as bar:
+        try:
+            for job, sha, width, height, error in pool.map(work, jobs):
+                # One short transaction per image: a killed run keeps everything finished so far.
+                with session_scope(session_factory) as session:
+                    canvas = session.get(Canvas, job.canvas_id)
+                    if canvas is None:
+                        continue  # deleted by a concurrent re-harvest
+                    if error is None:
+                        canvas.derivative_sha256, canvas.derivative_error = sha, None
+                        canvas.derivative_width, canvas.derivative_height = width, height
+                        report.fetched += 1
+                    else:
+                        canvas.derivative_error = error[:2000]
+                        core_store.record_error(session, "image", job.image_url or
+                                                (job.service.id if job.service else None), error,
+                                                manifest_id=canvas.manifest_id, canvas_id=canvas.id)
+                        report.failures.append((job.canvas_iiif_id, error))
+                bar.update(1)
+        except BaseException:
+            # A full or read-only store, or a database that went away: stop fetching now
+            # instead of working through (and failing) every queued image.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return report

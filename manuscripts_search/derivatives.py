@@ -22,21 +22,33 @@ class DerivativeStore:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def put(self, data: bytes) -> str:
-        """Store ``data`` and return its SHA-256; storing existing content is a no-op."""
+        """Store ``data`` and return its SHA-256; storing existing content is a no-op.
+
+        Raises :class:`~manuscripts_search.faults.StorageError` when the store cannot be written
+        (read-only, full, no permission): that stops a run instead of failing every image."""
+        from .faults import is_storage_failure, storage_error
+
         digest = hashlib.sha256(data).hexdigest()
         final = self.path_for(digest)
         if final.exists():
             return digest
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+        except OSError as error:
+            if is_storage_failure(error):
+                raise storage_error(error, final.parent, "saving an image derivative") from None
+            raise
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as error:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(error, OSError) and is_storage_failure(error):
+                raise storage_error(error, final.parent, "saving an image derivative") from None
             raise
         return digest
 

@@ -1,17 +1,21 @@
 """Writing harvested IIIF into the database: the one place that turns parsed documents into rows.
 
 Re-saving a manifest updates its canvases in place (matched by canvas id), so embeddings of
-unchanged canvases survive a re-harvest; canvases whose image changed lose their derivative and
-their vectors are marked stale; canvases that disappeared are deleted with their vectors.
+unchanged canvases survive a re-harvest; canvases whose image changed lose their derivative (and
+their regions' derivatives) and their vectors are marked stale; canvases that disappeared are
+deleted with their vectors. A manifest whose URL disappears (404/410, or a Delete activity) keeps
+its rows but is flagged (``error``, ``http_status``) and its vectors are marked stale, so search
+stops returning it while nothing is lost if it comes back.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Optional
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from .iiif.annotations import ParsedTextAnnotation
 from .iiif.model import ParsedCollection, ParsedManifest
 from .models import (
     Canvas,
@@ -20,7 +24,9 @@ from .models import (
     Embedding,
     HarvestError,
     Manifest,
+    Region,
     Source,
+    TextAnnotation,
     utcnow,
 )
 
@@ -77,7 +83,7 @@ def _jsonable(value):
 
 
 def save_manifest(session: Session, parsed: ParsedManifest, *, url: Optional[str] = None,
-                  source: Optional[Source] = None,
+                  source: Optional[Source] = None, source_id: Optional[int] = None,
                   fetched_from: Optional[str] = None, raw_json: Optional[str] = None,
                   content_sha256: Optional[str] = None, etag: Optional[str] = None,
                   last_modified: Optional[str] = None, http_status: Optional[int] = None) -> Manifest:
@@ -85,11 +91,12 @@ def save_manifest(session: Session, parsed: ParsedManifest, *, url: Optional[str
     canvases; returns the Manifest row (flushed)."""
     url = url or parsed.id
     manifest = session.scalar(select(Manifest).where(Manifest.url == url))
+    is_new = manifest is None
     if manifest is None:
         manifest = Manifest(url=url, iiif_id=parsed.id)
         session.add(manifest)
     manifest.iiif_id = parsed.id
-    manifest.source_id = source.id if source else manifest.source_id
+    manifest.source_id = source.id if source else (source_id or manifest.source_id)
     manifest.fetched_from = fetched_from
     manifest.iiif_version = parsed.iiif_version
     manifest.label = parsed.label
@@ -114,7 +121,7 @@ def save_manifest(session: Session, parsed: ParsedManifest, *, url: Optional[str
     manifest.error = None
     session.flush()
 
-    existing = {c.iiif_id: c for c in session.scalars(
+    existing = {} if is_new else {c.iiif_id: c for c in session.scalars(
         select(Canvas).where(Canvas.manifest_id == manifest.id))}
     seen: set[str] = set()
     stale_canvas_ids: list[int] = []
@@ -139,29 +146,133 @@ def save_manifest(session: Session, parsed: ParsedManifest, *, url: Optional[str
     if stale_canvas_ids:
         session.execute(update(Embedding).where(Embedding.canvas_id.in_(stale_canvas_ids))
                         .values(stale=True))
+        session.execute(update(Region).where(Region.canvas_id.in_(stale_canvas_ids))
+                        .values(derivative_sha256=None))
     session.flush()
     return manifest
 
 
 def record_manifest_failure(session: Session, url: str, message: str, *, stage: str = "parse",
                             source: Optional[Source] = None, http_status: Optional[int] = None,
-                            raw_json: Optional[str] = None) -> Manifest:
+                            raw_json: Optional[str] = None, flag_existing: bool = True) -> Manifest:
     """Record that ``url`` could not be used as a manifest.
 
     A manifest already harvested from that URL keeps its canvases (a passing failure must not
-    lose data); otherwise a row with ``error`` set makes the failure visible in listings.
+    lose data); it is flagged with ``error`` only when ``flag_existing`` (a timeout or a 503 on
+    a re-harvest is logged in ``errors`` but does not mark good data as broken). A URL never
+    harvested gets a row with ``error`` set, so the failure is visible in listings.
     """
     manifest = session.scalar(select(Manifest).where(Manifest.url == url))
     if manifest is None:
         manifest = Manifest(url=url, iiif_id=url, fetched_from=url,
                             source_id=source.id if source else None, raw_json=raw_json)
         session.add(manifest)
-    manifest.error = message
-    manifest.http_status = http_status
-    manifest.fetched_at = utcnow()
+        flag_existing = True
+    if flag_existing:
+        manifest.error = message
+        manifest.http_status = http_status
+        manifest.fetched_at = utcnow()
     session.flush()
     record_error(session, stage, url, message, manifest_id=manifest.id)
     return manifest
+
+
+def mark_manifest_gone(session: Session, url: str, reason: str,
+                       http_status: Optional[int] = None) -> Optional[Manifest]:
+    """Flag the manifest harvested from ``url`` as gone: ``error`` says why, its rows stay, its
+    vectors are marked stale so search no longer returns it. Returns None when no manifest was
+    ever harvested from ``url`` (nothing to flag)."""
+    manifest = session.scalar(select(Manifest).where(Manifest.url == url))
+    if manifest is None:
+        return None
+    manifest.error = f"gone: {reason}"
+    manifest.http_status = http_status
+    manifest.fetched_at = utcnow()
+    canvas_ids = select(Canvas.id).where(Canvas.manifest_id == manifest.id).scalar_subquery()
+    session.execute(update(Embedding).where(Embedding.canvas_id.in_(canvas_ids)).values(stale=True))
+    session.flush()
+    record_error(session, "fetch", url, manifest.error, manifest_id=manifest.id)
+    return manifest
+
+
+def replace_text_annotations(session: Session, annotations: list[ParsedTextAnnotation], *,
+                             source_url: str, origin_url: str,
+                             manifest: Optional[Manifest] = None) -> int:
+    """Replace the text annotations that ``source_url`` yielded when reached through
+    ``origin_url`` (the manifest, or the annotation document itself) with ``annotations``.
+
+    Targets are resolved to canvases of ``manifest`` when given, else to any harvested canvas
+    with that id; unresolved ones are kept with ``canvas_iiif_id`` and linked when a manifest
+    with that canvas is saved. Returns the number of rows written.
+    """
+    session.execute(delete(TextAnnotation).where(TextAnnotation.source_url == source_url,
+                                                 TextAnnotation.origin_url == origin_url))
+    targets = {a.canvas_id for a in annotations if a.canvas_id}
+    canvases: dict[str, Canvas] = {}
+    if targets:
+        query = select(Canvas).where(Canvas.iiif_id.in_(targets))
+        if manifest is not None:
+            query = query.where(Canvas.manifest_id == manifest.id)
+        for canvas in session.scalars(query.order_by(Canvas.id)):
+            canvases.setdefault(canvas.iiif_id, canvas)
+    rows = []
+    for annotation in annotations:
+        canvas = canvases.get(annotation.canvas_id) if annotation.canvas_id else None
+        x, y, w, h = annotation.xywh or (None, None, None, None)
+        rows.append(TextAnnotation(
+            manifest_id=canvas.manifest_id if canvas else (manifest.id if manifest else None),
+            canvas_id=canvas.id if canvas else None, canvas_iiif_id=annotation.canvas_id,
+            iiif_id=annotation.id, motivation=(annotation.motivation or None) and annotation.motivation[:64],
+            language=annotation.language, text=annotation.text, x=x, y=y, w=w, h=h,
+            source_url=source_url, origin_url=origin_url))
+    session.add_all(rows)
+    session.flush()
+    return len(rows)
+
+
+def link_all_orphan_text_annotations(session: Session) -> int:
+    """Attach every text annotation that arrived before its canvas (an annotation list harvested
+    on its own) to a harvested canvas with that id, if there is one now. Returns rows linked."""
+    canvas = select(Canvas.id).where(Canvas.iiif_id == TextAnnotation.canvas_iiif_id).order_by(Canvas.id).limit(1)
+    manifest = (select(Canvas.manifest_id).where(Canvas.iiif_id == TextAnnotation.canvas_iiif_id)
+                .order_by(Canvas.id).limit(1))
+    result = session.execute(
+        update(TextAnnotation)
+        .where(TextAnnotation.canvas_id.is_(None), TextAnnotation.canvas_iiif_id.is_not(None),
+               select(Canvas.id).where(Canvas.iiif_id == TextAnnotation.canvas_iiif_id).exists())
+        .values(canvas_id=canvas.scalar_subquery(), manifest_id=manifest.scalar_subquery())
+        .execution_options(synchronize_session=False))
+    return result.rowcount or 0
+
+
+def link_orphan_text_annotations(session: Session, manifest: Manifest) -> None:
+    """Attach text annotations that arrived before their canvas (harvested on their own) to the
+    canvases of ``manifest``."""
+    orphan_targets = select(TextAnnotation.canvas_iiif_id).where(
+        TextAnnotation.canvas_id.is_(None), TextAnnotation.canvas_iiif_id.is_not(None))
+    for canvas in session.scalars(select(Canvas).where(Canvas.manifest_id == manifest.id,
+                                                       Canvas.iiif_id.in_(orphan_targets))):
+        session.execute(update(TextAnnotation)
+                        .where(TextAnnotation.canvas_id.is_(None),
+                               TextAnnotation.canvas_iiif_id == canvas.iiif_id)
+                        .values(canvas_id=canvas.id, manifest_id=manifest.id))
+
+
+def sync_canvas_regions(session: Session, canvas: Canvas, boxes: list[tuple[int, int, int, int]]) -> int:
+    """Make the canvas's regions exactly ``boxes`` (canvas coordinates): missing boxes are added
+    without a derivative, boxes no longer wanted are deleted with their vectors. Returns the
+    number of boxes added."""
+    wanted = list(dict.fromkeys(boxes))
+    existing = {(r.x, r.y, r.w, r.h): r for r in session.scalars(
+        select(Region).where(Region.canvas_id == canvas.id))}
+    for box, region in existing.items():
+        if box not in wanted:
+            session.delete(region)
+    added = [Region(canvas_id=canvas.id, x=x, y=y, w=w, h=h)
+             for (x, y, w, h) in wanted if (x, y, w, h) not in existing]
+    session.add_all(added)
+    session.flush()
+    return len(added)
 
 
 def save_collection(session: Session, parsed: ParsedCollection,
@@ -179,6 +290,10 @@ def save_collection(session: Session, parsed: ParsedCollection,
 
 
 def link_manifest(session: Session, collection: Collection, manifest: Manifest) -> None:
-    if session.get(CollectionMembership, (collection.id, manifest.id)) is None:
-        session.add(CollectionMembership(collection_id=collection.id, manifest_id=manifest.id))
+    link_manifest_ids(session, collection.id, manifest.id)
+
+
+def link_manifest_ids(session: Session, collection_id: int, manifest_id: int) -> None:
+    if session.get(CollectionMembership, (collection_id, manifest_id)) is None:
+        session.add(CollectionMembership(collection_id=collection_id, manifest_id=manifest_id))
         session.flush()

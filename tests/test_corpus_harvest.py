@@ -15,21 +15,21 @@ CORPUS = Path(os.environ.get("MSEARCH_CORPUS") or Path(__file__).resolve().paren
 NOT_MANIFESTS = {"mirador__broken.json", "parser__europeana-canvas.json"}
 
 
-def test_corpus_manifests_harvest_or_record_errors(tmp_path):
+def test_corpus_manifests_harvest_or_record_errors(msearch_env):
     files = sorted(list((CORPUS / "v2").glob("*.json")) + list((CORPUS / "v3").glob("*.json")))
     assert len(files) > 100, f"corpus not found at {CORPUS}"
-    env = {"MSEARCH_DATA_DIR": str(tmp_path), "MSEARCH_DB": ""}
+    env = msearch_env
     runner = CliRunner()
     result = runner.invoke(cli, ["harvest", "--no-images", "--json", *map(str, files)], env=env,
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     failed = {Path(f["url"]).name: f["reason"] for f in report["failures"]}
     assert set(failed) == NOT_MANIFESTS, failed
     assert all(reason.strip() for reason in failed.values())
 
     rows = [json.loads(line) for line in
-            runner.invoke(cli, ["manifests", "--json"], env=env).output.splitlines()]
+            runner.invoke(cli, ["manifests", "--json"], env=env).stdout.splitlines()]
     by_file = {Path(r["url"]).name: r for r in rows}
     assert set(by_file) == {f.name for f in files}  # every file accounted for, once
     for name, row in by_file.items():
@@ -39,6 +39,6 @@ def test_corpus_manifests_harvest_or_record_errors(tmp_path):
             assert row["error"] is None, (name, row["error"])
             assert row["iiif_version"] in (1, 2, 3)
             assert 0 <= row["image_canvas_count"] <= row["canvas_count"]
-    stats = json.loads(runner.invoke(cli, ["stats", "--json"], env=env).output)
+    stats = json.loads(runner.invoke(cli, ["stats", "--json"], env=env).stdout)
     assert stats["manifests_with_errors"] == 2
     assert stats["canvases"] == sum(r["canvas_count"] for r in rows)

@@ -1,41 +1,214 @@
-"""`msearch harvest`: fetch IIIF manifests, collections and canvas images."""
+"""`msearch harvest` (IIIF manifests, collections, annotations, Change Discovery streams, canvas
+images and region crops) and `msearch publish` (a folder of images → level-0 IIIF)."""
 from __future__ import annotations
 
+import sys
 
 import click
 
 from ..cli import CLIState, cli, emit, pass_state
 
 
-@cli.command()
-@click.argument("sources", nargs=-1, required=True)
-@click.option("--images/--no-images", default=True, show_default=True,
-              help="Also fetch one image per canvas for encoding.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@pass_state
-def harvest(state: CLIState, sources, images, as_json):
-    """Harvest IIIF manifests or collections (URLs or local JSON files), recursively."""
+def _grid_levels(ctx, param, value):
+    from harvest.regions import RegionGrid
+
+    try:
+        return RegionGrid.parse(value).levels
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _fetcher_options(command):
+    options = [
+        click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True,
+                     help="Requests in flight at once, over all hosts."),
+        click.option("--per-host", type=click.IntRange(1, 64), default=8, show_default=True,
+                     help="Requests in flight at once to one host."),
+        click.option("--rate", type=click.FloatRange(0, None), default=0.0, show_default=True,
+                     help="Requests per second started per host (0: no limit)."),
+        click.option("--retries", type=click.IntRange(0, 10), default=3, show_default=True,
+                     help="Retries after timeouts, connection errors, 429 and 5xx."),
+        click.option("--timeout", type=click.FloatRange(0.1, None), default=None,
+                     help="Connect/read timeout in seconds [default: MSEARCH_HTTP_TIMEOUT]."),
+        click.option("--regions/--no-regions", default=False, show_default=True,
+                     help="Also fetch a multi-scale grid of region crops per canvas."),
+        click.option("--region-grid", default="2,3", show_default=True, callback=_grid_levels,
+                     help="Windows per side at each scale, comma-separated (2,3: 2x2 and 3x3)."),
+        click.option("--region-overlap", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
+                     help="Share of a window that overlaps its neighbour."),
+        click.option("--progress/--no-progress", default=None,
+                     help="Progress bars on stderr [default: when stderr is a terminal]."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _check_data_dir(state: CLIState) -> None:
+    """Refuse to start when the data directory cannot be written (read-only, full, permissions)
+    rather than failing on every image."""
+    from ..faults import StorageError, check_writable_directory
+
+    try:
+        check_writable_directory(state.config.data_dir)
+    except StorageError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _make_fetcher(state: CLIState, workers, per_host, rate, retries, timeout, local_mirrors=None):
     from harvest.http import Fetcher
-    from harvest.images import fetch_canvas_derivatives
-    from harvest.manifests import harvest_sources
+    from harvest.politeness import PolitenessPolicy
+
+    cfg = state.config
+    policy = PolitenessPolicy(max_per_host=min(per_host, workers), requests_per_second=rate)
+    return Fetcher(cfg.user_agent, timeout=timeout or cfg.http_timeout, max_bytes=cfg.max_response_bytes,
+                   retries=retries, policy=policy, local_mirrors=local_mirrors,
+                   network_policy=cfg.network_policy)
+
+
+def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions: bool, grid_levels,
+                  overlap: float, workers: int, progress: bool) -> None:
+    from harvest.images import InfoCache, fetch_canvas_derivatives
+    from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
 
     from ..derivatives import DerivativeStore
 
     cfg = state.config
-    fetcher = Fetcher(cfg.user_agent, timeout=cfg.http_timeout, max_bytes=cfg.max_response_bytes)
     factory = state.session_factory()
-    report = harvest_sources(list(sources), factory, fetcher)
-    result = report.as_dict()
+    derivatives = DerivativeStore(cfg.derivatives_dir)
+    infos = InfoCache(fetcher, factory)
     if images:
-        image_report = fetch_canvas_derivatives(factory, fetcher, DerivativeStore(cfg.derivatives_dir),
-                                                long_edge=cfg.image_size, show_progress=not as_json)
-        result["images"] = image_report.as_dict()
-    fetcher.close()
-    text = (f"harvested {result['manifests']} manifest(s), {result['collections']} collection(s); "
-            f"{len(result['failures'])} failure(s)")
-    if images:
-        text += (f"; images fetched {result['images']['fetched']}, "
-                 f"failed {len(result['images']['failures'])}")
-    for failure in result["failures"]:
-        text += f"\n  ! {failure['url']}: {failure['reason']}"
+        result["images"] = fetch_canvas_derivatives(
+            factory, fetcher, derivatives, long_edge=cfg.image_size, threads=workers,
+            show_progress=progress, infos=infos).as_dict()
+    if regions:
+        planned = plan_regions(factory, RegionGrid(tuple(grid_levels), overlap))
+        report = fetch_region_derivatives(factory, fetcher, derivatives, long_edge=cfg.image_size,
+                                          threads=workers, show_progress=progress, infos=infos)
+        report.planned = planned
+        result["regions"] = report.as_dict()
+
+
+def _release(factory) -> None:
+    # The command's engine: closed here so that a PostgreSQL connection never outlives the run.
+    engine = factory.kw.get("bind") if factory is not None else None
+    if engine is not None:
+        engine.dispose()
+
+
+def _summary(result: dict) -> str:
+    lines = []
+    if "manifests" in result:
+        lines.append(
+            f"harvested {result['manifests']} manifest(s) ({result['new']} new, {result['changed']} changed, "
+            f"{result['unchanged']} unchanged), {result['collections']} collection(s), "
+            f"{result['annotation_documents']} annotation document(s), {result['text_annotations']} "
+            f"text annotation(s); {len(result['gone'])} gone; {len(result['failures'])} failure(s)"
+            + ("; resumed an interrupted run" if result.get("resumed") else ""))
+    for stream in result.get("changes", []):
+        lines.append(f"change stream {stream['stream']}: {stream['pages_read']} page(s), "
+                     f"{stream['harvested']} harvested, {stream['removed']} removed ({stream['stopped_at']})")
+    if "images" in result:
+        lines.append(f"images fetched {result['images']['fetched']}, failed {len(result['images']['failures'])}")
+    if "regions" in result:
+        lines.append(f"regions planned {result['regions']['planned']}, fetched {result['regions']['fetched']}, "
+                     f"failed {len(result['regions']['failures'])}")
+    failures = list(result.get("failures", []))
+    for stream in result.get("changes", []):
+        failures += stream["failures"]
+    for failure in failures[:200]:
+        lines.append(f"  ! {failure['url']}: {failure['reason']}")
+    if len(failures) > 200:
+        lines.append(f"  ... and {len(failures) - 200} more (msearch manifests --errors-only)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1)
+@click.option("--changes", "change_streams", multiple=True, metavar="URL",
+              help="A IIIF Change Discovery activity stream to follow (repeatable).")
+@click.option("--images/--no-images", default=True, show_default=True,
+              help="Also fetch one image per canvas for encoding.")
+@click.option("--annotations/--no-annotations", default=True, show_default=True,
+              help="Also fetch annotation lists/pages that manifests reference, for their text.")
+@click.option("--max-documents", type=click.IntRange(1, None), default=None,
+              help="Stop a crawl after this many documents.")
+@_fetcher_options
+@pass_state
+def harvest(state: CLIState, sources, change_streams, images, annotations, max_documents, workers,
+            per_host, rate, retries, timeout, regions, region_grid, region_overlap, progress, as_json):
+    """Harvest IIIF manifests, collections or annotation lists (URLs or local JSON files),
+    recursively; re-running is incremental, and resumes a run that was interrupted."""
+    from harvest.changes import process_change_stream
+    from harvest.manifests import HarvestOptions, harvest_sources
+
+    if not sources and not change_streams:
+        raise click.UsageError("give at least one SOURCE or --changes URL")
+    progress = sys.stderr.isatty() if progress is None else progress
+    _check_data_dir(state)
+    fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout)
+    factory = state.session_factory()
+    options = HarvestOptions(workers=workers, max_documents=max_documents, annotations=annotations)
+    result: dict = {}
+    try:
+        if sources:
+            result.update(harvest_sources(list(sources), factory, fetcher, options=options,
+                                          show_progress=progress).as_dict())
+        if change_streams:
+            result["changes"] = [process_change_stream(url, factory, fetcher, options).as_dict()
+                                 for url in change_streams]
+        _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress)
+    finally:
+        fetcher.close()
+        _release(factory)
+    result["requests"] = fetcher.stats.get("requests", 0)
+    emit(result, as_json, _summary(result))
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--base-url", envvar="MSEARCH_PUBLIC_URL", default="http://127.0.0.1:5000", show_default=True,
+              help="Public URL of the web app (`msearch serve`) that will serve the files. "
+                   "Env: MSEARCH_PUBLIC_URL.")
+@click.option("--slug", help="URL name of this set [default: the folder's name].")
+@click.option("--label", help="Manifest label [default: the folder's name].")
+@click.option("--tile-size", type=click.IntRange(64, 4096), default=512, show_default=True)
+@click.option("--images/--no-images", default=True, show_default=True,
+              help="Also make the derivatives for encoding (read from disk, no server needed).")
+@_fetcher_options
+@pass_state
+def publish(state: CLIState, folder, base_url, slug, label, tile_size, images, workers, per_host, rate,
+            retries, timeout, regions, region_grid, region_overlap, progress, as_json):
+    """Publish a folder of JPEG/PNG/TIFF images as a level-0 IIIF service and a manifest served
+    by the web app under /published/, and harvest that manifest."""
+    from harvest.manifests import HarvestOptions, harvest_sources
+    from harvest.publish import PublishError, publish_folder
+
+    progress = sys.stderr.isatty() if progress is None else progress
+    published_root = state.config.data_dir / "published"
+    try:
+        published = publish_folder(folder, published_root, base_url, slug=slug, label=label, tile=tile_size)
+    except PublishError as exc:
+        raise click.ClickException(str(exc)) from None
+    # The app need not be running: URLs under the public prefix are read from the folder.
+    fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout,
+                            local_mirrors={f"{base_url.rstrip('/')}/published/": published_root})
+    factory = state.session_factory()
+    result = {"published": published.as_dict()}
+    try:
+        result["harvest"] = harvest_sources([published.manifest_url], factory, fetcher,
+                                            options=HarvestOptions(workers=workers)).as_dict()
+        _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress)
+    finally:
+        fetcher.close()
+        _release(factory)
+    text = (f"published {len(published.images)} image(s) as {published.manifest_url} "
+            f"({result['published']['regenerated']} regenerated) in {published.folder}")
+    for name, reason in published.skipped:
+        text += f"\n  ! {name}: {reason}"
+    if "images" in result:
+        text += f"\nimages fetched {result['images']['fetched']}, failed {len(result['images']['failures'])}"
+    if "regions" in result:
+        text += f"\nregions fetched {result['regions']['fetched']}, failed {len(result['regions']['failures'])}"
     emit(result, as_json, text)

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any, Optional, Union
 from urllib.parse import urljoin
 
+from manuscripts_search.iiif.annotations import ManifestText, manifest_text
+from manuscripts_search.iiif.json_limits import check_json_text, check_json_value
 from manuscripts_search.iiif.language import to_language_map
 from manuscripts_search.iiif.model import (
     CollectionMember,
@@ -191,6 +193,7 @@ def _load_json(doc: Any, warn: _Warnings) -> dict:
         doc = _decode_bytes(bytes(doc), warn)
     if isinstance(doc, str):
         text = doc.removeprefix("\ufeff")
+        check_json_text(text)  # size and nesting limits, before any recursive decoding
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as error:
@@ -201,6 +204,8 @@ def _load_json(doc: Any, warn: _Warnings) -> dict:
             raise IIIFParseError(f"invalid JSON: {error}") from None
     elif not isinstance(doc, (dict, list, int, float, bool, type(None))):
         raise TypeError(f"expected bytes, str or a decoded JSON object, got {type(doc).__name__}")
+    else:
+        check_json_value(doc)
     if not isinstance(doc, dict):
         kind = {list: "an array", bool: "a boolean", type(None): "null"}.get(type(doc))
         kind = kind or ("a string" if isinstance(doc, str) else "a number")
@@ -518,6 +523,10 @@ def _painted_image(
 
 def _painting_annotations(canvas: dict, warn: _Warnings, where: str) -> Iterator[Any]:
     yield from _as_list(canvas.get("images"))  # v1/v2
+    if "images" not in canvas and isinstance(canvas.get("resources"), list):
+        # Presentation 1 drafts (e.g. Stanford's Walters manifests) list image annotations here.
+        warn.tally("canvas lists its image annotations under Presentation 1 `resources`")
+        yield from canvas["resources"]
     for page in _as_list(canvas.get("items")):  # v3 AnnotationPages
         if not isinstance(page, dict):
             warn(f"{where}: items holds a {type(page).__name__}, not an AnnotationPage")
@@ -788,6 +797,30 @@ def parse_document(
     if kind == "Manifest":
         return _read_manifest(data, version, source_url, warn)
     return _read_collection(data, kind, version, source_url, warn)
+
+
+def parse_document_with_text(
+    doc: Document, source_url: Optional[str] = None
+) -> tuple[Union[ParsedManifest, ParsedCollection], Optional[ManifestText]]:
+    """Like :func:`parse_document`, and for a Manifest also the text annotations it embeds and
+    the annotation documents it references (see :func:`.annotations.manifest_text`); the JSON is
+    decoded once. The second item is None for a Collection. Raises as :func:`parse_document`."""
+    warn = _Warnings()
+    data = _load_json(doc, warn)
+    kind = _classify(data, warn)
+    version = _context_version(data) or _key_version(data)
+    if kind != "Manifest":
+        return _read_collection(data, kind, version, source_url, warn), None
+    manifest = _read_manifest(data, version, source_url, warn)
+    base = source_url or (manifest.id if _has_scheme(manifest.id) else None)
+    sizes = {c.id: (c.width, c.height) for c in manifest.canvases if c.width and c.height}
+    return manifest, manifest_text(data, base, sizes)
+
+
+def load_json_object(doc: Document) -> dict:
+    """Decode ``doc`` as the parser does (BOMs, UTF-16, Windows-1252 fallback) and return the JSON
+    object. Raises IIIFParseError for invalid JSON or JSON that is not an object."""
+    return _load_json(doc, _Warnings())
 
 
 def parse_manifest(doc: Document, source_url: Optional[str] = None) -> ParsedManifest:

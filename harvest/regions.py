@@ -1,0 +1,232 @@
+"""Region crops for region-level search: a multi-scale grid of overlapping windows per canvas,
+each fetched at model resolution and stored in the derivative store.
+
+Boxes are laid out and stored in **canvas** coordinates (what a viewer highlights); each is
+mapped to image pixels with :func:`canvas_to_image_xywh` (the image may be painted on part of the
+canvas, at another scale), then fetched the cheapest way the image service allows
+(:func:`plan_fetch`: one region request at levels 1/2, stitched tiles at level 0). Without an
+image service the whole image is downloaded once per canvas and every region cut from it.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Optional
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from manuscripts_search import store as core_store
+from manuscripts_search.db import session_scope
+from manuscripts_search.derivatives import DerivativeStore
+from manuscripts_search.iiif.image_api import canvas_to_image_xywh, plan_fetch, stitch_tiles
+from manuscripts_search.iiif.model import ImageServiceRef
+from manuscripts_search.models import Canvas, Region
+
+from .http import Fetcher, FetchError
+from .images import InfoCache, decode_image, normalise_image
+
+log = logging.getLogger(__name__)
+
+XYWH = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class RegionGrid:
+    """``levels``: windows per side at each scale (2 → 2x2 windows, 3 → 3x3 ...); neighbouring
+    windows share ``overlap`` of their width/height so that a motif on a boundary is whole in
+    some window."""
+
+    levels: tuple[int, ...] = (2, 3)
+    overlap: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not self.levels or any(not isinstance(n, int) or n < 1 or n > 16 for n in self.levels):
+            raise ValueError(f"grid levels must be integers from 1 to 16, got {self.levels!r}")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be at least 0 and below 1, got {self.overlap!r}")
+
+    @classmethod
+    def parse(cls, levels: str, overlap: float = 0.25) -> "RegionGrid":
+        """``"2,3"`` → RegionGrid((2, 3)); raises ValueError with the reason."""
+        try:
+            parsed = tuple(int(part) for part in levels.split(",") if part.strip())
+        except ValueError:
+            raise ValueError(f"grid levels must be comma-separated integers, got {levels!r}") from None
+        return cls(parsed, overlap)
+
+    def boxes(self, width: int, height: int) -> list[XYWH]:
+        """Window boxes for a canvas of ``width`` x ``height``, coarse to fine, no duplicates."""
+        if width <= 0 or height <= 0:
+            raise ValueError(f"canvas size must be positive, got {width}x{height}")
+        boxes: list[XYWH] = []
+        for n in sorted(set(self.levels)):
+            xs, ys = _spans(width, n, self.overlap), _spans(height, n, self.overlap)
+            boxes.extend((x, y, w, h) for (y, h) in ys for (x, w) in xs)
+        return list(dict.fromkeys(b for b in boxes if b[2] > 0 and b[3] > 0))
+
+
+def _spans(length: int, n: int, overlap: float) -> list[tuple[int, int]]:
+    """n windows of equal size covering 0..length with the given overlap, as (start, size)."""
+    window = length / (n - (n - 1) * overlap)
+    step = window * (1 - overlap)
+    spans = []
+    for i in range(n):
+        start = round(i * step)
+        end = length if i == n - 1 else min(length, round(i * step + window))
+        spans.append((start, end - start))
+    return spans
+
+
+@dataclass
+class RegionReport:
+    planned: int = 0  # boxes added to the regions table
+    fetched: int = 0
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (region id, reason)
+
+    def as_dict(self) -> dict:
+        return {"planned": self.planned, "fetched": self.fetched,
+                "failures": [{"region": r, "reason": m} for r, m in self.failures]}
+
+
+def _canvas_size(canvas: Canvas) -> Optional[tuple[int, int]]:
+    if canvas.width and canvas.height:
+        return canvas.width, canvas.height
+    if canvas.image_width and canvas.image_height:  # no canvas size: image pixels are the space
+        return canvas.image_width, canvas.image_height
+    return None
+
+
+def plan_regions(session_factory: sessionmaker[Session], grid: RegionGrid) -> int:
+    """Make every image canvas's regions match ``grid`` (added without a derivative; boxes of
+    another grid removed). Returns the number of boxes added."""
+    added = 0
+    with session_scope(session_factory) as session:
+        canvases = session.scalars(select(Canvas).where(
+            Canvas.service_id.is_not(None) | Canvas.image_url.is_not(None)).order_by(Canvas.id)).all()
+        for canvas in canvases:
+            size = _canvas_size(canvas)
+            if size is None:
+                continue
+            added += core_store.sync_canvas_regions(session, canvas, grid.boxes(*size))
+    return added
+
+
+@dataclass(frozen=True)
+class _CanvasRegionsJob:
+    canvas_id: int
+    canvas_size: tuple[int, int]
+    target_xywh: Optional[XYWH]
+    service: Optional[ImageServiceRef]
+    image_url: Optional[str]
+    regions: tuple[tuple[int, XYWH], ...]  # (region id, canvas box)
+
+
+def _pending_jobs(session: Session) -> list[_CanvasRegionsJob]:
+    rows = session.execute(select(Region, Canvas).join(Canvas, Canvas.id == Region.canvas_id)
+                           .where(Region.derivative_sha256.is_(None))
+                           .order_by(Canvas.id, Region.id)).all()
+    by_canvas: dict[int, tuple[Canvas, list]] = {}
+    for region, canvas in rows:
+        by_canvas.setdefault(canvas.id, (canvas, []))[1].append((region.id, (region.x, region.y, region.w, region.h)))
+    jobs = []
+    for canvas, regions in by_canvas.values():
+        size = _canvas_size(canvas)
+        if size is None:
+            continue
+        service = None
+        if canvas.service_id:
+            service = ImageServiceRef(id=canvas.service_id, api_version=canvas.service_api_version or 2,
+                                      profile=canvas.service_profile, level=canvas.service_level,
+                                      width=canvas.image_width, height=canvas.image_height)
+        target = tuple(int(v) for v in canvas.target_xywh.split(",")) if canvas.target_xywh else None
+        jobs.append(_CanvasRegionsJob(canvas.id, size, target, service, canvas.image_url, tuple(regions)))
+    return jobs
+
+
+RegionResult = tuple[int, Optional[str], Optional[str]]  # (region id, derivative sha256, error)
+
+
+def _fetch_canvas_regions(job: _CanvasRegionsJob, fetcher: Fetcher, infos: InfoCache,
+                          derivatives: DerivativeStore, long_edge: int) -> list[RegionResult]:
+    """A result for each region of one canvas."""
+    results: list[RegionResult] = []
+    info = infos.get(job.service.id) if job.service is not None else None
+    image_size = (info.width, info.height) if info else (
+        (job.service.width, job.service.height) if job.service and job.service.width and job.service.height else None)
+    whole_image = None  # downloaded once when regions cannot be requested from a service
+    tile_cache: dict[str, object] = {}  # level-0 tiles shared by overlapping regions
+
+    def via_service(image_box: XYWH):
+        plan = plan_fetch(info, job.service, long_edge, region_xywh=image_box)
+        tiles = []
+        for request in plan.requests:
+            if request.url not in tile_cache:
+                tile_cache[request.url] = decode_image(fetcher.get(request.url, expect="image").body)
+            tiles.append(tile_cache[request.url])
+        return stitch_tiles(plan, tiles)
+
+    use_service = job.service is not None and image_size is not None
+    for region_id, box in job.regions:
+        try:
+            if use_service:
+                try:
+                    image_box = canvas_to_image_xywh(box, *job.canvas_size, *image_size, job.target_xywh)
+                    crop = via_service(image_box)
+                except (FetchError, OSError) as exc:
+                    if not job.image_url:
+                        raise
+                    log.info("region via service failed for canvas %s (%s); using the image URL",
+                             job.canvas_id, exc)
+                    use_service = False
+            if not use_service:
+                if whole_image is None:
+                    if not job.image_url:
+                        raise ValueError("no image service with a known size and no image URL")
+                    whole_image = decode_image(fetcher.get(job.image_url, expect="image").body)
+                x, y, w, h = canvas_to_image_xywh(box, *job.canvas_size, *whole_image.size, job.target_xywh)
+                crop = whole_image.crop((x, y, x + w, y + h))
+            data, _width, _height = normalise_image(crop, long_edge)
+            results.append((region_id, derivatives.put(data), None))
+        except (FetchError, ValueError, OSError) as exc:
+            results.append((region_id, None, str(exc)))
+    return results
+
+
+def fetch_region_derivatives(session_factory: sessionmaker[Session], fetcher: Fetcher,
+                             derivatives: DerivativeStore, long_edge: int = 448, threads: int = 4,
+                             show_progress: bool = False, infos: Optional[InfoCache] = None) -> RegionReport:
+    """Fetch a derivative for every region that has none, canvas by canvas."""
+    from tqdm import tqdm
+
+    with session_scope(session_factory) as session:
+        jobs = _pending_jobs(session)
+    infos = infos or InfoCache(fetcher, session_factory)
+    report = RegionReport()
+    total = sum(len(job.regions) for job in jobs)
+
+    def work(job):
+        return job, _fetch_canvas_regions(job, fetcher, infos, derivatives, long_edge)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
+            tqdm(total=total, unit="region", desc="regions", disable=not show_progress or not total) as bar:
+        try:
+            for job, results in pool.map(work, jobs):
+                with session_scope(session_factory) as session:  # one canvas's regions per transaction
+                    for region_id, sha, error in results:
+                        region = session.get(Region, region_id)
+                        if region is None:
+                            continue  # the canvas changed under us; its new regions come next run
+                        if sha is not None:
+                            region.derivative_sha256 = sha
+                            report.fetched += 1
+                        else:
+                            core_store.record_error(session, "region", job.service.id if job.service else job.image_url,
+                                                    f"region {region.xywh}: {error}", canvas_id=job.canvas_id)
+                            report.failures.append((region_id, error))
+                bar.update(len(results))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # see fetch_canvas_derivatives
+            raise
+    return report
