@@ -1,17 +1,35 @@
-"""Search: a text query through the model's text tower, k-NN in the HNSW index, hits resolved
-to canvases (and regions) with everything the web page and the CLI need to show them."""
+"""Search: queries in, ranked canvases out, with everything the web page and the CLI show.
+
+Two entry points:
+
+- :func:`search_text` (kept for the web app's simple search): a text query through the model's
+  text tower, k-NN in the HNSW index, one hit per vector, score = cosine similarity;
+- :func:`run_search`: the full engine. A :class:`SearchRequest` may carry text (searched by the
+  vision-language text tower, full-text and MiniLM semantic search), an image, or "more like" an
+  existing canvas or region; filters; grouping by canvas (region hits grouped under their canvas)
+  or by manifest; pagination. Rankings are fused by weighted reciprocal rank fusion
+  (:mod:`.fusion` says why) and every hit explains which signal put it there.
+
+Pagination is stable: the pages of a query are slices of one ordering, computed over a fixed
+candidate window per signal (``SearchRequest.window``, 500 canvases by default; deeper pages
+widen it in whole windows), with ties broken by canvas id.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from sqlalchemy import select
+import numpy as np
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .filters import SearchFilters, canvas_filter_statement
+from .fusion import RRF_K, RankedSignal, reciprocal_rank_fusion
 from .iiif.language import first_value
-from .index import VectorIndex
-from .models import Canvas, Embedding, Manifest, Region
+from .index import IndexReadError, VectorIndex
+from .models import CanvasLabel, Canvas, Category, Embedding, Manifest, Region
+from .signals import CanvasEvidence, CanvasRanking, RegionMatch
 
 
 @dataclass
@@ -53,7 +71,11 @@ def thumbnail_url(canvas: Canvas, long_edge: int = 256) -> Optional[str]:
 
 
 def load_index(index_dir: Path, space: str) -> VectorIndex:
-    index = VectorIndex.load(index_dir, space)
+    """The saved index of ``space``; raises SearchError when there is none or it is unreadable."""
+    try:
+        index = VectorIndex.load(index_dir, space)
+    except IndexReadError as error:
+        raise SearchError(str(error)) from None
     if index is None:
         raise SearchError(f"no index for model space {space!r}: run `msearch embed` "
                           "and `msearch index` first")
@@ -99,3 +121,354 @@ def search_text(session: Session, encoder, index: VectorIndex, query: str, k: in
     # Ask for a few more than k so that labels dropped as stale do not shorten the page.
     scored = index.query(vector, k + 16)
     return resolve_hits(session, scored)[:k]
+
+
+# -- the full engine -----------------------------------------------------------------------------
+
+SIGNALS = ("visual", "fulltext", "semantic")
+GROUPS = ("canvas", "manifest")
+MAX_LIMIT = 200
+DEFAULT_WINDOW = 500
+
+
+@dataclass
+class SearchRequest:
+    """What to search for, where, and which page.
+
+    At least one of ``text``, ``image`` (a PIL image), ``like_canvas_id`` or ``like_region_id``.
+    ``signals`` restricts the rankings used (default: every one available for the query);
+    ``weights`` scale each signal's share in the fusion.
+    """
+
+    text: Optional[str] = None
+    image: Any = None
+    like_canvas_id: Optional[int] = None
+    like_region_id: Optional[int] = None
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    group: str = "canvas"
+    offset: int = 0
+    limit: int = 20
+    signals: Optional[tuple[str, ...]] = None
+    weights: dict = field(default_factory=lambda: {"visual": 1.0, "fulltext": 1.0, "semantic": 1.0})
+    window: int = DEFAULT_WINDOW
+    ef: Optional[int] = None
+
+    def validate(self) -> None:
+        """Raises SearchError naming what is wrong."""
+        if self.text is not None:
+            self.text = self.text.strip()
+            if len(self.text) > 1000:
+                raise SearchError("the query is longer than 1000 characters")
+        if not (self.text or self.image is not None or self.like_canvas_id or self.like_region_id):
+            raise SearchError("nothing to search for: give a text, an image or a canvas to match")
+        if self.like_canvas_id and self.like_region_id:
+            raise SearchError("give either a canvas or a region to match, not both")
+        if self.group not in GROUPS:
+            raise SearchError(f"group must be one of {', '.join(GROUPS)}, got {self.group!r}")
+        if self.offset < 0:
+            raise SearchError("the offset must not be negative")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise SearchError(f"the page size must be between 1 and {MAX_LIMIT}")
+        if not 10 <= self.window <= 10_000:
+            raise SearchError("the candidate window must be between 10 and 10000")
+        unknown = set(self.signals or ()) - set(SIGNALS)
+        if unknown:
+            raise SearchError(f"unknown signal {sorted(unknown)[0]!r}; known: {', '.join(SIGNALS)}")
+        if any(weight < 0 for weight in self.weights.values()):
+            raise SearchError("signal weights must not be negative")
+
+
+@dataclass
+class SearchContext:
+    """What the engine may use. Anything None is simply not available (its signal is skipped,
+    or the query is refused when it needs it)."""
+
+    session: Session
+    index: Optional[VectorIndex] = None  # the vision-language space's index
+    encoder: Any = None  # VisionLanguageEncoder: encodes text and image queries
+    text_index: Optional[VectorIndex] = None  # the sentence-vector space's index
+    text_encoder: Any = None  # TextEncoder
+
+
+@dataclass
+class ResultHit:
+    """One canvas in the results, with the evidence: matching regions, text snippets, and per
+    signal its rank, own score and share of the fused score."""
+
+    rank: int
+    score: float
+    canvas_id: int
+    canvas: str
+    canvas_label: Optional[str]
+    manifest: str
+    manifest_id: int
+    manifest_label: Optional[str]
+    xywh: Optional[str]  # the best visual region when a region, not the page, matched best
+    regions: list[RegionMatch]
+    snippets: list[str]
+    signals: dict[str, dict]
+    labels: list[str]
+    service_id: Optional[str]
+    service_api_version: Optional[int]
+    image_url: Optional[str]
+    thumbnail: Optional[str]
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["regions"] = [region.as_dict() for region in self.regions]
+        return data
+
+
+@dataclass
+class ManifestGroup:
+    rank: int
+    score: float
+    manifest_id: int
+    manifest: str
+    manifest_label: Optional[str]
+    matching_canvases: int  # within the candidate window
+    canvases: list[ResultHit]
+
+    def as_dict(self) -> dict:
+        data = {key: value for key, value in asdict(self).items() if key != "canvases"}
+        data["canvases"] = [hit.as_dict() for hit in self.canvases]
+        return data
+
+
+@dataclass
+class SearchPage:
+    group: str
+    offset: int
+    limit: int
+    hits: list[ResultHit]  # group "canvas"
+    groups: list[ManifestGroup]  # group "manifest"
+    has_more: bool
+    candidates: int  # canvases (or manifests) ranked within the window
+    signals: list[str]  # the signals that ran
+    score: str  # what ``score`` means: "rrf" when fused, else the one signal's own score
+    facets: dict[str, dict[str, int]]
+    strategies: dict[str, Optional[str]]
+
+    def as_dict(self) -> dict:
+        return {"group": self.group, "offset": self.offset, "limit": self.limit,
+                "has_more": self.has_more, "candidates": self.candidates, "signals": self.signals,
+                "score": self.score, "facets": self.facets, "strategies": self.strategies,
+                "hits": [hit.as_dict() for hit in self.hits],
+                "groups": [group.as_dict() for group in self.groups]}
+
+
+def stored_vector(session: Session, space: str, canvas_id: Optional[int] = None,
+                  region_id: Optional[int] = None) -> tuple[np.ndarray, int]:
+    """The live vector of a canvas (whole page) or region in ``space``, and its canvas id.
+
+    Raises SearchError when there is none (unknown id, or not embedded in this space).
+    """
+    condition = (Embedding.region_id == region_id) if region_id else (
+        (Embedding.canvas_id == canvas_id) & Embedding.region_id.is_(None))
+    row = session.execute(select(Embedding.vector, Embedding.canvas_id).where(
+        Embedding.space == space, Embedding.stale.is_(False), condition)).first()
+    if row is None:
+        what = f"region {region_id}" if region_id else f"canvas {canvas_id}"
+        raise SearchError(f"{what} has no vector in the model space {space}: unknown id, or not embedded yet")
+    return np.frombuffer(row[0], dtype="<f4").astype(np.float32), int(row[1])
+
+
+def _wanted_signals(request: SearchRequest, context: SearchContext) -> list[str]:
+    requested = set(request.signals or SIGNALS)
+    wanted = []
+    visual_query = bool(request.text) or request.image is not None or request.like_canvas_id or request.like_region_id
+    image_query = request.image is not None or request.like_canvas_id or request.like_region_id
+    if "visual" in requested and visual_query:
+        if context.index is None:
+            if image_query:
+                raise SearchError("image search needs the vector index: run `msearch embed` and `msearch index`")
+        elif request.image is not None and context.encoder is None:
+            raise SearchError("the vision-language model is not loaded, so the image cannot be encoded")
+        elif context.encoder is not None or image_query:
+            wanted.append("visual")
+        # else: a text query without the model: full-text and semantic search still answer it.
+    if request.text and "fulltext" in requested:
+        wanted.append("fulltext")
+    if request.text and "semantic" in requested and context.text_index is not None \
+            and context.text_encoder is not None:
+        wanted.append("semantic")
+    if not wanted:
+        raise SearchError("no search signal can answer this query (no index for images, "
+                          "and no text to search)")
+    return wanted
+
+
+def _query_vector(request: SearchRequest, context: SearchContext) -> tuple[np.ndarray, Optional[int]]:
+    """The visual query vector and the canvas to leave out ("more like this" is not itself)."""
+    if request.like_canvas_id or request.like_region_id:
+        vector, canvas_id = stored_vector(context.session, context.index.space,
+                                          request.like_canvas_id, request.like_region_id)
+        return vector, (canvas_id if request.like_canvas_id else None)
+    vectors = []
+    if request.image is not None:
+        vectors.append(context.encoder.encode_images([request.image])[0])
+    if request.text and context.encoder is not None:
+        vectors.append(context.encoder.encode_texts([request.text])[0])
+    if context.index is not None and vectors[0].shape[0] != context.index.dim:
+        raise SearchError(f"the model makes {vectors[0].shape[0]}-d vectors but the index holds "
+                          f"{context.index.dim}-d ones: run `msearch index rebuild`")
+    # Text and image together: the mean of the two unit vectors looks for both at once.
+    vector = np.mean(vectors, axis=0)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12), None
+
+
+def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
+    """Answer ``request``; raises SearchError for a request that cannot be answered (the message
+    says why: empty, unknown canvas, no index, bad page...)."""
+    from .signals import fulltext_ranking, semantic_ranking, visual_ranking
+
+    request.validate()
+    session = context.session
+    wanted = _wanted_signals(request, context)
+    filters = request.filters
+    if filters.labels and filters.label_space is None and context.index is not None:
+        filters = SearchFilters(**{**filters.__dict__, "label_space": context.index.space})
+    canvas_filter = canvas_filter_statement(session, filters) if filters.active else None
+    # Every page inside the same window is a slice of one ranking; deeper pages widen the window
+    # in whole steps, so neighbouring pages still share their candidates.
+    depth = request.window * -(-(request.offset + request.limit + 1) // request.window)
+    rankings: list[CanvasRanking] = []
+    if "visual" in wanted:
+        vector, exclude = _query_vector(request, context)
+        rankings.append(visual_ranking(session, context.index, vector, depth, canvas_filter,
+                                       exclude_canvas=exclude, ef=request.ef))
+    if "fulltext" in wanted:
+        try:
+            rankings.append(fulltext_ranking(session, request.text, depth, canvas_filter))
+        except ValueError:
+            pass  # no searchable word (punctuation only): the other signals still answer
+    if "semantic" in wanted:
+        text_vector = context.text_encoder.encode([request.text])[0]
+        rankings.append(semantic_ranking(session, context.text_index, text_vector, request.text, depth,
+                                         canvas_filter))
+    # A signal that found nothing takes no part (and a lone remaining signal keeps its own score).
+    rankings = [r for r in rankings if r.canvases] or rankings[:1]
+    evidence: dict[str, dict[int, CanvasEvidence]] = {
+        r.name: {c.canvas_id: c for c in r.canvases} for r in rankings}
+    fused = reciprocal_rank_fusion(
+        [RankedSignal(r.name, r.items(), request.weights.get(r.name, 1.0)) for r in rankings], k=RRF_K)
+    single = len(rankings) == 1
+    # One signal: its own score (a cosine means more to a reader than 1/(60+rank)); same order.
+    ordered = [(item.key, item.contributions[rankings[0].name].score if single else item.score, item)
+               for item in fused]
+    page_hits, groups, has_more, candidates = [], [], False, len(ordered)
+    facets = _facets(session, [canvas_id for canvas_id, _, _ in ordered], context)
+    if request.group == "canvas":
+        window = ordered[request.offset:request.offset + request.limit]
+        has_more = len(ordered) > request.offset + request.limit
+        page_hits = _resolve_canvases(session, window, evidence, request.offset, context)
+    else:
+        groups, has_more, candidates = _manifest_groups(session, ordered, evidence, request, context)
+    return SearchPage(group=request.group, offset=request.offset, limit=request.limit, hits=page_hits,
+                      groups=groups, has_more=has_more, candidates=candidates,
+                      signals=[r.name for r in rankings],
+                      score="rrf" if not single else {"visual": "cosine", "semantic": "cosine",
+                                                      "fulltext": "bm25"}[rankings[0].name],
+                      facets=facets, strategies={r.name: r.strategy for r in rankings})
+
+
+def _resolve_canvases(session: Session, window: list, evidence: dict, first_rank: int,
+                      context: SearchContext) -> list[ResultHit]:
+    if not window:
+        return []
+    canvas_ids = [canvas_id for canvas_id, _, _ in window]
+    rows = {canvas.id: (canvas, manifest) for canvas, manifest in session.execute(
+        select(Canvas, Manifest).join(Manifest, Manifest.id == Canvas.manifest_id)
+        .where(Canvas.id.in_(canvas_ids)))}
+    labels = _canvas_labels(session, canvas_ids, context)
+    hits = []
+    for position, (canvas_id, score, item) in enumerate(window):
+        if canvas_id not in rows:
+            continue  # deleted between ranking and resolving
+        canvas, manifest = rows[canvas_id]
+        regions: list[RegionMatch] = []
+        snippets: list[str] = []
+        for name in item.contributions:
+            found = evidence[name].get(canvas_id)
+            if found is not None:
+                regions += found.regions
+                snippets += [s for s in found.snippets if s not in snippets]
+        regions.sort(key=lambda region: -region.score)
+        visual = evidence.get("visual", {}).get(canvas_id)
+        best_region = None
+        if visual is not None and visual.regions and (not visual.whole_canvas
+                                                      or visual.regions[0].score > visual.score - 1e-9):
+            best_region = visual.regions[0].xywh
+        hits.append(ResultHit(
+            rank=first_rank + position + 1, score=round(float(score), 6), canvas_id=canvas.id,
+            canvas=canvas.iiif_id, canvas_label=first_value(canvas.label), manifest=manifest.iiif_id,
+            manifest_id=manifest.id, manifest_label=first_value(manifest.label), xywh=best_region,
+            regions=regions, snippets=snippets[:3],
+            signals={name: c.as_dict() for name, c in item.contributions.items()},
+            labels=labels.get(canvas.id, []), service_id=canvas.service_id,
+            service_api_version=canvas.service_api_version, image_url=canvas.image_url,
+            thumbnail=thumbnail_url(canvas)))
+    return hits
+
+
+def _manifest_groups(session: Session, ordered: list, evidence: dict, request: SearchRequest,
+                     context: SearchContext, canvases_per_group: int = 3):
+    manifest_of = dict(session.execute(select(Canvas.id, Canvas.manifest_id).where(
+        Canvas.id.in_([canvas_id for canvas_id, _, _ in ordered]))).all()) if ordered else {}
+    grouped: dict[int, list] = {}
+    order: list[int] = []
+    for entry in ordered:
+        manifest_id = manifest_of.get(entry[0])
+        if manifest_id is None:
+            continue
+        if manifest_id not in grouped:
+            grouped[manifest_id] = []
+            order.append(manifest_id)
+        grouped[manifest_id].append(entry)
+    page = order[request.offset:request.offset + request.limit]
+    manifests = {m.id: m for m in session.scalars(select(Manifest).where(Manifest.id.in_(page)))} if page else {}
+    groups = []
+    for position, manifest_id in enumerate(page):
+        entries = grouped[manifest_id]
+        manifest = manifests[manifest_id]
+        groups.append(ManifestGroup(
+            rank=request.offset + position + 1, score=round(float(entries[0][1]), 6), manifest_id=manifest_id,
+            manifest=manifest.iiif_id, manifest_label=first_value(manifest.label),
+            matching_canvases=len(entries),
+            canvases=_resolve_canvases(session, entries[:canvases_per_group], evidence, 0, context)))
+    return groups, len(order) > request.offset + request.limit, len(order)
+
+
+def _canvas_labels(session: Session, canvas_ids: list[int], context: SearchContext) -> dict[int, list[str]]:
+    if not canvas_ids:
+        return {}
+    statement = (select(CanvasLabel.canvas_id, Category.name).join(Category, Category.id == CanvasLabel.category_id)
+                 .where(CanvasLabel.canvas_id.in_(canvas_ids)).order_by(Category.name))
+    if context.index is not None:
+        statement = statement.where(CanvasLabel.space == context.index.space)
+    labels: dict[int, list[str]] = {}
+    for canvas_id, name in session.execute(statement):
+        labels.setdefault(canvas_id, []).append(name)
+    return labels
+
+
+def _facets(session: Session, canvas_ids: list[int], context: SearchContext) -> dict[str, dict[str, int]]:
+    """Counts over the ranked candidates: category labels, IIIF version, manifest."""
+    if not canvas_ids:
+        return {"label": {}, "iiif_version": {}, "manifest": {}}
+    facets: dict[str, dict[str, int]] = {"label": {}, "iiif_version": {}, "manifest": {}}
+    for start in range(0, len(canvas_ids), 5000):
+        block = canvas_ids[start:start + 5000]
+        label_counts = (select(Category.name, func.count()).join(CanvasLabel, CanvasLabel.category_id == Category.id)
+                        .where(CanvasLabel.canvas_id.in_(block)).group_by(Category.name))
+        if context.index is not None:
+            label_counts = label_counts.where(CanvasLabel.space == context.index.space)
+        for name, count in session.execute(label_counts):
+            facets["label"][name] = facets["label"].get(name, 0) + count
+        for version, manifest_id, count in session.execute(
+                select(Manifest.iiif_version, Manifest.id, func.count()).join(Canvas, Canvas.manifest_id == Manifest.id)
+                .where(Canvas.id.in_(block)).group_by(Manifest.iiif_version, Manifest.id)):
+            facets["iiif_version"][str(version)] = facets["iiif_version"].get(str(version), 0) + count
+            facets["manifest"][str(manifest_id)] = facets["manifest"].get(str(manifest_id), 0) + count
+    facets["manifest"] = dict(sorted(facets["manifest"].items(), key=lambda kv: (-kv[1], int(kv[0])))[:20])
+    return facets

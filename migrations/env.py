@@ -7,6 +7,7 @@ import os
 from alembic import context
 from manuscripts_search.db import make_engine
 from manuscripts_search.models import Base
+from manuscripts_search.models.search import alembic_include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,14 +24,16 @@ def _url() -> str:
 
 def run_migrations_offline() -> None:
     context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True)
+                      render_as_batch=True, include_object=alembic_include_object)
     with context.begin_transaction():
         context.run_migrations()
 
 
 def _run(connection) -> None:
     # Batch mode lets ALTER TABLE style migrations work on SQLite too.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    # include_object hides SQLite's FTS5 virtual/shadow tables, which no model describes.
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                      include_object=alembic_include_object)
     with context.begin_transaction():
         context.run_migrations()
 

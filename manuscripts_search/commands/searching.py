@@ -1,6 +1,7 @@
-"""`msearch index ...` and `msearch search`: the HNSW index and queries."""
+"""`msearch index ...`, `msearch search` and `msearch classify ...`: indexes, queries, categories."""
 from __future__ import annotations
 
+import io
 import json
 import sys
 
@@ -8,77 +9,409 @@ import click
 
 from ..cli import CLIState, cli, emit, pass_state
 
+MAX_QUERY_IMAGE_BYTES = 32 * 1024 * 1024
+
+
+def _index_params(m, ef_construction, ef):
+    from ..index import IndexParams
+
+    try:
+        return IndexParams().replace(M=m, ef_construction=ef_construction, ef_search=ef)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _hnsw_options(command):
+    command = click.option("--ef", type=click.IntRange(1, 100_000), default=None,
+                           help="Query beam width stored with a new index (default 128).")(command)
+    command = click.option("--ef-construction", type=click.IntRange(1, 100_000), default=None,
+                           help="Build beam width for a new or rebuilt index (default 200).")(command)
+    command = click.option("--M", "m", type=click.IntRange(2, 256), default=None,
+                           help="HNSW links per node for a new or rebuilt index (default 32).")(command)
+    return command
+
+
+# -- index ------------------------------------------------------------------------------------
 
 @cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--text/--no-text", "with_text", default=True, show_default=True,
+              help="Also refresh search documents, their sentence vectors (MiniLM) and their index.")
+@_hnsw_options
 @click.pass_context
-def index(ctx, as_json):
-    """Bring the HNSW index in step with the database (add new, drop stale vectors)."""
+def index(ctx, as_json, with_text, m, ef_construction, ef):
+    """Bring the indexes in step with the database (add new, drop stale vectors; no rebuild)."""
     if ctx.invoked_subcommand is not None:
         return
     from ..db import session_scope
     from ..index_sync import spaces, sync_index
 
     state: CLIState = ctx.obj
-    with session_scope(state.session_factory()) as session:
-        reports = [sync_index(session, state.config.index_dir, s).as_dict() for s in spaces(session)]
-    emit(reports, as_json, "\n".join(
-        f"{r['space']}: +{r['added']} -{r['removed']} = {r['total']}" for r in reports) or "no vectors yet")
+    params = _index_params(m, ef_construction, ef)
+    factory = state.session_factory()
+    result: dict = {}
+    if with_text:
+        result["text"] = _refresh_text(state, factory)
+    with session_scope(factory) as session:
+        result["indexes"] = [sync_index(session, state.config.index_dir, s, params).as_dict()
+                             for s in spaces(session)]
+    lines = [f"{r['space']}: +{r['added']} -{r['removed']} = {r['total']}"
+             + (" (rebuilt)" if r["rebuilt"] else "") for r in result["indexes"]]
+    if "text" in result:
+        text = result["text"]
+        lines.insert(0, f"documents: +{text['documents']['added']} ~{text['documents']['updated']} "
+                        f"-{text['documents']['removed']} = {text['documents']['total']}; "
+                        f"{text['encoded']} encoded" + (f" ({text['error']})" if text.get("error") else ""))
+    emit(result, as_json, "\n".join(lines) or "no vectors yet")
+
+
+def _refresh_text(state: CLIState, factory) -> dict:
+    from ..db import session_scope
+    from ..documents import sync_documents
+    from ..text_encoder import TextEncoderLoadError, load_text_encoder
+    from ..text_search import pending_document_ids, sync_text_vectors
+
+    with session_scope(factory) as session:
+        documents = sync_documents(session).as_dict()
+    report = {"documents": documents, "encoded": 0}
+    if documents["total"] == 0:
+        return report
+    try:
+        encoder = load_text_encoder(device=state.config.device)
+    except TextEncoderLoadError as error:
+        # Full-text search still works without sentence vectors; say why semantic search does not.
+        report["error"] = str(error)
+        return report
+    with session_scope(factory) as session:
+        pending = len(pending_document_ids(session, encoder.space_id))
+    if pending:
+        from tqdm import tqdm
+
+        with tqdm(total=pending, unit="doc", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+            with session_scope(factory) as session:
+                report["encoded"] = sync_text_vectors(session, encoder, progress=bar.update).encoded
+    return report
 
 
 @index.command("rebuild")
+@click.option("--space", "only_space", default=None, help="Rebuild only this space (default: all).")
+@_hnsw_options
 @pass_state
-def index_rebuild(state: CLIState):
-    """Rebuild every index from the database."""
+def index_rebuild(state: CLIState, only_space, m, ef_construction, ef):
+    """Rebuild indexes from the database (drops deleted vectors; applies new HNSW parameters)."""
     from ..db import session_scope
     from ..index_sync import rebuild_index, spaces
 
+    params = _index_params(m, ef_construction, ef)
     with session_scope(state.session_factory()) as session:
-        for space in spaces(session):
-            report = rebuild_index(session, state.config.index_dir, space)
+        chosen = [s for s in spaces(session) if only_space in (None, s)]
+        if only_space and not chosen:
+            raise click.ClickException(f"no vectors in space {only_space!r}; `msearch index verify` lists spaces")
+        for space in chosen:
+            report = rebuild_index(session, state.config.index_dir, space, params)
             click.echo(f"{space}: rebuilt with {report.total} vector(s)")
 
 
 @index.command("verify")
+@click.option("--deep", is_flag=True, help="Also compare every vector in the index with the database.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
-def index_verify(state: CLIState, as_json):
+def index_verify(state: CLIState, deep, as_json):
     """Check index ⇔ database consistency; exit status 1 when they differ."""
     from ..db import session_scope
     from ..index_sync import spaces, verify_index
 
     with session_scope(state.session_factory()) as session:
-        results = [verify_index(session, state.config.index_dir, s) for s in spaces(session)]
+        results = [verify_index(session, state.config.index_dir, s, deep=deep) for s in spaces(session)]
     emit(results, as_json, "\n".join(
         f"{r['space']}: {'ok' if r['ok'] else 'MISMATCH'} (missing {r['missing_count']}, "
-        f"extra {r['extra_count']})" for r in results) or "no vectors yet")
+        f"extra {r['extra_count']}" + (f", vectors differing {r['mismatched_count']}" if deep else "") + ")"
+        + "".join(f"\n  {problem}" for problem in r["problems"]) for r in results) or "no vectors yet")
     if not all(r["ok"] for r in results):
         sys.exit(1)
 
 
-@cli.command()
-@click.argument("query")
-@click.option("-k", "--k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit, one per line.")
-@pass_state
-def search(state: CLIState, query, k, as_json):
-    """Find canvases that show QUERY (text → image through the model's text tower)."""
-    from ..db import session_scope
-    from ..search import SearchError, load_index, search_text
+# -- search -----------------------------------------------------------------------------------
 
+def _load_query_image(state: CLIState, source: str):
+    """A PIL image from a local path or an http(s) URL; ClickException with the reason otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    if source.startswith(("http://", "https://")):
+        from harvest.http import FetchError, Fetcher
+
+        fetcher = Fetcher(state.config.user_agent, timeout=state.config.http_timeout,
+                          max_bytes=MAX_QUERY_IMAGE_BYTES)
+        try:
+            body = fetcher.get(source, expect="image").body
+        except FetchError as error:
+            raise click.ClickException(f"cannot fetch the query image: {error}") from None
+        finally:
+            fetcher.close()
+    else:
+        try:
+            with open(source, "rb") as handle:
+                body = handle.read(MAX_QUERY_IMAGE_BYTES + 1)
+        except OSError as error:
+            raise click.ClickException(f"cannot read the query image {source}: {error.strerror}") from None
+        if len(body) > MAX_QUERY_IMAGE_BYTES:
+            raise click.ClickException(f"the query image is larger than {MAX_QUERY_IMAGE_BYTES} bytes")
+    try:
+        image = Image.open(io.BytesIO(body))
+        image.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        raise click.ClickException(f"the query image cannot be decoded: {error}") from None
+    return image.convert("RGB")
+
+
+def _text_resources(state: CLIState):
+    """(text index, text encoder) when a sentence-vector index exists, else (None, None)."""
+    from ..index import IndexReadError, VectorIndex
+    from ..text_encoder import TextEncoderLoadError, load_text_encoder, text_space_id
+
+    space = text_space_id()
+    if space is None:
+        return None, None
+    try:
+        text_index = VectorIndex.load(state.config.index_dir, space)
+    except IndexReadError:
+        return None, None
+    if text_index is None or len(text_index) == 0:
+        return None, None
+    try:
+        return text_index, load_text_encoder(device=state.config.device)
+    except TextEncoderLoadError:
+        return None, None
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--image", "image_source", metavar="PATH|URL", help="Find canvases that look like this image.")
+@click.option("--like", "like_canvas", type=click.IntRange(1), metavar="CANVAS_ID",
+              help="More like this canvas (database id).")
+@click.option("--like-region", type=click.IntRange(1), metavar="REGION_ID", help="More like this region.")
+@click.option("--duplicates-of", type=click.IntRange(1), metavar="CANVAS_ID",
+              help="Near-duplicates of this canvas by perceptual hash.")
+@click.option("--max-distance", type=click.IntRange(0, 64), default=10, show_default=True,
+              help="Largest Hamming distance (bits of 64) for --duplicates-of.")
+@click.option("--filter", "filter_pairs", multiple=True, metavar="NAME=VALUE",
+              help="collection, manifest, provider, date-from, date-to, iiif-version, has-transcription, "
+                   "label; repeat for more.")
+@click.option("--group", type=click.Choice(["canvas", "manifest"]), default="canvas", show_default=True)
+@click.option("--page", type=click.IntRange(1, 10_000), default=1, show_default=True)
+@click.option("-k", "--k", "--per-page", "per_page", type=click.IntRange(1, 200), default=10, show_default=True,
+              help="Results per page.")
+@click.option("--signal", "signals", multiple=True, type=click.Choice(["visual", "fulltext", "semantic"]),
+              help="Use only these rankings (default: all that apply).")
+@click.option("--ef", type=click.IntRange(1, 100_000), default=None, help="HNSW query beam width.")
+@click.option("--explain", is_flag=True, help="Show each hit's signals, regions and snippets.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit (or group), one per line.")
+@click.option("--page-json", is_flag=True, help="The whole page (hits, facets, paging) as one JSON object.")
+@pass_state
+def search(state: CLIState, query, image_source, like_canvas, like_region, duplicates_of, max_distance,
+           filter_pairs, group, page, per_page, signals, ef, explain, as_json, page_json):
+    """Find canvases by QUERY text (what they show, their metadata and transcriptions), by an
+    image, like an existing canvas or region, or near-duplicates of a canvas."""
+    from ..db import session_scope
+    from ..filters import FilterError, parse_filter_options
+    from ..search import SearchContext, SearchError, SearchRequest, load_index, run_search
+
+    if duplicates_of:
+        _search_duplicates(state, duplicates_of, max_distance, per_page, as_json or page_json)
+        return
+    if not (query or image_source or like_canvas or like_region):
+        raise click.UsageError("give a QUERY, --image, --like, --like-region or --duplicates-of")
+    try:
+        filters = parse_filter_options(list(filter_pairs))
+    except FilterError as error:
+        raise click.BadParameter(str(error), param_hint="--filter") from None
     factory = state.session_factory()
+    needs_model = bool(query or image_source) and (not signals or "visual" in signals)
+    encoder = None
+    if needs_model:
+        try:
+            encoder = state.encoder()
+        except click.ClickException as error:
+            if image_source or (signals and "visual" in signals):
+                raise
+            # Text search keeps working without the vision-language model.
+            click.echo(f"warning: {error.message}; searching text only", err=True)
+    image = _load_query_image(state, image_source) if image_source else None
+    request = SearchRequest(text=query, image=image, like_canvas_id=like_canvas, like_region_id=like_region,
+                            filters=filters, group=group, offset=(page - 1) * per_page, limit=per_page,
+                            signals=tuple(signals) or None, ef=ef)
+    text_index, text_encoder = _text_resources(state) if query and (not signals or "semantic" in signals) \
+        else (None, None)
+    try:
+        with session_scope(factory) as session:
+            visual_index = None
+            if encoder is not None or like_canvas or like_region:
+                space = encoder.space_id if encoder is not None else _only_image_space(session)
+                try:
+                    visual_index = load_index(state.config.index_dir, space)
+                except SearchError:
+                    if image_source or like_canvas or like_region:
+                        raise
+            result = run_search(SearchContext(session, visual_index, encoder, text_index, text_encoder), request)
+    except (SearchError, FilterError) as error:
+        raise click.ClickException(str(error)) from None
+    _print_page(result, as_json, page_json, explain)
+
+
+def _only_image_space(session) -> str:
+    from ..index_sync import TEXT_SPACE_PREFIX, spaces
+
+    image_spaces = [s for s in spaces(session) if not s.startswith(TEXT_SPACE_PREFIX)]
+    if len(image_spaces) != 1:
+        raise click.ClickException("several model spaces have vectors: set --model to choose one"
+                                   if image_spaces else "no vectors yet: run `msearch embed` first")
+    return image_spaces[0]
+
+
+def _print_page(result, as_json: bool, page_json: bool, explain: bool) -> None:
+    if page_json:
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+        return
+    items = result.hits if result.group == "canvas" else result.groups
+    if as_json:
+        for item in items:
+            click.echo(json.dumps(item.as_dict(), ensure_ascii=False))
+        return
+    if not items:
+        click.echo("no results")
+        return
+    for item in items:
+        if result.group == "manifest":
+            click.echo(f"{item.rank:>3}. {item.score:.4f}  {item.manifest_label or item.manifest} "
+                       f"({item.matching_canvases} matching canvas(es))")
+            for hit in item.canvases:
+                click.echo(f"       {hit.canvas_label or hit.canvas}  [canvas {hit.canvas_id}]")
+            continue
+        where = f" @{item.xywh}" if item.xywh else ""
+        click.echo(f"{item.rank:>3}. {item.score:.4f}  {item.manifest_label or item.manifest} — "
+                   f"{item.canvas_label or item.canvas}{where}  [canvas {item.canvas_id}]")
+        if explain:
+            for name, contribution in item.signals.items():
+                click.echo(f"       {name}: rank {contribution['rank']}, score {contribution['score']:.4f}, "
+                           f"+{contribution['contribution']:.4f}")
+            for region in item.regions[:5]:
+                click.echo(f"       region {region.xywh} ({region.signal} {region.score:.4f})")
+            for text in item.snippets:
+                click.echo(f"       “{text}”")
+    more = "; more with --page" if result.has_more else ""
+    click.echo(f"-- {result.score} scores from {', '.join(result.signals)}{more}")
+
+
+def _search_duplicates(state: CLIState, canvas_id: int, max_distance: int, limit: int, as_json: bool) -> None:
+    from ..db import session_scope
+    from ..near_duplicates import NearDuplicateError, near_duplicates
+
+    try:
+        from ..perceptual_hashes import load_canvas_hashes  # the embedding worker's module (issue 4)
+    except ImportError:
+        raise click.ClickException("perceptual hashes are not available in this installation yet "
+                                   "(the embedding worker stores them)") from None
+    try:
+        with session_scope(state.session_factory()) as session:
+            hits = near_duplicates(session, canvas_id, load_canvas_hashes, max_distance, limit)
+    except NearDuplicateError as error:
+        raise click.ClickException(str(error)) from None
+    for hit in hits:
+        click.echo(json.dumps(hit.as_dict()) if as_json else
+                   f"canvas {hit.canvas_id}: {hit.distance} bit(s) differ ({hit.similarity:.3f})")
+    if not hits and not as_json:
+        click.echo("no near-duplicates")
+
+
+# -- classify ---------------------------------------------------------------------------------
+
+@cli.group()
+def classify():
+    """Categories defined by text prompts and example images; canvases labelled by the nearest."""
+
+
+@classify.command("add")
+@click.argument("name")
+@click.option("--prompt", "prompts", multiple=True, help="A text prototype, e.g. 'a map'. Repeatable.")
+@click.option("--image", "images", multiple=True, metavar="PATH|URL", help="An example image. Repeatable.")
+@click.option("--canvas", "canvases", multiple=True, type=click.IntRange(1), help="An example canvas id.")
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
+              help="Similarity needed to its prototypes (default per kind: text 0.2, image 0.75).")
+@click.option("--description", default=None)
+@pass_state
+def classify_add(state: CLIState, name, prompts, images, canvases, threshold, description):
+    """Create or extend category NAME with prototypes."""
+    from ..classification import (ClassificationError, add_canvas_prototype, add_image_prototype,
+                                  add_text_prototype, get_or_create_category)
+    from ..db import session_scope
+
+    if not (prompts or images or canvases or threshold is not None or description):
+        raise click.UsageError("give at least one --prompt, --image or --canvas (or a new --threshold)")
+    encoder = state.encoder() if (prompts or images or canvases) else None
+    loaded = [(source, _load_query_image(state, source)) for source in images]
+    try:
+        with session_scope(state.session_factory()) as session:
+            category = get_or_create_category(session, name, description, threshold)
+            for prompt in prompts:
+                add_text_prototype(session, category, prompt, encoder)
+            for source, image in loaded:
+                add_image_prototype(session, category, image, source, encoder)
+            for canvas_id in canvases:
+                add_canvas_prototype(session, category, canvas_id, encoder.space_id)
+    except ClassificationError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{name}: {len(prompts)} prompt(s), {len(images)} image(s), {len(canvases)} canvas(es) added")
+
+
+@classify.command("run")
+@click.option("--closed", is_flag=True, help="Closed set: every canvas gets its nearest category.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def classify_run(state: CLIState, closed, as_json):
+    """Label every embedded canvas with its nearest category (replaces earlier labels)."""
+    from ..classification import ClassificationError, classify_canvases
+    from ..db import session_scope
+
     encoder = state.encoder()
     try:
-        index_ = load_index(state.config.index_dir, encoder.space_id)
-        with session_scope(factory) as session:
-            hits = search_text(session, encoder, index_, query, k=k)
-    except SearchError as exc:
-        raise click.ClickException(str(exc)) from None
-    for hit in hits:
-        if as_json:
-            click.echo(json.dumps(hit.as_dict(), ensure_ascii=False))
-        else:
-            click.echo(f"{hit.rank:>3}. {hit.score:.3f}  {hit.manifest_label or hit.manifest} — "
-                       f"{hit.canvas_label or hit.canvas}")
-    if not hits and not as_json:
-        click.echo("no results")
+        with session_scope(state.session_factory()) as session:
+            report = classify_canvases(session, encoder.space_id, encoder=encoder, closed_set=closed)
+    except ClassificationError as error:
+        raise click.ClickException(str(error)) from None
+    result = report.as_dict()
+    emit(result, as_json, f"{result['labelled']} of {result['canvases']} canvas(es) labelled: "
+         + (", ".join(f"{name} {count}" for name, count in sorted(result["per_category"].items())) or "none")
+         + "".join(f"\nskipped prototype {p}" for p in result["skipped_prototypes"]))
+
+
+@classify.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def classify_list(state: CLIState, as_json):
+    """Categories, their prototypes and how many canvases carry each."""
+    from ..classification import category_summaries
+    from ..db import session_scope
+
+    with session_scope(state.session_factory()) as session:
+        summaries = category_summaries(session)
+    emit(summaries, as_json, "\n".join(
+        f"{s['name']}: {s['labelled']} canvas(es); " + ", ".join(f"{p['kind']} {p['value']}" for p in s["prototypes"])
+        for s in summaries) or "no categories")
+
+
+@classify.command("remove")
+@click.argument("name")
+@pass_state
+def classify_remove(state: CLIState, name):
+    """Delete category NAME, its prototypes and its labels."""
+    from sqlalchemy import delete
+
+    from ..db import session_scope
+    from ..models import Category
+
+    with session_scope(state.session_factory()) as session:
+        removed = session.execute(delete(Category).where(Category.name == name)).rowcount
+    if not removed:
+        raise click.ClickException(f"no category called {name!r}")
+    click.echo(f"removed {name}")
+
