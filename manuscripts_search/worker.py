@@ -1,102 +1,396 @@
-"""The embedding worker: canvases whose derivative is on disk but which have no vector in the
-encoder's space are decoded, encoded in batches and written back, one transaction per batch.
+"""The embedding worker: pending canvases and regions → image vectors (and perceptual hashes).
 
-A batch is written in one transaction, so a killed worker leaves either the whole batch or none
-of it, and a re-run picks up exactly what is missing. Decoding happens in a small thread pool
-ahead of inference so that the model is not kept waiting on disk and JPEG decoding.
+A pipeline of swappable stages, so that the model never waits on disk, decoding or the database:
+
+    claim (ClaimQueue) → load + decode + hash + preprocess (thread pool, bounded prefetch)
+        → batched inference (this thread, under torch.inference_mode) → write (writer thread)
+
+- Claims come from the shared queue in ``embedding_claims`` (:mod:`.claims`): several workers,
+  on one machine or several sharing PostgreSQL, never embed the same item twice.
+- Each batch is written in one transaction that also deletes its claims: killed at any moment, a
+  worker leaves whole batches or nothing; a re-run (or another worker) takes over the rest.
+- Failures are data: an item that cannot be decoded is recorded (``errors``, stage "embed"),
+  reported, and not retried for ``retry_after`` seconds; the run goes on.
+
+The encoder is any object with ``space_id``/``model_id``/``revision``/``dim`` and
+``encode_images``; ``prepare_image`` + ``encode_prepared`` (the vision-language and handcrafted
+encoders have both) move preprocessing into the decoding threads.
 """
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
-from sqlalchemy import and_, select
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from PIL import Image
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
-from .db import session_scope
+from .claims import DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, WorkItem, write_transaction
 from .derivatives import DerivativeStore
-from .models import Canvas, Embedding
+from .encoder_registry import register_space
+from .models import Embedding
+from .models.base import utcnow
+from .perceptual_hashes import HASH_ALGORITHM, ImageHashes, image_hashes, store_many_hashes
 
 log = logging.getLogger(__name__)
+
+ImageLoader = Callable[[WorkItem], Image.Image]
+# What an item's image may fail with; anything else is a bug and stops the run.
+ITEM_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
+_MIN_DECODE_SIDE = 128  # the hashes and handcrafted features want this much even for tiny models
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    batch_size: int = 16  # images per model call and per database transaction
+    threads: int = 2  # decoding/preprocessing threads
+    prefetch_batches: int = 4  # batches decoded ahead of the model
+    regions: bool = True  # embed region crops too
+    hashes: bool = True  # compute perceptual hashes (canvases and regions)
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    retry_after: float = DEFAULT_RETRY_AFTER_SECONDS
+    limit: Optional[int] = None  # stop after claiming this many items
+
+    def __post_init__(self):
+        for name in ("batch_size", "threads", "prefetch_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
 
 
 @dataclass
 class EmbedReport:
-    embedded: int = 0
-    failed: list[tuple[int, str]] = field(default_factory=list)  # (canvas id, reason)
+    space: str
+    worker_id: str
+    canvases: int = 0  # canvas vectors written
+    regions: int = 0  # region vectors written
+    hashed: int = 0  # images whose perceptual hashes were written
+    skipped: int = 0  # done meanwhile by another worker (its lease had run out)
+    failed: list[tuple[str, int, str]] = field(default_factory=list)  # (kind, id, reason)
+    seconds: float = 0.0  # from the first claim to the last write
+    model_seconds: float = 0.0  # inside the model
+
+    @property
+    def embedded(self) -> int:
+        return self.canvases + self.regions
+
+    @property
+    def items_per_second(self) -> float:
+        done = self.embedded + len(self.failed)
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"space": self.space, "worker": self.worker_id, "embedded": self.embedded,
+                "canvases": self.canvases, "regions": self.regions, "hashed": self.hashed,
+                "skipped": self.skipped, "seconds": round(self.seconds, 3),
+                "model_seconds": round(self.model_seconds, 3),
+                "items_per_second": round(self.items_per_second, 2),
+                "failed": [{"kind": kind, "id": item, "reason": reason} for kind, item, reason in self.failed]}
 
 
-def pending_canvas_ids(session: Session, space: str, limit: Optional[int] = None) -> list[int]:
-    """Canvases with a derivative and no live vector in ``space``, in a stable order."""
-    existing = aliased(Embedding)
-    query = (select(Canvas.id)
-             .outerjoin(existing, and_(existing.canvas_id == Canvas.id,
-                                       existing.region_id.is_(None), existing.space == space))
-             .where(Canvas.derivative_sha256.is_not(None))
-             .where((existing.id.is_(None)) | (existing.stale.is_(True)))
-             .order_by(Canvas.id))
-    if limit:
-        query = query.limit(limit)
-    return list(session.scalars(query))
+@dataclass
+class _Result:
+    item: WorkItem
+    prepared: Any = None
+    hashes: Optional[ImageHashes] = None
+    vector: Optional[np.ndarray] = None
+    error: Optional[str] = None
+
+
+class _Stages:
+    """The encoder's two halves: per-image preparation (threads) and per-batch encoding."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.split = hasattr(encoder, "prepare_image") and hasattr(encoder, "encode_prepared")
+        self.decode_side = max(_MIN_DECODE_SIDE, int(getattr(encoder, "input_side", 224) or 224))
+
+    def prepare(self, image: Image.Image):
+        return self.encoder.prepare_image(image) if self.split else image
+
+    def encode(self, prepared: list, pad_to: int) -> np.ndarray:
+        if not self.split:
+            return self.encoder.encode_images(prepared, batch_size=len(prepared))
+        if getattr(self.encoder, "compiled_image_features", None) is not None:
+            return self.encoder.encode_prepared(prepared, pad_to=pad_to)
+        return self.encoder.encode_prepared(prepared)
+
+
+def store_loader(derivatives: DerivativeStore, min_side: int = _MIN_DECODE_SIDE) -> ImageLoader:
+    """Loads an item's derivative from the store. JPEGs are decoded at reduced scale (libjpeg's
+    DCT scaling) when that still leaves ``min_side`` pixels on the short side: several times
+    faster, and the model resizes to its own input anyway."""
+
+    def load(item: WorkItem) -> Image.Image:
+        with Image.open(derivatives.path_for(item.derivative_sha256)) as image:
+            image.draft("RGB", (min_side, min_side))
+            image.load()
+            return image.convert("RGB")
+
+    return load
+
+
+class _Pipeline:
+    def __init__(self, factory, encoder, claims: ClaimQueue, load_image: ImageLoader, options: WorkerOptions,
+                 report: EmbedReport, progress: Optional[Callable[[int], None]]):
+        self.factory, self.claims, self.load_image = factory, claims, load_image
+        self.options, self.report, self.progress = options, report, progress
+        self.stages = _Stages(encoder)
+        self.prefetch_items = options.batch_size * options.prefetch_batches
+        self.ready: queue.Queue = queue.Queue()  # results of the decoding threads, and the end mark
+        self.slots = threading.Semaphore(self.prefetch_items)  # bounds images in flight
+        self.writes: queue.Queue = queue.Queue(maxsize=2)
+        self.stop = threading.Event()
+        self.failure: Optional[BaseException] = None  # first error of a background thread
+
+    # -- stage 1: claim and decode (producer thread + pool) -------------------------------------
+    def produce(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        claimed = 0
+        try:
+            with ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="decode") as pool:
+                while not self.stop.is_set():
+                    want = min(self.prefetch_items, self.options.batch_size * 2)
+                    if self.options.limit is not None:
+                        want = min(want, self.options.limit - claimed)
+                    items = self.claims.claim(want) if want > 0 else []
+                    if not items:
+                        break
+                    claimed += len(items)
+                    for item in items:
+                        while not self.slots.acquire(timeout=0.2):
+                            if self.stop.is_set():
+                                return
+                        pool.submit(self._decode, item)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which raises it
+            self._fail(error)
+        finally:
+            self.ready.put(None)
+
+    def _decode(self, item: WorkItem) -> None:
+        result = _Result(item)
+        try:
+            image = self.load_image(item)
+            if item.needs_hash:
+                result.hashes = image_hashes(image)
+            if item.needs_vector:
+                result.prepared = self.stages.prepare(image)
+        except ITEM_ERRORS as error:
+            result.error = f"cannot read the {item.kind} image {item.derivative_sha256[:12]}: {error}"
+        except BaseException as error:  # noqa: BLE001 - a bug: stop the run, raise in the main thread
+            self._fail(error)
+        self.ready.put(result)
+
+    # -- stage 3: write (writer thread) ----------------------------------------------------------
+    def write(self) -> None:
+        while True:
+            batch = self.writes.get()
+            if batch is None:
+                return
+            if self.failure is not None:
+                continue  # drain: the run is stopping
+            try:
+                write_batch(self.factory, self.claims, self.stages.encoder, batch, self.options.retry_after,
+                            self.report)
+                if self.progress:
+                    self.progress(len(batch))
+            except BaseException as error:  # noqa: BLE001 - handed to the main thread
+                self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+        self.stop.set()
+
+    # -- stage 2: inference (calling thread) -----------------------------------------------------
+    def run(self) -> None:
+        producer = threading.Thread(target=self.produce, name="claim", daemon=True)
+        writer = threading.Thread(target=self.write, name="write", daemon=True)
+        producer.start()
+        writer.start()
+        to_encode: list[_Result] = []
+        to_write: list[_Result] = []
+        try:
+            while True:
+                result = self.ready.get()
+                if result is None:
+                    break
+                self.slots.release()
+                if self.failure is not None:
+                    continue
+                (to_encode if result.error is None and result.item.needs_vector else to_write).append(result)
+                if len(to_encode) >= self.options.batch_size:
+                    self._encode_and_queue(to_encode, to_write)
+                    to_encode, to_write = [], []
+                elif len(to_write) >= self.options.batch_size:
+                    self._queue_write(to_write)
+                    to_write = []
+            if self.failure is None and (to_encode or to_write):
+                self._encode_and_queue(to_encode, to_write)
+        finally:
+            self.stop.set()
+            producer.join()
+            self.writes.put(None)
+            writer.join()
+        if self.failure is not None:
+            raise self.failure
+
+    def _encode_and_queue(self, to_encode: list[_Result], to_write: list[_Result]) -> None:
+        if to_encode:
+            started = time.perf_counter()
+            vectors = self.stages.encode([result.prepared for result in to_encode], self.options.batch_size)
+            self.report.model_seconds += time.perf_counter() - started
+            for result, vector in zip(to_encode, vectors):
+                result.vector, result.prepared = vector, None
+        self._queue_write(to_encode + to_write)
+
+    def _queue_write(self, batch: list[_Result]) -> None:
+        while self.failure is None:  # a failed writer no longer takes batches
+            try:
+                self.writes.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+
+def write_batch(factory: sessionmaker[Session], claims: ClaimQueue, encoder, batch: list[_Result],
+                retry_after: float, report: EmbedReport) -> None:
+    """One transaction: the batch's vectors and hashes, its failures, and its claims gone."""
+    from .store import record_error
+
+    with write_transaction(factory) as session:
+        owned = claims.take_ownership(session, [r.item.claim_id for r in batch if r.error is None])
+        failures = {r.item.claim_id: r.error for r in batch if r.error is not None}
+        claims.mark_failed(session, failures, retry_after)
+        for result in batch:
+            if result.error is not None:
+                item = result.item
+                record_error(session, "embed", None, f"{item.kind} {item.item_id}: {result.error}",
+                             canvas_id=item.canvas_id)
+                report.failed.append((item.kind, item.item_id, result.error))
+        done = [r for r in batch if r.error is None and r.item.claim_id in owned]
+        hashed = [r for r in done if r.hashes is not None]
+        store_many_hashes(session, [(r.item.canvas_id, r.item.region_id, r.item.derivative_sha256, r.hashes)
+                                    for r in hashed])
+        free = _free_vector_slots(session, encoder.space_id, [r.item for r in done if r.vector is not None])
+        vectors = [r for r in done if r.vector is not None and r.item.claim_id in free]
+        if vectors:
+            session.execute(Embedding.__table__.insert(), [
+                {"space": encoder.space_id, "model_id": encoder.model_id, "model_revision": encoder.revision,
+                 "canvas_id": r.item.canvas_id, "region_id": r.item.region_id, "dim": int(r.vector.shape[0]),
+                 "vector": np.asarray(r.vector, dtype="<f4").tobytes(), "stale": False,
+                 "created_at": utcnow()} for r in vectors])
+    report.canvases += sum(1 for r in vectors if r.item.region_id is None)
+    report.regions += sum(1 for r in vectors if r.item.region_id is not None)
+    report.hashed += len(hashed)
+    report.skipped += sum(1 for r in batch if r.error is None) - len(done)
+
+
+def _free_vector_slots(session: Session, space: str, items: list[WorkItem]) -> set[int]:
+    """Claim ids of ``items`` whose new vector may be written: not those that have a live vector
+    already (written by a worker that took the item over). Stale vectors are deleted, so that the
+    new row gets a new id and the index never serves the old vector under it."""
+    if not items:
+        return set()
+    canvas_items = {item.canvas_id: item for item in items if item.region_id is None}
+    region_items = {item.region_id: item for item in items if item.region_id is not None}
+    rows = []
+    if canvas_items:
+        rows += session.execute(select(Embedding.id, Embedding.stale, Embedding.canvas_id, Embedding.region_id).where(
+            Embedding.space == space, Embedding.region_id.is_(None), Embedding.canvas_id.in_(canvas_items))).all()
+    if region_items:
+        rows += session.execute(select(Embedding.id, Embedding.stale, Embedding.canvas_id, Embedding.region_id).where(
+            Embedding.space == space, Embedding.region_id.in_(region_items))).all()
+    taken = {(canvas_items[canvas_id] if region_id is None else region_items[region_id]).claim_id
+             for _id, stale, canvas_id, region_id in rows if not stale}
+    stale_ids = [row_id for row_id, stale, _canvas, _region in rows if stale]
+    if stale_ids:
+        session.execute(delete(Embedding).where(Embedding.id.in_(stale_ids)))
+    return {item.claim_id for item in items} - taken
+
+
+class _LeaseKeeper:
+    """Extends this worker's leases every third of the lease time while the run lasts."""
+
+    def __init__(self, claims: ClaimQueue):
+        self.claims = claims
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="lease", daemon=True)
+
+    def _run(self) -> None:
+        interval = max(self.claims.lease_seconds / 3, 0.05)
+        while not self.done.wait(interval):
+            try:
+                self.claims.renew()
+            except Exception as error:  # noqa: BLE001 - a missed renewal is retried; leases are long
+                log.warning("could not extend claim leases: %s", error)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.done.set()
+        self.thread.join()
 
 
 def embed_pending(session_factory: sessionmaker[Session], encoder, derivatives: DerivativeStore,
-                  batch_size: int = 16, threads: int = 2,
-                  progress: Optional[Callable[[int], None]] = None) -> EmbedReport:
-    """Encode every pending canvas with ``encoder`` (a VisionLanguageEncoder-like object)."""
-    from .store import record_error
+                  options: WorkerOptions = WorkerOptions(), progress: Optional[Callable[[int], None]] = None,
+                  load_image: Optional[ImageLoader] = None, claims: Optional[ClaimQueue] = None) -> EmbedReport:
+    """Embed every pending canvas (and region) in ``encoder``'s space; returns what was done.
 
-    report = EmbedReport()
-    with session_scope(session_factory) as session:
-        todo = [(cid, sha) for cid, sha in session.execute(
-            select(Canvas.id, Canvas.derivative_sha256)
-            .where(Canvas.id.in_(pending_canvas_ids(session, encoder.space_id)))
-            .order_by(Canvas.id))]
-
-    def decode(item):
-        canvas_id, sha = item
+    ``load_image`` replaces reading derivatives from ``derivatives`` (e.g. fetching over HTTP);
+    ``claims`` a queue made by the caller (to count pending items first, or set the worker id).
+    Raises SpaceMismatchError when the space is recorded for another model, and re-raises any
+    error that is not an item's own (the database going away, the model failing): the claims of
+    this worker are then given back at once.
+    """
+    claims = claims or make_claim_queue(session_factory, encoder, options)
+    with write_transaction(session_factory) as session:
+        register_space(session, encoder)
+    claims.release_gone_workers()
+    report = EmbedReport(space=encoder.space_id, worker_id=claims.worker_id)
+    loader = load_image or store_loader(derivatives, _Stages(encoder).decode_side)
+    pipeline = _Pipeline(session_factory, encoder, claims, loader, options, report, progress)
+    started = time.perf_counter()
+    try:
+        with _LeaseKeeper(claims):
+            pipeline.run()
+    finally:
+        report.seconds = time.perf_counter() - started
         try:
-            return canvas_id, derivatives.open_image(sha), None
-        except Exception as exc:  # any decode failure is recorded against the canvas, not fatal
-            return canvas_id, None, f"cannot decode derivative {sha[:12]}: {exc}"
-
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for start in range(0, len(todo), batch_size):
-            decoded = list(pool.map(decode, todo[start:start + batch_size]))
-            ok = [(cid, img) for cid, img, err in decoded if err is None]
-            vectors = encoder.encode_images([img for _, img in ok]) if ok else np.zeros((0, 0))
-            with session_scope(session_factory) as session:
-                for cid, _img, err in decoded:
-                    if err is not None:
-                        record_error(session, "embed", None, err, canvas_id=cid)
-                        report.failed.append((cid, err))
-                for (cid, _img), vector in zip(ok, vectors):
-                    _upsert_vector(session, encoder, cid, vector)
-            report.embedded += len(ok)
-            if progress:
-                progress(len(decoded))
+            claims.release_all()
+        except SQLAlchemyError as error:  # the database went away: the leases will run out instead
+            log.warning("could not give back this worker's claims: %s", error)
     return report
 
 
-def _upsert_vector(session: Session, encoder, canvas_id: int, vector: np.ndarray) -> None:
-    row = session.scalar(select(Embedding).where(
-        Embedding.space == encoder.space_id, Embedding.canvas_id == canvas_id,
-        Embedding.region_id.is_(None)))
-    data = np.asarray(vector, dtype="<f4").tobytes()
-    if row is None:
-        session.add(Embedding(space=encoder.space_id, model_id=encoder.model_id,
-                              model_revision=encoder.revision, canvas_id=canvas_id,
-                              dim=int(vector.shape[0]), vector=data, stale=False))
-    else:
-        # A re-embedded stale vector gets a fresh row id so the index never serves the old one.
-        session.delete(row)
-        session.flush()
-        session.add(Embedding(space=encoder.space_id, model_id=encoder.model_id,
-                              model_revision=encoder.revision, canvas_id=canvas_id,
-                              dim=int(vector.shape[0]), vector=data, stale=False))
+def make_claim_queue(session_factory: sessionmaker[Session], encoder, options: WorkerOptions = WorkerOptions(),
+                     worker_id: Optional[str] = None) -> ClaimQueue:
+    return ClaimQueue(session_factory, encoder.space_id, worker_id, lease_seconds=options.lease_seconds,
+                      regions=options.regions, hash_algorithm=HASH_ALGORITHM if options.hashes else None)
+
+
+def pending_canvas_ids(session: Session, space: str, limit: Optional[int] = None) -> list[int]:
+    """Canvases with a derivative and no live vector in ``space``, in id order (claims ignored)."""
+    from sqlalchemy import exists
+
+    from .models import Canvas
+
+    live = exists().where(Embedding.space == space, Embedding.canvas_id == Canvas.id,
+                          Embedding.region_id.is_(None), Embedding.stale.is_(False))
+    query = select(Canvas.id).where(Canvas.derivative_sha256.is_not(None), ~live).order_by(Canvas.id)
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query))
 
 
 def vector_from_row(row: Embedding) -> np.ndarray:

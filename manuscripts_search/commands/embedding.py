@@ -1,39 +1,156 @@
-"""`msearch embed`: encode pending canvases and regions, then update the index."""
+"""`msearch embed`: encode pending canvases and regions (and hash their images), then update
+the index. Several `msearch embed` processes may run at once on one database."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from contextlib import contextmanager
 
 import click
 
 from ..cli import CLIState, cli, emit, pass_state
 
 
+def _default_threads() -> int:
+    return max(1, min(8, (os.cpu_count() or 2)))
+
+
 @cli.command()
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="Image decoding threads.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True,
+              help="Images per model call and per database transaction.")
+@click.option("--threads", type=click.IntRange(1, 256), default=_default_threads, show_default="CPU cores, at most 8",
+              help="Threads that read, decode, hash and preprocess images ahead of the model.")
+@click.option("--prefetch", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Batches prepared ahead of the model.")
+@click.option("--regions/--no-regions", default=True, show_default=True, help="Also embed region crops.")
+@click.option("--hashes/--no-hashes", default=True, show_default=True,
+              help="Compute perceptual hashes for near-duplicate search.")
+@click.option("--fallback/--no-fallback", default=True, show_default=True,
+              help="When the model cannot be loaded, use the handcrafted features instead of stopping.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+              help="Model arithmetic (auto: fp16 on CUDA, fp32 on CPU); vectors are stored as float32.")
+@click.option("--compile", "compile_model", is_flag=True, help="Run the image tower through torch.compile.")
+@click.option("--torch-threads", type=click.IntRange(0, 256), default=0, show_default=True,
+              help="CPU threads per model call (0: one for small models, one per core for large ones).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Stop after this many items.")
+@click.option("--lease", "lease_seconds", type=click.FloatRange(1, 86_400), default=120, show_default=True,
+              help="Seconds a claim lasts unless renewed; a dead worker's items are retaken after it.")
+@click.option("--retry-after", type=click.FloatRange(0, None), default=3600, show_default=True,
+              help="Seconds before a failed item is tried again.")
+@click.option("--retry-failed", is_flag=True, help="Try failed items again now.")
+@click.option("--index/--no-index", "update_index", default=True, show_default=True,
+              help="Bring the space's index up to date afterwards (skip when many workers run; "
+                   "then run `msearch index` once).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
-def embed(state: CLIState, batch_size, threads, as_json):
-    """Encode canvases that have an image but no vector yet, then update the index."""
+def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallback, precision, compile_model,
+          torch_threads, limit, lease_seconds, retry_after, retry_failed, update_index, progress, as_json):
+    """Encode canvases and regions that have an image but no vector in the model's space yet.
+
+    The model is MSEARCH_MODEL / --model (a hub id, a local directory, or "handcrafted"). If it
+    cannot be loaded, the handcrafted colour/texture features are used and the reason is printed;
+    text and metadata search keep working either way.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
     from tqdm import tqdm
 
+    from ..claims import ClaimError, clear_failures
     from ..derivatives import DerivativeStore
-    from ..index_sync import sync_index
-    from ..worker import embed_pending, pending_canvas_ids
-    from ..db import session_scope
+    from ..encoder_registry import SpaceMismatchError, choose_torch_threads, resolve_image_encoder
+    from ..encoders import EncoderLoadError
+    from ..worker import WorkerOptions, embed_pending, make_claim_queue
 
     factory = state.session_factory()
-    encoder = state.encoder()
-    with session_scope(factory) as session:
-        total = len(pending_canvas_ids(session, encoder.space_id))
-    with tqdm(total=total, unit="canvas", disable=as_json or total == 0, file=sys.stderr) as bar:
-        report = embed_pending(factory, encoder, DerivativeStore(state.config.derivatives_dir),
-                               batch_size=batch_size, threads=threads, progress=bar.update)
-    with session_scope(factory) as session:
-        sync = sync_index(session, state.config.index_dir, encoder.space_id)
-    result = {"space": encoder.space_id, "embedded": report.embedded,
-              "failed": [{"canvas_id": c, "reason": r} for c, r in report.failed],
-              "index": sync.as_dict()}
-    emit(result, as_json, f"embedded {report.embedded} canvas(es) with {encoder.model_id}; "
-          f"{len(report.failed)} failed; index holds {sync.total} vector(s)")
+    try:
+        resolved = resolve_image_encoder(state.config.model, state.config.device, fallback=fallback,
+                                         precision=precision, compile=compile_model)
+    except EncoderLoadError as error:
+        raise click.ClickException(str(error)) from None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--precision") from None
+    if resolved.is_fallback:
+        click.echo(f"warning: {resolved.describe()}", err=True)
+    encoder = resolved.encoder
+    model_threads = choose_torch_threads(encoder, torch_threads)
+    if model_threads is not None:
+        import torch
+
+        torch.set_num_threads(model_threads)
+    options = WorkerOptions(batch_size=batch_size, threads=threads, prefetch_batches=prefetch, regions=regions,
+                            hashes=hashes, lease_seconds=lease_seconds, retry_after=retry_after, limit=limit)
+    try:
+        if retry_failed:
+            clear_failures(factory, encoder.space_id)
+        claims = make_claim_queue(factory, encoder, options)
+        pending = sum(claims.count_pending().values())
+        total = min(pending, limit) if limit else pending
+        show = (sys.stderr.isatty() if progress is None else progress) and total > 0
+        with tqdm(total=total, unit="item", disable=not show, file=sys.stderr, desc="embed") as bar, \
+                _stop_cleanly_on_sigterm():
+            report = embed_pending(factory, encoder, DerivativeStore(state.config.derivatives_dir), options,
+                                   progress=bar.update, claims=claims)
+    except (ClaimError, SpaceMismatchError) as error:
+        raise click.ClickException(str(error)) from None
+    except SQLAlchemyError as error:
+        raise click.ClickException(f"the database failed during embedding ({error.__class__.__name__}: "
+                                   f"{str(error).splitlines()[0]}); finished batches are kept, re-run to "
+                                   "go on") from None
+    except (RuntimeError, MemoryError) as error:  # the model itself failed (out of memory, device lost...)
+        raise click.ClickException(f"the model failed during embedding ({error.__class__.__name__}: {error}); "
+                                   "finished batches are kept, re-run (perhaps with a smaller --batch-size) "
+                                   "to go on") from None
+    result = {**report.as_dict(), "model_id": encoder.model_id, "revision": encoder.revision,
+              "encoder": resolved.kind, "fallback_reason": resolved.fallback_reason}
+    if update_index:
+        result["index"] = _sync_index(state, factory, encoder.space_id)
+    _emit_report(result, as_json, resolved)
+
+
+@contextmanager
+def _stop_cleanly_on_sigterm():
+    """SIGTERM (a service manager stopping us) ends the run like Ctrl-C: the claims still held are
+    given back at once instead of waiting for their leases to run out."""
+    def stop(_signum, _frame):
+        raise SystemExit(143)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sync_index(state: CLIState, factory, space: str):
+    """Sync the space's index, one process at a time (several workers may finish together)."""
+    import fcntl
+
+    from ..db import session_scope
+    from ..index_sync import dim_of, sync_index
+
+    index_dir = state.config.index_dir
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".sync.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with session_scope(factory) as session:
+            if dim_of(session, space) is None:
+                return None  # no vectors in this space at all yet
+            return sync_index(session, index_dir, space).as_dict()
+
+
+def _emit_report(result: dict, as_json: bool, resolved) -> None:
+    failed = result["failed"]
+    lines = [f"embedded {result['embedded']} item(s) ({result['canvases']} canvases, {result['regions']} regions) "
+             f"with {result['model_id']} [{result['space']}] at {result['items_per_second']:.1f} items/s; "
+             f"{result['hashed']} hashed; {len(failed)} failed"]
+    lines += [f"  {f['kind']} {f['id']}: {f['reason']}" for f in failed[:20]]
+    if result.get("index"):
+        lines.append(f"index holds {result['index']['total']} vector(s)")
+    if resolved.is_fallback:
+        lines.append("(handcrafted fallback in use: see the warning above)")
+    emit(result, as_json, "\n".join(lines))
