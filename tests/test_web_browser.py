@@ -1,0 +1,200 @@
+"""The web app in a real browser (headless Debian Chromium driven by Playwright), served over
+HTTP on 127.0.0.1 with its images on a real IIIF server:
+
+- the search page: type a query, get the grid, open a hit, see the region highlighted, step
+  through the matches with the keyboard;
+- Mirador 4 (npm) opens an exported result manifest, renders its canvases, and its search
+  panel shows hits from our IIIF Content Search service;
+- screenshots of the main pages, wide and narrow, saved under test-artifacts/screenshots/.
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+from io import BytesIO
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+
+from tests.web_site import build_site, site_config
+from web import create_app
+from web.database import dispose_engine
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update"]
+
+
+@pytest.fixture()
+def live_site(tmp_path, db_url, trained_clip_dir, iiif_server):
+    """The shapes catalogue with real images, served by the app on a free port."""
+    from werkzeug.serving import make_server
+
+    from manuscripts_search.encoders import load_vision_language_encoder
+
+    encoder = load_vision_language_encoder(str(trained_clip_dir), device="cpu")
+    site = build_site(site_config(tmp_path / "data", trained_clip_dir, db_url), encoder, image_server=iiif_server)
+    app = create_app(config=site.config, test_config={"ADMIN_TOKEN": "browser-test-token"})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", site
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        dispose_engine(app)
+
+
+@pytest.fixture()
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed: run `make system-deps` (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def _watch(page) -> list:
+    problems: list = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"Uncaught {error}"))
+    return problems
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _not_blank(png: bytes) -> float:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(BytesIO(png)).convert("L"), dtype=np.float32)
+    return float(pixels.std())
+
+
+@pytest.mark.browser
+def test_search_open_a_hit_and_see_the_highlight(live_site, browser):
+    base, site = live_site
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = _watch(page)
+    page.goto(f"{base}/")
+    assert page.title() == "Search · Manuscripts search"
+    _shot(page, "01-search-page")
+    page.fill("#q", "a red circle")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".results-grid .result-card")
+    assert page.title() == "“a red circle” — results · Manuscripts search"
+    page.wait_for_load_state("networkidle")
+    cards = page.locator(".results-grid .result-card")
+    assert cards.count() == 4
+    # The scene's red-circle region is drawn on its thumbnail, with its crop beside it.
+    assert page.locator(".hit-box--best").count() >= 1
+    assert page.locator("img.region-crop").count() >= 1
+    _shot(page, "02-results")
+
+    # Open the scene (a region hit) and check the highlight covers the red circle's quarter.
+    page.locator(f'.result-link[href^="/canvas/{site.canvas_ids["scene"]}?"]').click()
+    overlay = page.wait_for_selector(".region-overlay", state="visible", timeout=15000)
+    page.wait_for_load_state("networkidle")
+    assert "xywh=500,750,500,750" in page.url
+    box = _settled_box(page, overlay)
+    viewer_box = page.locator("#viewer").bounding_box()
+    assert box["width"] > 40 and viewer_box["x"] <= box["x"] and box["x"] + box["width"] <= viewer_box["x"] + viewer_box["width"] + 1
+    inside = _mean_rgb(page, box, inset=0.3)
+    assert inside[0] > 150 and inside[1] < 110, f"the highlight is not on the red circle (mean RGB {inside})"
+    _shot(page, "03-canvas-region")
+    # The matches list is keyboard navigable: n goes to the next match and says which.
+    page.locator("#viewer").focus()
+    page.keyboard.press("n")
+    page.wait_for_function("document.getElementById('viewer-status').textContent.startsWith('Match')")
+    assert page.locator('.highlight-item[aria-current="true"]').count() == 1
+    # Draw a region: the "more like this region" link appears with canvas coordinates.
+    page.click("#draw-region")
+    viewer_box = page.locator("#viewer").bounding_box()
+    page.mouse.move(viewer_box["x"] + 200, viewer_box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(viewer_box["x"] + 320, viewer_box["y"] + 330, steps=5)
+    page.mouse.up()
+    similar = page.locator("#region-similar")
+    similar.wait_for(state="visible")
+    assert "/search/similar?canvas=" in similar.get_attribute("href") and "xywh=" in similar.get_attribute("href")
+
+    # The other main pages, for the record.
+    for name, path in (("04-manifest", f"/manifests/{site.manifest_ids['book']}"), ("05-sources", "/sources"),
+                       ("06-harvest", "/harvest"), ("07-api-docs", "/api/docs"), ("08-admin-login", "/admin")):
+        page.goto(base + path)
+        page.wait_for_load_state("networkidle")
+        _shot(page, name)
+    narrow = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    narrow.goto(f"{base}/search?q=dragon")
+    narrow.wait_for_load_state("networkidle")
+    assert narrow.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "horizontal scroll"
+    _shot(narrow, "09-results-narrow")
+    narrow.goto(f"{base}/canvas/{site.canvas_ids['red_circle']}?q=dragon")
+    narrow.wait_for_selector(".match-overlay", state="attached", timeout=15000)
+    narrow.wait_for_load_state("networkidle")
+    _shot(narrow, "10-canvas-narrow")
+    assert not problems, problems
+
+
+@pytest.mark.browser
+def test_mirador_opens_an_exported_result_set_and_searches_it(live_site, browser):
+    base, site = live_site
+    export_url = f"{base}/iiif/export/manifest?q={quote('a red circle')}&k=4"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = _watch(page)
+    searched = []
+    page.on("request", lambda request: searched.append(request.url) if "/iiif/search/" in request.url else None)
+    page.goto(f"{base}/mirador?manifest={quote(export_url, safe='')}&q=dragon")
+    # The search panel ran our Content Search 1.0 service and lists its hits with their context.
+    page.get_by_text("Here begins the book of the red", exact=False).first.wait_for(timeout=60000)
+    page.wait_for_load_state("networkidle")
+    assert any("/iiif/search/1/set/" in url and "q=dragon" in url for url in searched), searched
+    assert page.get_by_text("Dragons and birds in the", exact=False).count() >= 1
+    # Canvases render: Mirador's OpenSeadragon canvas shows the first result's image.
+    viewport = page.locator(".openseadragon-canvas").first
+    viewport.wait_for(state="attached", timeout=60000)
+    contrast = 0.0
+    for _ in range(100):
+        box = viewport.bounding_box()
+        if box and box["width"] > 10 and box["height"] > 10:
+            contrast = _not_blank(viewport.screenshot())
+            if contrast > 5:
+                break
+        page.wait_for_timeout(300)
+    assert contrast > 5, "Mirador's canvas stayed blank"
+    _shot(page, "11-mirador-export-search")
+    # Mirador 4 logs React/MUI deprecation warnings as console errors; what must not happen is
+    # an uncaught exception, a resource that failed to load, or our security policy blocking it.
+    assert not [p for p in problems if "Content Security Policy" in p or "Failed to load" in p
+                or p.startswith("Uncaught") or "Error:" in p[:40]], problems
+
+
+def _settled_box(page, element, timeout_ms: int = 10000) -> dict:
+    previous = None
+    for _ in range(timeout_ms // 200):
+        page.wait_for_timeout(200)
+        box = element.bounding_box()
+        if box and previous and all(abs(box[key] - previous[key]) < 0.5 for key in box):
+            return box
+        previous = box
+    raise AssertionError(f"the overlay kept moving for {timeout_ms} ms")
+
+
+def _mean_rgb(page, box: dict, inset: float) -> tuple:
+    from PIL import Image
+
+    clip = {"x": box["x"] + box["width"] * inset, "y": box["y"] + box["height"] * inset,
+            "width": box["width"] * (1 - 2 * inset), "height": box["height"] * (1 - 2 * inset)}
+    shot = Image.open(BytesIO(page.screenshot(clip=clip))).convert("RGB")
+    return tuple(float(v) for v in np.asarray(shot).reshape(-1, 3).mean(axis=0))

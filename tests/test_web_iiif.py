@@ -1,0 +1,231 @@
+"""IIIF endpoints of the web app on a real catalogue: Content Search 2.0 and 1.0 per manifest and
+per exported set (transcriptions, metadata, and visual matches of the words), autocomplete,
+manifests re-published with both search services, exports as Presentation 3 (validated with
+iiif-prezi3), and IIIF Content State links in and out."""
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter, parse_content_state
+from tests.web_site import SCENE_REGION, module_db_url, shapes_app, shapes_site, web_encoder  # noqa: F401
+
+
+@pytest.fixture()
+def client(shapes_app):
+    return shapes_app.test_client()
+
+
+def _search(client, version, manifest_id, **params):
+    response = client.get(f"/iiif/search/{version}/manifest/{manifest_id}", query_string=params)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert response.mimetype == "application/ld+json"
+    return response.get_json()
+
+
+def test_search2_finds_transcription_words_with_their_boxes_and_context(client, shapes_site):
+    body = _search(client, 2, shapes_site.manifest_ids["book"], q="dragon")
+    assert body["@context"] == "http://iiif.io/api/search/2/context.json" and body["type"] == "AnnotationPage"
+    text_items = [item for item in body["items"] if item["motivation"] == "supplementing"]
+    assert [item["target"] for item in text_items] == [
+        f"{shapes_site.canvas_iiif_ids['red_circle']}#xywh=100,100,800,60",
+        f"{shapes_site.canvas_iiif_ids['scene']}#xywh=100,100,800,60"]  # "dragon" and "Dragons", page order
+    assert text_items[0]["body"] == {"type": "TextualBody", "value": "Here begins the book of the red dragon",
+                                     "format": "text/plain"}
+    highlights = {h["target"]["source"]: h["target"]["selector"][0] for h in body["annotations"][0]["items"]}
+    assert highlights[text_items[0]["id"]] == {"type": "TextQuoteSelector", "prefix": "Here begins the book of the red ",
+                                               "exact": "dragon"}
+    assert highlights[text_items[1]["id"]]["exact"] == "Dragons"  # the whole word, accents and case ignored
+    assert body["partOf"]["total"] == len(body["items"]) and body["startIndex"] == 0
+
+
+def test_search2_adds_visual_matches_of_the_words_as_regions(client, shapes_site):
+    body = _search(client, 2, shapes_site.manifest_ids["book"], q="a red circle")
+    visual = [item for item in body["items"] if item["motivation"] == "highlighting"]
+    assert visual, "no visual match for a query the model understands"
+    # The red circle page and the scene's red-circle region are the two best looking matches.
+    targets = [item["target"] for item in visual[:2]]
+    assert f"{shapes_site.canvas_iiif_ids['red_circle']}#xywh=0,0,1000,1500" in targets
+    assert f"{shapes_site.canvas_iiif_ids['scene']}#xywh={','.join(map(str, SCENE_REGION))}" in targets
+    assert all(item["body"]["value"].startswith("Looks like “a red circle”") for item in visual)
+
+
+def test_search2_metadata_matches_target_the_manifest_and_search1_leaves_them_out(client, shapes_site):
+    book = shapes_site.manifest_ids["book"]
+    two = _search(client, 2, book, q="Bibliothèque")  # the provider's name, from the manifest's metadata
+    assert [item["target"] for item in two["items"] if item["motivation"] == "describing"] == [shapes_site.manifest_url]
+    one = _search(client, 1, book, q="Bibliothèque")
+    assert one["resources"] == [] or all("#xywh=" in r["on"] for r in one["resources"])
+
+
+def test_search1_response_is_what_mirador_reads(client, shapes_site):
+    body = _search(client, 1, shapes_site.manifest_ids["book"], q="scribe")
+    assert body["@type"] == "sc:AnnotationList" and body["within"]["@type"] == "sc:Layer"
+    text = [r for r in body["resources"] if r["motivation"] == "sc:painting"]
+    assert text[0]["on"] == f"{shapes_site.canvas_iiif_ids['blue_triangle']}#xywh=100,100,800,60"
+    assert text[0]["resource"] == {"@type": "cnt:ContentAsText", "chars": "A blue triangle drawn by the scribe"}
+    hit = next(h for h in body["hits"] if h["annotations"] == [text[0]["@id"]])
+    assert hit == {"@type": "search:Hit", "annotations": [text[0]["@id"]], "match": "scribe",
+                   "before": "A blue triangle drawn by the "}
+    assert body["within"]["total"] == len(body["resources"])
+
+
+def test_content_search_pages_through_results(shapes_app, shapes_site):
+    shapes_app.config["CONTENT_SEARCH_PAGE_SIZE"] = 1
+    try:
+        client = shapes_app.test_client()
+        first = _search(client, 2, shapes_site.manifest_ids["book"], q="dragon")
+        total = first["partOf"]["total"]
+        assert total >= 3 and len(first["items"]) == 1 and "prev" not in first
+        seen = [first["items"][0]["id"]]
+        page = first
+        while "next" in page:
+            query = parse_qs(urlsplit(page["next"]["id"]).query)
+            page = _search(client, 2, shapes_site.manifest_ids["book"], q=query["q"][0], page=query["page"][0])
+            assert page["prev"]["id"] and page["startIndex"] == len(seen)
+            seen.append(page["items"][0]["id"])
+        assert len(seen) == total == len(set(seen))
+        assert page["id"] == page["partOf"]["last"]["id"]
+        one = _search(client, 1, shapes_site.manifest_ids["book"], q="dragon", page=2)
+        assert one["startIndex"] == 1 and one["prev"].endswith("page=1")
+        bad = client.get(f"/iiif/search/2/manifest/{shapes_site.manifest_ids['book']}?q=dragon&page=99")
+        assert bad.status_code == 400 and "page must be between 1 and" in bad.get_json()["error"]["message"]
+    finally:
+        shapes_app.config["CONTENT_SEARCH_PAGE_SIZE"] = 50
+
+
+def test_unsupported_parameters_are_reported_as_ignored(client, shapes_site):
+    body = _search(client, 2, shapes_site.manifest_ids["book"], q="dragon", user="https://u.example/1", motivation="x")
+    assert body["ignored"] == ["motivation", "user"]
+    assert _search(client, 1, shapes_site.manifest_ids["book"], q="dragon", date="x")["within"]["ignored"] == ["date"]
+
+
+def test_empty_and_wordless_queries_answer_empty_pages(client, shapes_site):
+    assert _search(client, 2, shapes_site.manifest_ids["book"])["items"] == []
+    assert _search(client, 2, shapes_site.manifest_ids["book"], q="!!!")["partOf"]["total"] >= 0
+
+
+def test_autocomplete_suggests_words_of_the_transcriptions(client, shapes_site):
+    book = shapes_site.manifest_ids["book"]
+    two = client.get(f"/iiif/autocomplete/2/manifest/{book}?q=DRAG").get_json()
+    assert two["type"] == "TermPage" and two["items"] == [{"value": "dragon", "total": 1},
+                                                          {"value": "dragons", "total": 1}]
+    one = client.get(f"/iiif/autocomplete/1/manifest/{book}?q=scr").get_json()
+    assert one["@type"] == "search:TermList"
+    assert one["terms"] == [{"match": "scribe", "count": 1,
+                             "url": f"http://msearch.test/iiif/search/1/manifest/{book}?q=scribe"}]
+    assert client.get(f"/iiif/autocomplete/2/manifest/{book}").status_code == 400
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/iiif/search/3/manifest/1?q=x", 404), ("/iiif/search/2/manifest/999999?q=x", 404),
+    ("/iiif/search/2/manifest/abc?q=x", 404), ("/iiif/search/2/elsewhere/1?q=x", 404),
+    ("/iiif/search/2/set/1,x?q=x", 400), ("/iiif/search/2/set/" + ",".join(["1"] * 201) + "?q=x", 400),
+    ("/iiif/search/2/manifest/1?q=x&page=0", 400), ("/iiif/manifest/999999", 404),
+])
+def test_bad_iiif_requests_are_json_errors(client, path, status):
+    response = client.get(path)
+    assert response.status_code == status and response.get_json()["error"]["status"] == status
+
+
+def test_republished_manifest_declares_both_search_services(client, shapes_site):
+    book = shapes_site.manifest_ids["book"]
+    response = client.get(f"/iiif/manifest/{book}")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == ('application/ld+json;profile="http://iiif.io/api/presentation/3/'
+                                                'context.json"')
+    document = response.get_json()
+    assert document["id"] == shapes_site.manifest_url and len(document["items"]) == 4
+    search1, search2 = document["service"][:2]
+    assert search1["profile"] == "http://iiif.io/api/search/1/search"
+    assert search1["@id"] == f"http://msearch.test/iiif/search/1/manifest/{book}"
+    assert search2 == {"id": f"http://msearch.test/iiif/search/2/manifest/{book}", "type": "SearchService2",
+                       "service": [{"id": f"http://msearch.test/iiif/autocomplete/2/manifest/{book}",
+                                    "type": "AutoCompleteService2"}]}
+    # The declared services answer.
+    assert client.get(urlsplit(search2["id"]).path + "?q=dragon").get_json()["items"]
+    hostile = client.get(f"/iiif/manifest/{shapes_site.manifest_ids['hostile']}")
+    assert hostile.status_code == 404 and "was not kept" in hostile.get_json()["error"]["message"]
+
+
+def test_export_manifest_is_valid_presentation_3_with_a_search_service(client, shapes_site):
+    from iiif_prezi3 import Manifest
+
+    response = client.get("/iiif/export/manifest?q=a+red+circle&k=3")
+    assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
+    document = response.get_json()
+    Manifest(**{**document, "@context": "http://iiif.io/api/presentation/3/context.json"})
+    assert "http://iiif.io/api/presentation/3/context.json" in document["@context"]
+    canvases = document["items"]
+    assert len(canvases) == 3
+    assert canvases[0]["id"] in (shapes_site.canvas_iiif_ids["red_circle"], shapes_site.canvas_iiif_ids["scene"])
+    for canvas in canvases:
+        assert canvas["partOf"][0]["id"] == shapes_site.manifest_url
+        assert canvas["homepage"][0]["id"] == "https://example.org/book"
+        assert canvas["rights"] == "http://creativecommons.org/licenses/by/4.0/"
+        body = canvas["items"][0]["items"][0]["body"]
+        assert body["service"][0]["type"] == "ImageService3" and body["service"][0]["id"].startswith("http://iiif.test/iiif3/")
+    scene = next(c for c in canvases if c["id"] == shapes_site.canvas_iiif_ids["scene"])
+    assert any(a["target"].endswith("#xywh=" + ",".join(map(str, SCENE_REGION)))
+               for a in scene["annotations"][0]["items"])
+    search1 = next(s for s in document["service"] if s.get("profile") == "http://iiif.io/api/search/1/search")
+    found = client.get(urlsplit(search1["@id"]).path + "?q=dragon").get_json()
+    assert found["resources"] and {r["on"].split("#")[0] for r in found["resources"]} <= {c["id"] for c in canvases}
+    search2 = next(s for s in document["service"] if s.get("type") == "SearchService2")
+    items = client.get(urlsplit(search2["id"]).path + "?q=dragon").get_json()["items"]
+    assert items[0]["target"]["partOf"] == [{"id": shapes_site.manifest_url, "type": "Manifest",
+                                             "label": {"en": ["Book of shapes"], "fr": ["Livre des formes"]}}]
+
+
+def test_export_collection_lists_the_source_manifests(client, shapes_site):
+    from iiif_prezi3 import Collection
+
+    document = client.get("/iiif/export/collection?q=dragon").get_json()
+    Collection(**document)
+    assert [item["id"] for item in document["items"]] == [shapes_site.manifest_url]
+    assert document["items"][0]["label"]["en"] == ["Book of shapes"]
+
+
+def test_export_of_a_bad_search_is_a_400(client):
+    response = client.get("/iiif/export/manifest?q=")
+    assert response.status_code == 400 and "query is empty" in response.get_json()["error"]["message"]
+
+
+# -- Content State -------------------------------------------------------------------------------
+
+def test_every_hit_carries_a_content_state_that_opens_the_region(client, shapes_site):
+    hits = client.get("/api/search?q=a+red+circle&k=4").get_json()["hits"]
+    scene = next(h for h in hits if h["canvas_id"] == shapes_site.canvas_ids["scene"])
+    target = parse_content_state(scene["content_state"])
+    assert target.canvas_id == shapes_site.canvas_iiif_ids["scene"]
+    assert target.manifest_id == shapes_site.manifest_url and target.xywh == SCENE_REGION
+    assert scene["share_url"].startswith("http://msearch.test/view?iiif-content=")
+    opened = client.get(urlsplit(scene["share_url"]).path + "?" + urlsplit(scene["share_url"]).query)
+    assert opened.status_code == 302
+    assert opened.headers["Location"] == f"/canvas/{shapes_site.canvas_ids['scene']}?xywh=500,750,500,750"
+
+
+def test_viewer_accepts_iiif_content_in_every_form(client, shapes_site):
+    red = shapes_site.canvas_iiif_ids["red_circle"]
+    state = content_state_parameter(canvas_content_state(red, shapes_site.manifest_url, "1,2,3,4", full_annotation=True))
+    for path in (f"/?iiif-content={state}", f"/view?iiif-content={state}"):
+        response = client.get(path, follow_redirects=False)
+        if response.headers["Location"].startswith("/view"):
+            response = client.get(response.headers["Location"])
+        assert response.headers["Location"] == f"/canvas/{shapes_site.canvas_ids['red_circle']}?xywh=1,2,3,4"
+    plain = client.get(f"/view?iiif-content={shapes_site.manifest_url}")
+    assert plain.headers["Location"] == f"/manifests/{shapes_site.manifest_ids['book']}"
+    unknown = client.get("/view?iiif-content=" + content_state_parameter(
+        canvas_content_state("https://elsewhere.example/c", "https://elsewhere.example/m")))
+    assert unknown.status_code == 404 and "has not harvested" in unknown.get_data(as_text=True)
+    assert client.get("/view?iiif-content=%%%").status_code == 400
+
+
+def test_canvas_page_share_link_is_a_content_state_of_the_highlighted_region(client, shapes_site):
+    html = client.get(f"/canvas/{shapes_site.canvas_ids['scene']}?xywh=500,750,500,750").get_data(as_text=True)
+    value = html.split('id="share-url" class="text-input" type="text" readonly value="')[1].split('"')[0]
+    state = parse_qs(urlsplit(value.replace("&amp;", "&")).query)["iiif-content"][0]
+    target = parse_content_state(state)
+    assert target.xywh == SCENE_REGION and target.canvas_id == shapes_site.canvas_iiif_ids["scene"]

@@ -1,0 +1,87 @@
+"""The manuscripts-search web app: search pages, a deep-zoom canvas viewer and a JSON API.
+
+Nothing heavy happens at import time or in :func:`create_app`: the database engine connects on
+first use, and the model and index load on the first search (see :mod:`web.resources`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from flask import Flask
+
+from manuscripts_search.config import Config, load_config
+
+DEFAULT_SETTINGS = {
+    "SEARCH_DEFAULT_K": 24,  # results on the HTML page when ``k`` is not given
+    "API_DEFAULT_K": 10,
+    "SEARCH_MAX_K": 100,
+    "EXPORT_DEFAULT_K": 50,  # canvases in an exported result manifest
+    "EXPORT_MAX_K": 100,
+    "CONTENT_SEARCH_PAGE_SIZE": 50,  # annotations per IIIF Content Search page
+    "CONTENT_SEARCH_VISUAL_MATCHES": 5,  # "looks like the query" regions added to a Content Search
+    "SEND_FILE_MAX_AGE_DEFAULT": 3600,
+    "INDEX_CHECK_INTERVAL": 1.0,  # seconds between looks at the index files for a newer save
+    "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,  # a larger request body is a 413 before it is read
+    "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
+    "QUERY_IMAGE_MAX_BYTES": 16 * 1024 * 1024,
+    "QUERY_IMAGE_MAX_PIXELS": 50_000_000,
+    "QUERY_IMAGE_ALLOW_PRIVATE_URLS": False,  # let image_url reach private addresses (tests, intranets)
+}
+
+
+def create_app(config: Optional[Config] = None, test_config: Optional[dict] = None) -> Flask:
+    """Build the Flask app for ``config`` (default: :func:`load_config` from the environment).
+
+    ``test_config`` is a mapping of Flask settings applied last, after the defaults. Besides
+    Flask's own (``TESTING`` ...) it may hold:
+
+    - ``MSEARCH_CONFIG``: a :class:`Config` that replaces ``config`` (data dir, database, model);
+    - ``OPENSEADRAGON_DIR``: the directory served under /vendor/openseadragon/ (default: the npm
+      build in web/node_modules);
+    - ``SEARCH_DEFAULT_K``, ``API_DEFAULT_K``, ``SEARCH_MAX_K``: result counts;
+    - ``INDEX_CHECK_INTERVAL``: seconds between checks for a newly saved index (0: every search);
+    - ``ADMIN_TOKEN``: the admin token (default: the MSEARCH_ADMIN_TOKEN environment variable);
+    - ``MIRADOR_DIR``: the directory served under /vendor/mirador/ (default: web/node_modules);
+    - the limits above (``MAX_CONTENT_LENGTH``, ``QUERY_IMAGE_*``, ``CONTENT_SEARCH_*``, ``EXPORT_*``).
+
+    The database is not migrated here; ``msearch serve`` and the tests do that first.
+    Raises ConfigError when no config is given and the environment holds a bad setting.
+    """
+    from . import admin, api, auth, browse, database, errors, iiif, openapi, published, resources, search, vendor, viewer
+    from .canvas_info import http_url
+    from .sanitise import iiif_html
+
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULT_SETTINGS, OPENSEADRAGON_DIR=str(vendor.DEFAULT_OPENSEADRAGON_DIR),
+                            MIRADOR_DIR=str(vendor.DEFAULT_MIRADOR_DIR))
+    if test_config:
+        app.config.from_mapping(test_config)
+    msearch_config = app.config.get("MSEARCH_CONFIG") or config or load_config()
+    app.config["MSEARCH_CONFIG"] = msearch_config
+    app.json.sort_keys = False
+
+    database.init_app(app, msearch_config)
+    resources.init_app(app, model=msearch_config.model, device=msearch_config.device,
+                       index_dir=msearch_config.index_dir,
+                       index_check_interval=app.config["INDEX_CHECK_INTERVAL"])
+    errors.init_app(app)
+    auth.init_app(app)
+    for module in (search, viewer, browse, admin, api, openapi, iiif, vendor, published):
+        app.register_blueprint(module.bp)
+    app.add_template_filter(http_url, "http_url")
+    app.add_template_filter(iiif_html, "iiif_html")
+    app.after_request(_security_headers)
+    return app
+
+
+def _security_headers(response):
+    # Labels and URLs come from thousands of institutions' manifests; should escaping ever miss,
+    # the policy still refuses inline scripts. Images and info.json come from any IIIF server.
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src * data: blob:; connect-src *; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'self'; form-action 'self'")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    return response

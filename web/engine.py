@@ -1,0 +1,135 @@
+"""What a search may use in this process, and running it: the bridge from the web app to
+:func:`manuscripts_search.search.run_search`.
+
+Searching degrades instead of failing: without the vision-language model (not downloadable, a
+bad directory) or without its index, a text query still searches metadata and transcriptions
+(full text, and MiniLM sentence vectors when their index exists), and the page says so in a
+notice. Only a query nothing can answer is refused (503 with what to run, or 400).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from flask import current_app
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from manuscripts_search.filters import FilterError
+from manuscripts_search.models import SearchDocument
+from manuscripts_search.search import SearchContext, SearchError, SearchPage, SearchRequest, run_search
+
+from .errors import AppError
+from .resources import (NO_INDEX_MESSAGE, encoder_fallback_reason, get_encoder, get_index, has_any_index,
+                        saved_indexes)
+
+log = logging.getLogger(__name__)
+
+NO_MODEL_NOTICE = ("The image model is not available ({reason}), so results come from metadata and "
+                   "transcriptions only.")
+
+
+@dataclass
+class SearchSetup:
+    context: SearchContext
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def visual(self) -> bool:
+        return self.context.index is not None
+
+
+def prepare_search(session: Session, *, text: bool, visual: bool, image_space_needed: bool = False) -> SearchSetup:
+    """The encoders and indexes available for a query: ``visual`` when it needs the image
+    side (text through the model, an image), ``text`` for full-text and semantic search,
+    ``image_space_needed`` when only stored vectors are compared ("more like this").
+
+    Never raises for a missing model or index: what is missing becomes a notice.
+    """
+    app = current_app._get_current_object()
+    setup = SearchSetup(SearchContext(session))
+    if visual or image_space_needed:
+        _add_visual(app, setup, load_model=visual)
+    if text:
+        _add_semantic(app, setup)
+    return setup
+
+
+def _add_visual(app, setup: SearchSetup, load_model: bool) -> None:
+    if not has_any_index(app):
+        setup.notices.append(NO_INDEX_MESSAGE)
+        return
+    encoder = None
+    if load_model:
+        try:
+            encoder = get_encoder(app)
+        except AppError as error:
+            setup.notices.append(NO_MODEL_NOTICE.format(reason=error.message.rstrip(".")))
+        reason = encoder_fallback_reason(app)
+        if reason:
+            setup.notices.append(NO_MODEL_NOTICE.format(reason=reason.rstrip(".")) + " Searching by image "
+                                 "uses simple colour and texture features.")
+        elif encoder is not None and not getattr(encoder, "supports_text", True):
+            setup.notices.append("The image encoder in use cannot read text, so text queries search "
+                                 "metadata and transcriptions only.")
+    space = getattr(encoder, "space_id", None) or _only_image_space(app)
+    if space is None:
+        return
+    try:
+        setup.context.index = get_index(app, space)
+        setup.context.encoder = encoder
+    except AppError as error:
+        setup.notices.append(error.message)
+
+
+def _only_image_space(app) -> Optional[str]:
+    spaces = [s["space"] for s in saved_indexes(app) if s.get("space") and not s["space"].startswith("text:")]
+    return spaces[0] if len(spaces) == 1 else None
+
+
+def _add_semantic(app, setup: SearchSetup) -> None:
+    """The MiniLM sentence index and encoder, when an index for them was saved."""
+    from manuscripts_search.text_encoder import TextEncoderLoadError, load_text_encoder, text_space_id
+
+    space = text_space_id()
+    if space is None or not any(s.get("space") == space for s in saved_indexes(app)):
+        return
+    try:
+        index = get_index(app, space)
+        encoder = load_text_encoder(device=app.config["MSEARCH_CONFIG"].device)
+    except (AppError, TextEncoderLoadError) as error:
+        log.warning("semantic text search unavailable: %s", error)
+        return
+    setup.context.text_index, setup.context.text_encoder = index, encoder
+
+
+def has_text_documents(session: Session) -> bool:
+    return bool(session.scalar(select(exists().where(SearchDocument.id.is_not(None)))))
+
+
+def execute(setup: SearchSetup, request: SearchRequest) -> SearchPage:
+    """Run ``request``; raises AppError 503 when nothing is indexed yet, 400 for a request the
+    engine refuses (its message says why)."""
+    context = setup.context
+    wants_text_tower = bool(request.text) and context.encoder is not None \
+        and not getattr(context.encoder, "supports_text", True)
+    if wants_text_tower and request.image is None:
+        request.signals = tuple(s for s in (request.signals or ("fulltext", "semantic")) if s != "visual") or None
+    if context.index is None and request.image is None and not (request.like_canvas_id or request.like_region_id) \
+            and not has_text_documents(context.session) and not has_any_index(current_app._get_current_object()):
+        raise AppError(NO_INDEX_MESSAGE, 503)
+    try:
+        return run_search(context, request)
+    except FilterError as error:
+        raise AppError(str(error), 400) from None
+    except SearchError as error:
+        message = str(error)
+        if "index" in message and ("msearch" in message or "no index" in message):
+            raise AppError(message[0].upper() + message[1:], 503) from None
+        raise AppError(message[0].upper() + message[1:], 400) from None
+
+
+def describe_setup(setup: SearchSetup) -> dict[str, Any]:
+    return {"visual": setup.context.index is not None and setup.context.encoder is not None,
+            "semantic": setup.context.text_index is not None, "notices": list(setup.notices)}

@@ -1,0 +1,98 @@
+"""Search hits as the pages and the API show them: the engine's hit plus links (viewer, IIIF
+Content State share link), the boxes of its region matches as percentages of the thumbnail, a
+cropped thumbnail of the best region, and the holding institution."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from flask import url_for
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter
+from manuscripts_search.models import Canvas, Manifest
+from manuscripts_search.search import ResultHit
+
+from .canvas_info import http_url, manifest_json_url, region_thumbnail_url
+from .sanitise import language_values
+
+MAX_BOXES = 6
+
+
+@dataclass
+class HitView:
+    hit: ResultHit
+    canvas_width: Optional[int]
+    canvas_height: Optional[int]
+    institution: Optional[str]
+    viewer_url: str
+    share_url: str
+    content_state: str
+    region_thumbnail: Optional[str]
+    boxes: list[dict] = field(default_factory=list)
+
+    @property
+    def aspect(self) -> Optional[str]:
+        if self.canvas_width and self.canvas_height:
+            return f"{self.canvas_width} / {self.canvas_height}"
+        return None
+
+    def as_dict(self) -> dict:
+        data = self.hit.as_dict()
+        data.update({"institution": self.institution, "viewer_url": self.viewer_url, "share_url": self.share_url,
+                     "content_state": self.content_state, "region_thumbnail": self.region_thumbnail,
+                     "canvas_width": self.canvas_width, "canvas_height": self.canvas_height})
+        return data
+
+
+def hit_views(session: Session, hits: list[ResultHit], query: Optional[str]) -> list[HitView]:
+    if not hits:
+        return []
+    canvases = {c.id: c for c in session.scalars(select(Canvas).where(Canvas.id.in_([h.canvas_id for h in hits])))}
+    manifests = {m.id: m for m in session.scalars(select(Manifest).where(
+        Manifest.id.in_({h.manifest_id for h in hits})))}
+    views = []
+    for hit in hits:
+        canvas, manifest = canvases.get(hit.canvas_id), manifests.get(hit.manifest_id)
+        if canvas is None or manifest is None:
+            continue
+        views.append(_view(hit, canvas, manifest, query))
+    return views
+
+
+def _view(hit: ResultHit, canvas: Canvas, manifest: Manifest, query: Optional[str]) -> HitView:
+    viewer_url = url_for("viewer.canvas", canvas_id=canvas.id, xywh=hit.xywh or None, q=query or None)
+    manifest_ref = manifest_json_url(manifest) or manifest.iiif_id
+    state = content_state_parameter(canvas_content_state(canvas.iiif_id, manifest_ref, hit.xywh))
+    share_url = url_for("viewer.view", _external=True, **{"iiif-content": state})
+    boxes = []
+    if canvas.width and canvas.height:
+        seen = set()
+        for region in hit.regions:
+            if region.xywh in seen or len(boxes) >= MAX_BOXES:
+                continue
+            seen.add(region.xywh)
+            box = _percent_box(region.xywh, canvas.width, canvas.height)
+            if box:
+                boxes.append({**box, "signal": region.signal, "best": region.xywh == hit.xywh})
+    institution = None
+    for provider in manifest.providers or []:
+        label = provider.get("label") if isinstance(provider, dict) and "label" in provider else provider
+        values = language_values(label)
+        if values:
+            institution = values[0]
+            break
+    return HitView(hit, canvas.width, canvas.height, institution, viewer_url, share_url, state,
+                   http_url(region_thumbnail_url(canvas, hit.xywh)), boxes)
+
+
+def _percent_box(xywh: str, width: int, height: int) -> Optional[dict]:
+    try:
+        x, y, w, h = (int(part) for part in xywh.split(","))
+    except ValueError:
+        return None
+    if w <= 0 or h <= 0:
+        return None
+    return {"left": round(100 * x / width, 3), "top": round(100 * y / height, 3),
+            "width": round(100 * min(w, width - x) / width, 3), "height": round(100 * min(h, height - y) / height, 3)}

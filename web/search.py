@@ -1,0 +1,101 @@
+"""HTML search pages: the query box (text, or an image by upload, paste, drop or URL), the result
+grid with filters and facets, and "more like this" from a canvas or a drawn region."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from manuscripts_search.iiif.language import first_value
+from manuscripts_search.models import Collection, Manifest
+
+from .canvas_info import load_canvas, parse_xywh
+from .database import get_session
+from .engine import describe_setup, execute, prepare_search
+from .errors import AppError
+from .hit_views import hit_views
+from .query_image import read_query_image
+from .region_images import region_image
+from .search_params import parse_search
+
+bp = Blueprint("search", __name__)
+
+
+@bp.get("/")
+def index():
+    if request.args.get("iiif-content"):
+        return redirect(url_for("viewer.view", **{"iiif-content": request.args["iiif-content"]}))
+    return render_template("index.html", collections=_collections())
+
+
+@bp.get("/search")
+def results():
+    if not any(request.args.get(name) for name in ("q", "like", "like_region")):
+        if "q" in request.args:
+            parse_search(request.args, 1, 1)  # an empty q: the 400 that says so
+        return redirect(url_for("search.index"))
+    parsed = parse_search(request.args, current_app.config["SEARCH_DEFAULT_K"], current_app.config["SEARCH_MAX_K"])
+    return _render_results(parsed)
+
+
+@bp.post("/search")
+def image_results():
+    """A search with an image (and optionally words): the form posts the file or its URL."""
+    parsed = parse_search(request.form, current_app.config["SEARCH_DEFAULT_K"], current_app.config["SEARCH_MAX_K"],
+                          require_query=False)
+    image = read_query_image(request.files, request.form)
+    if image is None and not parsed.text:
+        raise AppError("Give an image (upload, paste, drop or URL) or type a few words.", 400)
+    return _render_results(parsed, image=image, image_query=image is not None)
+
+
+@bp.get("/search/similar")
+def similar_region():
+    """More like a region drawn on a canvas: the region's pixels become an image query."""
+    canvas_id = request.args.get("canvas", "")
+    if not canvas_id.isdigit():
+        raise AppError("canvas must be a canvas id.", 400)
+    session = get_session()
+    canvas = load_canvas(session, int(canvas_id))
+    rect = parse_xywh(request.args.get("xywh"), canvas=canvas)
+    if rect is None:
+        return redirect(url_for("search.results", like=canvas.id))
+    parsed = parse_search(request.args, current_app.config["SEARCH_DEFAULT_K"], current_app.config["SEARCH_MAX_K"],
+                          require_query=False)
+    image = region_image(canvas, rect)
+    return _render_results(parsed, image=image, image_query=True,
+                           region_source=(canvas, f"{rect.x},{rect.y},{rect.w},{rect.h}"))
+
+
+def _render_results(parsed, image=None, image_query: bool = False, region_source=None):
+    session = get_session()
+    search_request = parsed.to_request(image)
+    setup = prepare_search(session, text=bool(parsed.text), visual=bool(parsed.text) or image is not None,
+                           image_space_needed=bool(parsed.like_canvas_id or parsed.like_region_id))
+    if image is not None and setup.context.encoder is None:
+        raise AppError("Searching by image needs the image model, which is not available: "
+                       + " ".join(setup.notices), 503)
+    page = execute(setup, search_request)
+    hits = page.hits if page.group == "canvas" else [hit for group in page.groups for hit in group.canvases]
+    views = {view.hit.canvas_id: view for view in hit_views(session, hits, parsed.text)}
+    like_canvas = load_canvas(session, parsed.like_canvas_id) if parsed.like_canvas_id else None
+    return render_template(
+        "results.html", parsed=parsed, query=parsed.text or "", page=page, views=views,
+        notices=describe_setup(setup)["notices"], image_query=image_query, like_canvas=like_canvas,
+        like_canvas_label=first_value(like_canvas.label) if like_canvas else None, region_source=region_source,
+        facet_names=_facet_names(session, page.facets), collections=_collections())
+
+
+def _facet_names(session, facets: dict) -> dict:
+    ids = [int(key) for key in facets.get("manifest", {}) if key.isdigit()]
+    names = {}
+    if ids:
+        for manifest_id, label, iiif_id in session.execute(
+                select(Manifest.id, Manifest.label, Manifest.iiif_id).where(Manifest.id.in_(ids))):
+            names[str(manifest_id)] = first_value(label) or iiif_id
+    return names
+
+
+def _collections() -> list[tuple[int, str]]:
+    rows = get_session().execute(select(Collection.id, Collection.label, Collection.iiif_id)
+                                 .order_by(Collection.id).limit(500))
+    return [(collection_id, first_value(label) or iiif_id) for collection_id, label, iiif_id in rows]
