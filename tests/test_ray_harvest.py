@@ -1,0 +1,70 @@
+"""``harvest --engine ray`` on a local Ray (2 CPUs): two hosts crawled by two Ray tasks, canvas
+images fetched by chunk tasks, every request under the job's cluster-wide host limits; then the
+local embed and search find what the end-to-end test finds, and a second run is incremental."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from harvest.cluster_fetch import FetcherSettings
+from harvest.ray_harvest import RayHarvestOptions, harvest_with_ray, host_groups
+from manuscripts_search.cli import cli
+from manuscripts_search.config import load_config
+from tests.fixtures_ray import ray_cluster  # noqa: F401
+from tests.test_end_to_end import CANVASES, shapes_site  # noqa: F401
+from tests.worker_catalogue import migrated_factory
+
+# Ray warns about its own deprecated settings while it starts; that is Ray's business, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
+
+
+def _run(runner, env, *args):
+    result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_sources_are_grouped_by_host_the_same_way_every_time():
+    sources = ["https://b.example/m2.json", "https://a.example/m.json", "/tmp/local.json",
+               "https://B.example/m1.json", "https://a.example/m.json", "file:///tmp/other.json"]
+    assert host_groups(sources) == [["/tmp/local.json", "file:///tmp/other.json"], ["https://a.example/m.json"],
+                                    ["https://b.example/m2.json", "https://B.example/m1.json"]]
+    assert host_groups(list(reversed(sources)))[1:] == [["https://a.example/m.json"],
+                                                        ["https://B.example/m1.json", "https://b.example/m2.json"]]
+
+
+def test_two_hosts_harvested_on_ray_then_embedded_and_searched(shapes_site, trained_clip_dir, msearch_env,
+                                                              ray_cluster):
+    server, _collection = shapes_site
+    port = server.base_url.rsplit(":", 1)[1]
+    # The same server under two host names: two institutions, as far as grouping and limits go.
+    sources = [f"{server.base_url}/v3/manifest.json", f"http://localhost:{port}/v2/manifest.json"]
+    env = {**msearch_env, "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_IMAGE_SIZE": "128"}
+    config = load_config(env)
+    factory = migrated_factory(config.db_url)
+    fetch = FetcherSettings.from_config(config, max_per_host=2)
+    options = RayHarvestOptions(threads=2, image_chunk=3, regions=True, region_levels=(2,))
+
+    result = harvest_with_ray(config, factory, sources, fetch, options).as_dict()
+
+    assert (result["manifests"], result["new"], result["failures"]) == (2, 2, [])
+    assert result["tasks"] == {"crawls": 2, "image_chunks": 3}
+    assert result["images"] == {"fetched": len(CANVASES), "failures": []}
+    assert result["regions"]["fetched"] == 4 * len(CANVASES) and not result["regions"]["failures"]
+    # Every request of every task (and of the driver) went through the cluster-wide limits.
+    assert set(result["hosts"]) == {f"http://127.0.0.1:{port}", f"http://localhost:{port}"}
+    assert sum(result["hosts"].values()) == result["requests"] > len(CANVASES)
+    assert any(path.startswith("/iiif2/rc2/") for path in server.requests)  # through the v2 image service
+
+    runner = CliRunner()
+    embedded = json.loads(_run(runner, env, "embed", "--json"))
+    assert (embedded["canvases"], embedded["regions"]) == (len(CANVASES), 4 * len(CANVASES))
+    hits = [json.loads(line) for line in _run(runner, env, "search", "red circle", "--k", "2", "--json").splitlines()]
+    assert {h["canvas"] for h in hits} == {f"{server.base_url}/canvas/rc1", f"{server.base_url}/canvas/rc2"}
+
+    again = harvest_with_ray(config, factory, sources, fetch, options).as_dict()
+    assert (again["unchanged"], again["new"], again["changed"]) == (2, 0, 0)
+    assert again["images"] == {"fetched": 0, "failures": []} and again["tasks"]["image_chunks"] == 0
+    factory.kw["bind"].dispose()
