@@ -27,6 +27,7 @@ system-deps:
 	  need=""; \
 	  [ -x /usr/lib/postgresql/15/bin/postgres ] || need="$$need postgresql-15"; \
 	  [ -x /usr/bin/chromium ] || need="$$need chromium"; \
+	  { [ -x /usr/lib/iipimage-server/iipsrv.fcgi ] && [ -x /usr/sbin/lighttpd ] && [ -x /usr/bin/vips ]; } || need="$$need iipimage-server lighttpd libvips-tools"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; fi; \
 	fi
 
@@ -36,10 +37,14 @@ setup-test: setup system-deps
 demo: setup
 	MSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/msearch harvest $(SOURCE)
 	MSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/msearch embed
+	MSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/msearch index
 	MSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/msearch serve --port $(PORT)
 
+# Everything on SQLite, then every database-touching test again on a real PostgreSQL 15
+# (a throw-away cluster made with initdb on 127.0.0.1 by the test fixtures, stopped at the end).
 test: setup-test
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 MSEARCH_TEST_DB=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 MSEARCH_TEST_DB=postgresql $(BIN)/python -m pytest -m db $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) web/node_modules .pytest_cache

@@ -27,17 +27,23 @@ class CLIState:
     def session_factory(self):
         if self._session_factory is None:
             from .db import DatabaseError, make_engine, make_sessionmaker, upgrade_database
+            from .redact import redact
 
             engine = make_engine(self.config.db_url)
             try:
                 upgrade_database(engine)
             except DatabaseError as exc:
-                raise click.ClickException(str(exc)) from None
+                raise click.ClickException(redact(str(exc), [engine.url.password])) from None
             except Exception as exc:  # unreachable server, bad credentials, read-only file...
-                raise click.ClickException(
+                first_line = (str(exc).splitlines() or [""])[0]
+                raise click.ClickException(redact(
                     f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
-                    f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+                    f"{exc.__class__.__name__}: {first_line}", [engine.url.password])) from None
             self._session_factory = make_sessionmaker(engine)
+            # Close pooled connections when the command ends (PostgreSQL would warn otherwise).
+            context = click.get_current_context(silent=True)
+            if context is not None:
+                context.call_on_close(engine.dispose)
         return self._session_factory
 
     def encoder(self, model: Optional[str] = None):
@@ -52,6 +58,31 @@ class CLIState:
 pass_state = click.make_pass_decorator(CLIState)
 
 
+class MsearchGroup(click.Group):
+    """Turns failures of the machine (full or read-only disk, a database that went away) in any
+    command into one clear message and exit status 1, instead of a traceback."""
+
+    def invoke(self, ctx):
+        from .faults import StorageError, describe_database_error, is_storage_failure, storage_error
+
+        try:
+            return super().invoke(ctx)
+        except StorageError as error:
+            raise click.ClickException(str(error)) from None
+        except OSError as error:
+            if is_storage_failure(error):
+                raise click.ClickException(str(storage_error(error))) from None
+            raise
+        except Exception as error:
+            from .faults import is_database_outage
+
+            if is_database_outage(error):  # not errors in our SQL: those stay bugs, with a traceback
+                state = ctx.find_object(CLIState)
+                raise click.ClickException(describe_database_error(
+                    error, state.config.db_url if state else None)) from None
+            raise
+
+
 def emit(obj, as_json: bool, text: Optional[str] = None) -> None:
     if as_json:
         click.echo(json.dumps(obj, ensure_ascii=False, default=str))
@@ -59,7 +90,7 @@ def emit(obj, as_json: bool, text: Optional[str] = None) -> None:
         click.echo(text if text is not None else json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MsearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="msearch")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="MSEARCH_DATA_DIR",
               help="Data directory (database, derivatives, indexes). Env: MSEARCH_DATA_DIR.")
@@ -85,6 +116,9 @@ def cli(ctx, data_dir, db_url, model, verbose):
         config = config.replace(**overrides) if overrides else config
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    from .redact import database_password, protect_in_logs
+
+    protect_in_logs(database_password(config.db_url), os.environ.get("MSEARCH_ADMIN_TOKEN"))
     ctx.obj = CLIState(config)
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+from .netguard import NetworkPolicy
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -35,6 +37,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MSEARCH_HTTP_TIMEOUT", "30", "Connect and read timeout in seconds for harvesting."),
     Setting("MSEARCH_MAX_RESPONSE_BYTES", str(64 * 1024 * 1024),
             "Largest response body the harvester accepts, in bytes."),
+    Setting("MSEARCH_ADMIN_TOKEN", None,
+            "Enables the web admin (add sources, start harvests, delete): a long random string, "
+            "given on /admin or as `Authorization: Bearer`. Never logged. Unset: admin disabled."),
+    Setting("MSEARCH_PUBLIC_URL", "http://127.0.0.1:5000",
+            "Public base URL of the web app, used by `msearch publish` in the manifests it writes."),
+    Setting("MSEARCH_ALLOW_HOSTS", "",
+            "Comma-separated host names, IP addresses and networks (10.1.0.0/16) that harvesting and "
+            "image URLs may reach even when they are private or loopback (default: none)."),
+    Setting("MSEARCH_ALLOW_PRIVATE_NETWORKS", "0",
+            "1 lets harvesting and image URLs reach loopback and private networks (an intranet "
+            "installation); link-local and cloud metadata addresses stay refused. Default 0: public only."),
+    # Read by the web app (web/logging_setup.py, web/ratelimit.py); declared here with the rest.
+    Setting("MSEARCH_LOG_FORMAT", "json", "Web server log records: json (one object per line) or text."),
+    Setting("MSEARCH_LOG_LEVEL", "INFO", "Web server log level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("MSEARCH_SEARCH_RATE_LIMIT", "60/minute",
+            "Searches per client IP and worker process (n/second|minute|hour); 0 or off disables."),
+    Setting("MSEARCH_SEARCH_RATE_BURST", "20", "Searches a client may make at once before the rate applies."),
+    Setting("MSEARCH_TRUSTED_PROXIES", "0",
+            "Reverse proxies in front of the web server that set X-Forwarded-For (for the client's IP)."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -51,6 +72,8 @@ class Config:
     http_timeout: float
     max_response_bytes: int
     extra: dict = field(default_factory=dict)
+    # Which addresses harvesting and image URLs may reach (SSRF rule); public only by default.
+    network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
 
     @property
     def derivatives_dir(self) -> Path:
@@ -92,6 +115,10 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         timeout = float(env.get("MSEARCH_HTTP_TIMEOUT") or _DEFAULTS["MSEARCH_HTTP_TIMEOUT"])
     except ValueError:
         raise ConfigError("MSEARCH_HTTP_TIMEOUT must be a number of seconds") from None
+    try:
+        network_policy = NetworkPolicy.from_env(env)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     config = Config(
         data_dir=data_dir,
         db_url=db_url,
@@ -102,5 +129,6 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         or f"manuscripts-search/{__version__} (+https://github.com/manuscripts-search/manuscripts-search)",
         http_timeout=timeout,
         max_response_bytes=_int_setting(env, "MSEARCH_MAX_RESPONSE_BYTES"),
+        network_policy=network_policy,
     )
     return config.replace(**overrides) if overrides else config
