@@ -138,11 +138,13 @@ def time_raw(encoder, images, batch_size: int, items: int) -> float:
 
 
 def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float, over_http: bool) -> dict:
+    from sqlalchemy import select
+
     from harvest.http import Fetcher
     from harvest.politeness import PolitenessPolicy
     from manuscripts_search.db import session_scope
     from manuscripts_search.models import Canvas
-    from manuscripts_search.worker import WorkerOptions, embed_pending, store_loader, _Stages
+    from manuscripts_search.worker import WorkerOptions, _Stages, embed_pending
     from tests.worker_catalogue import build_catalogue, migrated_factory
 
     with tempfile.TemporaryDirectory(prefix="msearch-bench-") as scratch:
@@ -161,16 +163,16 @@ def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float,
                 base_url = f"http://127.0.0.1:{ports.get(timeout=30)}"
             catalogue = build_catalogue(factory, scratch / "data", images, manifest_url=base_url)
             with session_scope(factory) as session:
-                canvases = {c.id: (c.image_url, c.derivative_sha256) for c in session.query(Canvas)}
+                canvases = {c.id: (c.image_url, c.derivative_sha256) for c in session.scalars(select(Canvas))}
             decode_side = _Stages(encoder).decode_side
             if over_http:
                 for url, sha in canvases.values():  # what the server hands out: the derivatives
                     (served / Path(url).name).write_bytes(catalogue.store.read(sha))
                 fetcher = Fetcher("manuscripts-search-bench", timeout=30, retries=0,
                                   policy=PolitenessPolicy(max_per_host=threads))
-                from_store = store_loader(catalogue.store, decode_side)
 
                 def load(item):
+                    """Fetch the canvas image over HTTP, then decode it as the worker's own loader does."""
                     import io
 
                     from PIL import Image
@@ -180,9 +182,8 @@ def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float,
                         image.draft("RGB", (decode_side, decode_side))
                         image.load()
                         return image.convert("RGB")
-                assert from_store  # the same decoding as the worker's own loader, from bytes here
             else:
-                load = None
+                load = None  # the worker's own loader: derivatives from the store
             options = WorkerOptions(batch_size=batch_size, threads=threads, prefetch_batches=4, regions=False)
             report = embed_pending(factory, encoder, catalogue.store, options, load_image=load)
             assert report.embedded == len(images) and not report.failed, report.as_dict()

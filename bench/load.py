@@ -31,7 +31,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -97,8 +96,9 @@ def build_catalogue(workdir: Path, vectors: int) -> dict:
     manifests = -(-vectors // CANVASES_PER_MANIFEST)
     started = time.perf_counter()
     with engine.begin() as connection:
-        source_id = connection.execute(sa.insert(Source).values(url="https://bench.example/collection.json",
-                                                                kind="collection", added_at=utcnow())).inserted_primary_key[0]
+        source = sa.insert(Source).values(url="https://bench.example/collection.json", kind="collection",
+                                          added_at=utcnow())
+        source_id = connection.execute(source).inserted_primary_key[0]
         now = utcnow()
         connection.execute(sa.insert(Manifest), [{
             "id": m + 1, "url": f"https://bench.example/m/{m}.json", "iiif_id": f"https://bench.example/m/{m}.json",
@@ -177,8 +177,8 @@ def start_server(info: dict, port: int, workers: int, threads: int, preload: boo
         flags.append("--preload")
     log = open(log_path, "w")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "web" / "gunicorn_conf.py"),
-                                *flags, "bench.load:production_app()"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                                *flags, "bench.load:production_app()"], cwd=REPO, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -255,7 +255,8 @@ def make_requests(seed: int):
         yield "text", "GET", "/api/search?" + urlencode({"q": words, "signal": "visual", "k": 20}), None, {}
         body, headers = rng.choice(images)
         yield "image", "POST", "/api/search", body, headers
-        yield "metadata", "GET", "/api/search?" + urlencode({"q": rng.choice(WORDS), "signal": "fulltext", "k": 20}), None, {}
+        metadata_query = urlencode({"q": rng.choice(WORDS), "signal": "fulltext", "k": 20})
+        yield "metadata", "GET", "/api/search?" + metadata_query, None, {}
 
 
 def client_loop(port: int, seed: int, stop_at: float, results: list, lock: threading.Lock) -> None:

@@ -48,7 +48,7 @@ class ResolvedEncoder:
         """One line for a person: what is used and, for a fallback, why and what still works."""
         if not self.is_fallback:
             return f"using {self.kind} encoder {self.encoder.space_id}"
-        return (f"cannot use the configured model {self.requested!r}: {self.fallback_reason}. "
+        return (f"cannot use the configured model {self.requested!r}: {self.fallback_reason.rstrip('.')}. "
                 f"Falling back to the handcrafted colour/texture features ({self.encoder.space_id}): "
                 "image-to-image search and near-duplicates work; text queries use metadata and "
                 "transcriptions only until the model can be loaded.")

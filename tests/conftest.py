@@ -34,7 +34,7 @@ def pytest_runtest_call(item):
     it. (Connections its fixtures open at setup are not counted.)"""
     with used_database() as used:
         result = yield
-    if used and item.get_closest_marker("db") is None:
+    if used and item.get_closest_marker("db") is None and item.get_closest_marker("own_database") is None:
         _UNMARKED_DATABASE_TESTS.append(item.nodeid)
     return result
 
@@ -43,6 +43,7 @@ def pytest_terminal_summary(terminalreporter):
     if _UNMARKED_DATABASE_TESTS:
         terminalreporter.section("tests that used a database without the `db` mark")
         terminalreporter.write_line("The PostgreSQL pass of `make test` (-m db) skips these: request db_url / "
-                                    "msearch_env / module_db_url, or mark them @pytest.mark.db.")
+                                    "msearch_env / module_db_url, or mark them @pytest.mark.db (or "
+                                    "@pytest.mark.own_database when the database is chosen on purpose).")
         for nodeid in _UNMARKED_DATABASE_TESTS:
             terminalreporter.write_line(f"  {nodeid}")

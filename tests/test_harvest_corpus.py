@@ -21,10 +21,11 @@ from harvest.politeness import PolitenessPolicy
 from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.iiif.presentation import load_json_object
 from manuscripts_search.models import Canvas, FetchedDocument, Manifest, TextAnnotation
+from tests.fixtures_database import module_database
 from tests.scripted_http_server import ScriptedServer, json_reply
 from tests.test_corpus_parsing import CORPUS, ERROR, EXPECTED
 
-# The database is made by a module fixture (one harvest for all the checks), so mark it by hand.
+# One harvest for all the checks, in a module database of the suite's flavour (module_db_url).
 pytestmark = pytest.mark.db
 
 # Presentation 1 canvases that list their images under `resources`: the harvester reads them
@@ -64,14 +65,14 @@ def mirror():
 
 
 @pytest.fixture(scope="module")
-def harvested(mirror, tmp_path_factory, request):
-    from tests.fixtures_database import TEST_DB_FLAVOUR
+def module_db_url(request, tmp_path_factory):
+    with module_database(request, tmp_path_factory, "corpus") as url:
+        yield url
 
-    if TEST_DB_FLAVOUR == "postgresql":
-        db_url = request.getfixturevalue("postgres_server_url").rsplit("/", 1)[0] + "/" + _new_pg_db(request)
-    else:
-        db_url = f"sqlite:///{tmp_path_factory.mktemp('corpus') / 'msearch.sqlite3'}"
-    engine = make_engine(db_url)
+
+@pytest.fixture(scope="module")
+def harvested(mirror, module_db_url):
+    engine = make_engine(module_db_url)
     upgrade_database(engine)
     factory = make_sessionmaker(engine)
     fetcher = Fetcher("manuscripts-search-tests", timeout=5, retries=0,
@@ -83,19 +84,6 @@ def harvested(mirror, tmp_path_factory, request):
 
 
 PolicyForTests = PolitenessPolicy(max_per_host=8)
-
-
-def _new_pg_db(request) -> str:
-    """A fresh database on the session's PostgreSQL server (module-scoped, so not postgres_url)."""
-    import uuid
-
-    import psycopg
-
-    server_url = request.getfixturevalue("postgres_server_url")
-    name = "corpus_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(server_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name
 
 
 def local(mirror, rel: str) -> str:

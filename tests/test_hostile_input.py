@@ -406,3 +406,31 @@ def test_request_ids_are_echoed_and_sanitised(web_app, caplog):
     records = [r for r in caplog.records if r.name == "msearch.access"]
     assert [r.request_id for r in records][-2:] == ["trace-123", forged.headers["X-Request-ID"]]
     assert records[-1].status == 200 and records[-1].path == "/api/stats"
+
+
+def test_nul_characters_are_removed_so_postgresql_can_store_the_text(db_url):
+    """Found by the fuzzer on PostgreSQL: a \\u0000 in a label made the search document of the
+    manifest impossible to write (PostgreSQL text cannot hold NUL)."""
+    from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+    from manuscripts_search.documents import sync_documents
+    from manuscripts_search.models import SearchDocument
+    from manuscripts_search.store import save_manifest
+    from sqlalchemy import select
+
+    doc = manifest_doc("https://example.org", "nul")
+    doc["label"] = {"en": ["dragon\u0000 book"]}
+    doc["metadata"] = [{"label": {"en": ["a\u0000"]}, "value": {"en": ["<b>b\u0000</b>"]}}]
+    parsed = parse_document(json.dumps(doc), source_url=doc["id"])
+    assert parsed.label == {"en": ["dragon book"]}
+    assert any("NUL" in warning for warning in parsed.warnings)
+    assert parse_document(doc).label == {"en": ["dragon book"]}  # decoded documents too
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            save_manifest(session, parsed, url=doc["id"], raw_json=json.dumps(doc))
+            sync_documents(session)
+            texts = list(session.scalars(select(SearchDocument.text)))
+        assert any("dragon book" in text for text in texts)
+    finally:
+        engine.dispose()

@@ -89,7 +89,8 @@ def catalogue_counts(db_url: str) -> tuple[int, int, int, int]:
             return (session.scalar(select(func.count()).select_from(Manifest)),
                     session.scalar(select(func.count(func.distinct(Manifest.url)))),
                     session.scalar(select(func.count()).select_from(Canvas)),
-                    session.scalar(select(func.count()).select_from(Canvas).where(Canvas.derivative_sha256.is_not(None))))
+                    session.scalar(select(func.count()).select_from(Canvas)
+                                   .where(Canvas.derivative_sha256.is_not(None))))
     finally:
         engine.dispose()
 
@@ -180,6 +181,7 @@ def test_disk_filling_up_mid_harvest_stops_clearly_then_resumes(msearch_env):
 
 
 @pytest.mark.postgres
+@pytest.mark.own_database
 @pytest.mark.slow
 def test_postgres_stopped_mid_harvest_then_restarted_resumes_without_duplicates(tmp_path):
     server_pg = TempPostgres()

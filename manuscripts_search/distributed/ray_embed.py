@@ -130,7 +130,7 @@ class _Run:
         options = self.options
         per_encoder = options.gpus_per_encoder if options.gpus_per_encoder is not None else (1.0 if gpus else 0.0)
         encoders = options.encoders or (max(1, int(gpus // per_encoder)) if per_encoder else 1)
-        encoder_cpus = 0.0 if per_encoder else 1.0  # a CPU model actor takes a core; a GPU one little
+        encoder_cpus = 1.0  # a CPU model actor computes on it; a GPU one feeds the GPU from it
         cpus = self.ray.cluster_resources().get("CPU", 1)
         spare = max(1, int((cpus - encoders * encoder_cpus) // options.prepare_cpus))
         prepare = {"size": options.prepare_actors} if options.prepare_actors else {"min_size": 1, "max_size": spare}

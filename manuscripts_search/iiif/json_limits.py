@@ -66,3 +66,41 @@ def check_json_value(value, max_depth: int = MAX_JSON_DEPTH) -> None:
         if depth > max_depth:
             raise IIIFParseError(f"JSON nests more than {max_depth} levels deep")
         stack.extend((child, depth + 1) for child in children)
+
+
+# ``\u0000`` preceded by an even number of backslashes is an escaped NUL (an odd number would make
+# the first backslash part of an escaped backslash, "\\u0000", which is the text "\u0000").
+_ESCAPED_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def remove_nul_escapes(text: str) -> tuple[str, int]:
+    """``text`` (JSON) without escaped NUL characters, and how many there were.
+
+    NUL is never meaningful in a label or a transcription, and PostgreSQL cannot store it in a
+    text column: one manifest with ``\\u0000`` in its metadata would make every later write of
+    its search document fail. Raw NUL bytes need no treatment: JSON does not allow them."""
+    if "\\u0000" not in text:
+        return text, 0
+    return _ESCAPED_NUL.subn(r"\1", text)
+
+
+def remove_nul_characters(value):
+    """A copy of decoded JSON ``value`` without NUL characters in any string (keys included),
+    and how many were removed; ``value`` itself when there are none."""
+    removed = 0
+
+    def clean(item):
+        nonlocal removed
+        if isinstance(item, str):
+            if "\x00" in item:
+                removed += item.count("\x00")
+                return item.replace("\x00", "")
+            return item
+        if isinstance(item, dict):
+            return {clean(k): clean(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [clean(v) for v in item]
+        return item
+
+    cleaned = clean(value)  # depth is bounded by check_json_value, which runs first
+    return (cleaned, removed) if removed else (value, 0)

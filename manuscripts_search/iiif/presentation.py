@@ -21,7 +21,8 @@ from typing import Any, Optional, Union
 from urllib.parse import urljoin
 
 from manuscripts_search.iiif.annotations import ManifestText, manifest_text
-from manuscripts_search.iiif.json_limits import check_json_text, check_json_value
+from manuscripts_search.iiif.json_limits import (check_json_text, check_json_value, remove_nul_characters,
+                                                 remove_nul_escapes)
 from manuscripts_search.iiif.language import to_language_map
 from manuscripts_search.iiif.model import (
     CollectionMember,
@@ -194,6 +195,9 @@ def _load_json(doc: Any, warn: _Warnings) -> dict:
     if isinstance(doc, str):
         text = doc.removeprefix("\ufeff")
         check_json_text(text)  # size and nesting limits, before any recursive decoding
+        text, nuls = remove_nul_escapes(text)
+        if nuls:
+            warn(f"document contains {nuls} NUL character(s) (\\u0000); removed")
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as error:
@@ -206,6 +210,9 @@ def _load_json(doc: Any, warn: _Warnings) -> dict:
         raise TypeError(f"expected bytes, str or a decoded JSON object, got {type(doc).__name__}")
     else:
         check_json_value(doc)
+        doc, nuls = remove_nul_characters(doc)
+        if nuls:
+            warn(f"document contains {nuls} NUL character(s); removed")
     if not isinstance(doc, dict):
         kind = {list: "an array", bool: "a boolean", type(None): "null"}.get(type(doc))
         kind = kind or ("a string" if isinstance(doc, str) else "a number")
