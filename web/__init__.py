@@ -65,6 +65,11 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
                        index_dir=msearch_config.index_dir,
                        index_check_interval=app.config["INDEX_CHECK_INTERVAL"])
     errors.init_app(app)
+    from . import health, logging_setup, ratelimit
+
+    logging_setup.init_app(app)  # first, so a 429 still gets a request id and an access record
+    ratelimit.init_app(app)
+    app.register_blueprint(health.bp)  # GET /healthz
     auth.init_app(app)
     for module in (search, viewer, browse, admin, api, openapi, iiif, vendor, published):
         app.register_blueprint(module.bp)
