@@ -104,6 +104,7 @@ def build_siglip2_base(path: Path) -> Path:
 
 
 MODELS = {"tiny": build_tiny_clip, "siglip2-base": build_siglip2_base}
+DEFAULT_ITEMS = {"tiny": 512, "siglip2-base": 32}  # a few seconds per run on a 2-core CPU
 DEFAULT_TORCH_THREADS = None  # torch's own choice at start (one per core), set in main()
 
 
@@ -245,7 +246,9 @@ def bench_model(name: str, items: int, batch_size: int, threads: int, latency: f
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,siglip2-base")
-    parser.add_argument("--items", default="512,32", help="items per model, in --models order")
+    parser.add_argument("--items", default=None,
+                        help="items per run, one number or one per model in --models order "
+                             f"(default: {', '.join(f'{k} {v}' for k, v in DEFAULT_ITEMS.items())})")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=8, help="fetching/decoding threads of the worker")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the image server adds per response")
@@ -257,7 +260,8 @@ def main(argv=None) -> int:
     global DEFAULT_TORCH_THREADS
     DEFAULT_TORCH_THREADS = torch.get_num_threads()
     names = [name.strip() for name in args.models.split(",") if name.strip()]
-    counts = [int(count) for count in args.items.split(",")]
+    counts = [int(count) for count in args.items.split(",")] if args.items else \
+        [DEFAULT_ITEMS.get(name, 32) for name in names]
     counts += [counts[-1]] * (len(names) - len(counts))
     unknown = [name for name in names if name not in MODELS]
     if unknown:
