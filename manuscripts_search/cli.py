@@ -46,13 +46,20 @@ class CLIState:
                 context.call_on_close(engine.dispose)
         return self._session_factory
 
-    def encoder(self, model: Optional[str] = None):
-        from .encoders import EncoderLoadError, load_vision_language_encoder
+    def encoder(self, model: Optional[str] = None, *, fallback: bool = True):
+        """The image encoder that `msearch embed` would use: the configured vision-language model,
+        or (with ``fallback``) the handcrafted features when it cannot be loaded, said on stderr.
+        Vectors made by either can then be searched by image."""
+        from .encoder_registry import resolve_image_encoder
+        from .encoders import EncoderLoadError
 
         try:
-            return load_vision_language_encoder(model or self.config.model, device=self.config.device)
-        except EncoderLoadError as exc:
+            resolved = resolve_image_encoder(model or self.config.model, self.config.device, fallback=fallback)
+        except (EncoderLoadError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
+        if resolved.is_fallback:
+            click.echo(f"warning: {resolved.describe()}", err=True)
+        return resolved.encoder
 
 
 pass_state = click.make_pass_decorator(CLIState)

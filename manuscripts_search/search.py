@@ -278,6 +278,8 @@ def _wanted_signals(request: SearchRequest, context: SearchContext) -> list[str]
     wanted = []
     visual_query = bool(request.text) or request.image is not None or request.like_canvas_id or request.like_region_id
     image_query = request.image is not None or request.like_canvas_id or request.like_region_id
+    if not image_query and not _reads_text(context.encoder):
+        visual_query = False  # handcrafted features have no text side: text goes to the text signals
     if "visual" in requested and visual_query:
         if context.index is None:
             if image_query:
@@ -298,6 +300,10 @@ def _wanted_signals(request: SearchRequest, context: SearchContext) -> list[str]
     return wanted
 
 
+def _reads_text(encoder) -> bool:
+    return encoder is not None and bool(getattr(encoder, "supports_text", True))
+
+
 def _query_vector(request: SearchRequest, context: SearchContext) -> tuple[np.ndarray, Optional[int]]:
     """The visual query vector and the canvas to leave out ("more like this" is not itself)."""
     if request.like_canvas_id or request.like_region_id:
@@ -307,7 +313,7 @@ def _query_vector(request: SearchRequest, context: SearchContext) -> tuple[np.nd
     vectors = []
     if request.image is not None:
         vectors.append(context.encoder.encode_images([request.image])[0])
-    if request.text and context.encoder is not None:
+    if request.text and context.encoder is not None and _reads_text(context.encoder):
         vectors.append(context.encoder.encode_texts([request.text])[0])
     if context.index is not None and vectors[0].shape[0] != context.index.dim:
         raise SearchError(f"the model makes {vectors[0].shape[0]}-d vectors but the index holds "

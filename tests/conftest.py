@@ -11,7 +11,8 @@ os.environ.setdefault("MSEARCH_ALLOW_HOSTS", "127.0.0.1,localhost")
 
 import pytest  # noqa: E402
 
-from tests.fixtures_database import DATABASE_FIXTURES, db_url, msearch_env, used_database  # noqa: E402,F401
+from tests.fixtures_database import (  # noqa: E402,F401
+    DATABASE_FIXTURES, close_idle_connections, db_url, msearch_env, used_database)
 from tests.fixtures_iiif_server import iiif_server  # noqa: E402,F401
 from tests.fixtures_models import random_clip_dir, random_siglip_dir, trained_clip_dir  # noqa: E402,F401
 from tests.fixtures_postgres import postgres_server_url, postgres_url  # noqa: E402,F401

@@ -89,3 +89,28 @@ def used_database() -> Iterator[list]:
     finally:
         if _checkouts != before:
             used.append(True)
+
+
+@pytest.fixture(autouse=True)
+def close_idle_connections():
+    """After each test, close the idle pooled connections of every engine that test used.
+
+    Apps and CLI runs in tests keep their engine for the life of the object, as a server process
+    would; their pools would otherwise be garbage-collected at some later test, and psycopg
+    reports each connection still open then as a ResourceWarning against that unrelated test.
+    Connections still checked out (a server thread of a module fixture, say) are left alone."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    engines: list = []
+
+    def remember(connection) -> None:
+        engines.append(connection.engine)
+
+    event.listen(Engine, "engine_connect", remember)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "engine_connect", remember)
+        for engine in {id(e): e for e in engines}.values():
+            engine.pool.dispose()

@@ -138,7 +138,8 @@ def test_text_search_keeps_working_without_the_image_model(site, tmp_path):
     broken = {**env, "MSEARCH_MODEL": str(tmp_path / "no-such-model")}
     result = CliRunner().invoke(cli, ["search", "Pâques", "--json"], env=broken, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "warning:" in result.stderr and "searching text only" in result.stderr
+    assert "warning: cannot use the configured model" in result.stderr
+    assert "text queries use metadata and transcriptions only" in result.stderr
     hits = json_lines(result.stdout)
     assert hits[0]["canvas_id"] == library.canvases["blue"] and "visual" not in hits[0]["signals"]
     # An image query does need the model: a clear error, not a traceback.

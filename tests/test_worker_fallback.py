@@ -76,6 +76,17 @@ def test_missing_model_falls_back_to_handcrafted_and_text_search_still_works(mse
                   _run(env, "search", "--duplicates-of", str(wave_id), "--json").stdout.splitlines()]
     assert [hit["canvas_id"] for hit in duplicates] == [catalogue.canvas_ids[4]]
 
+    # Searching by image falls back the same way: a photo of the scream finds the scream's canvas
+    # in the handcrafted space, and a text query with the visual signal forced says why it cannot.
+    photo = tmp_path / "scream-photo.jpg"
+    load_corpus_image("painting_munch_the-scream.jpg", long_edge=200).save(photo, "JPEG", quality=70)
+    searched = _run(env, "search", "--image", str(photo), "--k", "3", "--json")
+    assert "Falling back to the handcrafted colour/texture features" in searched.stderr
+    by_image = [json.loads(line) for line in searched.stdout.splitlines()]
+    assert by_image[0]["canvas_id"] == catalogue.canvas_ids[1]
+    forced = _run(env, "search", "a scream", "--signal", "visual", expect_ok=False)
+    assert forced.exit_code == 1 and "no search signal can answer this query" in forced.output
+
     again = json.loads(_run(env, "embed", "--json").stdout)
     assert (again["embedded"], again["hashed"]) == (0, 0)
 

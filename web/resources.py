@@ -66,20 +66,12 @@ def get_encoder(app: Flask):
     if resources.encoder is None or stale_fallback:
         with resources.encoder_lock:
             if resources.encoder is None or stale_fallback:
+                from manuscripts_search.encoder_registry import resolve_image_encoder
                 from manuscripts_search.encoders import EncoderLoadError
 
                 try:
-                    from manuscripts_search.encoder_registry import resolve_image_encoder
-                except ImportError:  # an installation without the fallback encoder
-                    resolve_image_encoder = None
-                try:
-                    if resolve_image_encoder is not None:
-                        resolved = resolve_image_encoder(resources.model, device=resources.device, fallback=True)
-                        encoder, reason = resolved.encoder, resolved.fallback_reason
-                    else:
-                        from manuscripts_search.encoders import load_vision_language_encoder
-
-                        encoder, reason = load_vision_language_encoder(resources.model, device=resources.device), None
+                    resolved = resolve_image_encoder(resources.model, device=resources.device, fallback=True)
+                    encoder, reason = resolved.encoder, resolved.fallback_reason
                 except (EncoderLoadError, ValueError) as error:
                     log.error("cannot load the search model: %s", error)
                     raise AppError(f"The search model cannot be loaded: {error}", 503) from None

@@ -42,11 +42,27 @@ def _default_threads() -> int:
 @click.option("--index/--no-index", "update_index", default=True, show_default=True,
               help="Bring the space's index up to date afterwards (skip when many workers run; "
                    "then run `msearch index` once).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process (threads + batched model). ray: a Ray Data pipeline over a "
+                   "cluster (needs the [ray] extra; docs/scale-out.md).")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="With --engine ray: 'auto' (the cluster this machine is a node of), "
+                   "'ray://head:10001' or 'head:6379' [default: start a Ray on this machine for the run].")
+@click.option("--derivatives-url", default=None, metavar="URL",
+              help="With --engine ray: fetch derivatives by content hash from this HTTP copy of the "
+                   "derivatives folder instead of reading a shared MSEARCH_DATA_DIR.")
+@click.option("--encoders", type=click.IntRange(1), default=None,
+              help="With --engine ray: model actors [default: one per GPU of the cluster, else one].")
+@click.option("--prepare-actors", type=click.IntRange(1), default=None,
+              help="With --engine ray: image decoding actors [default: the CPUs the model leaves].")
+@click.option("--ray-cpus", type=click.IntRange(1), default=None,
+              help="With --engine ray and no --address: CPUs of the Ray started here [default: all].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallback, precision, compile_model,
-          torch_threads, limit, lease_seconds, retry_after, retry_failed, update_index, progress, as_json):
+          torch_threads, limit, lease_seconds, retry_after, retry_failed, update_index, engine, address,
+          derivatives_url, encoders, prepare_actors, ray_cpus, progress, as_json):
     """Encode canvases and regions that have an image but no vector in the model's space yet.
 
     The model is MSEARCH_MODEL / --model (a hub id, a local directory, or "handcrafted"). If it
@@ -62,6 +78,11 @@ def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallb
     from ..encoders import EncoderLoadError
     from ..worker import WorkerOptions, embed_pending, make_claim_queue
 
+    if engine == "local":
+        for name, value in (("--address", address), ("--derivatives-url", derivatives_url),
+                            ("--encoders", encoders), ("--prepare-actors", prepare_actors), ("--ray-cpus", ray_cpus)):
+            if value is not None:
+                raise click.UsageError(f"{name} needs --engine ray")
     factory = state.session_factory()
     try:
         resolved = resolve_image_encoder(state.config.model, state.config.device, fallback=fallback,
@@ -74,7 +95,7 @@ def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallb
         click.echo(f"warning: {resolved.describe()}", err=True)
     encoder = resolved.encoder
     model_threads = choose_torch_threads(encoder, torch_threads)
-    if model_threads is not None:
+    if model_threads is not None and engine == "local":
         import torch
 
         torch.set_num_threads(model_threads)
@@ -89,8 +110,14 @@ def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallb
         show = (sys.stderr.isatty() if progress is None else progress) and total > 0
         with tqdm(total=total, unit="item", disable=not show, file=sys.stderr, desc="embed") as bar, \
                 _stop_cleanly_on_sigterm():
-            report = embed_pending(factory, encoder, DerivativeStore(state.config.derivatives_dir), options,
-                                   progress=bar.update, claims=claims)
+            if engine == "ray":
+                report = _embed_on_ray(state, factory, resolved, options, claims, bar.update, address=address,
+                                       derivatives_url=derivatives_url, encoders=encoders,
+                                       prepare_actors=prepare_actors, num_cpus=ray_cpus, precision=precision,
+                                       compile_model=compile_model, torch_threads=torch_threads)
+            else:
+                report = embed_pending(factory, encoder, DerivativeStore(state.config.derivatives_dir), options,
+                                       progress=bar.update, claims=claims)
     except (ClaimError, SpaceMismatchError) as error:
         raise click.ClickException(str(error)) from None
     except SQLAlchemyError as error:
@@ -102,10 +129,35 @@ def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallb
                                    "finished batches are kept, re-run (perhaps with a smaller --batch-size) "
                                    "to go on") from None
     result = {**report.as_dict(), "model_id": encoder.model_id, "revision": encoder.revision,
-              "encoder": resolved.kind, "fallback_reason": resolved.fallback_reason}
+              "encoder": resolved.kind, "fallback_reason": resolved.fallback_reason, "engine": engine}
     if update_index:
         result["index"] = _sync_index(state, factory, encoder.space_id)
     _emit_report(result, as_json, resolved)
+
+
+def _embed_on_ray(state: CLIState, factory, resolved, options, claims, progress, *, address, derivatives_url,
+                  encoders, prepare_actors, num_cpus, precision, compile_model, torch_threads):
+    """The same work on Ray: one worker of the shared claim queue whose stages run as actors."""
+    from ..distributed.embed_stages import StoreImages
+    from ..distributed.ray_embed import RayEmbedOptions, embed_with_ray
+    from ..distributed.runtime import RayUnavailableError
+
+    if derivatives_url:
+        from harvest.cluster_fetch import FetcherSettings
+        from harvest.remote_derivatives import HttpDerivatives
+
+        images = HttpDerivatives(derivatives_url, str(state.config.derivatives_dir),
+                                 FetcherSettings.from_config(state.config))
+    else:
+        images = StoreImages(str(state.config.derivatives_dir.resolve()))
+    ray_options = RayEmbedOptions.from_worker_options(
+        options, encoders=encoders, prepare_actors=prepare_actors, num_cpus=num_cpus, device=state.config.device,
+        precision=precision, compile=compile_model, torch_threads=torch_threads)
+    try:
+        return embed_with_ray(factory, resolved, images, ray_options, address=address, progress=progress,
+                              claims=claims)
+    except RayUnavailableError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @contextmanager

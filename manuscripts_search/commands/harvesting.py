@@ -133,11 +133,19 @@ def _summary(result: dict) -> str:
 @click.option("--annotations/--no-annotations", default=True, show_default=True,
               help="Also fetch annotation lists/pages that manifests reference, for their text.")
 @click.option("--max-documents", type=click.IntRange(1, None), default=None,
-              help="Stop a crawl after this many documents.")
+              help="Stop a crawl after this many documents (with --engine ray: per host).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process. ray: one Ray task per host and per chunk of images, with the "
+                   "per-host limits kept over the whole cluster (needs the [ray] extra; docs/scale-out.md).")
+@click.option("--address", default=None, metavar="ADDRESS",
+              help="With --engine ray: 'auto', 'ray://head:10001' or 'head:6379' "
+                   "[default: start a Ray on this machine for the run].")
+@click.option("--ray-cpus", type=click.IntRange(1), default=None,
+              help="With --engine ray and no --address: CPUs of the Ray started here [default: all].")
 @_fetcher_options
 @pass_state
-def harvest(state: CLIState, sources, change_streams, images, annotations, max_documents, workers,
-            per_host, rate, retries, timeout, regions, region_grid, region_overlap, progress, as_json):
+def harvest(state: CLIState, sources, change_streams, images, annotations, max_documents, engine, address, ray_cpus,
+            workers, per_host, rate, retries, timeout, regions, region_grid, region_overlap, progress, as_json):
     """Harvest IIIF manifests, collections or annotation lists (URLs or local JSON files),
     recursively; re-running is incremental, and resumes a run that was interrupted."""
     from harvest.changes import process_change_stream
@@ -147,6 +155,14 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
         raise click.UsageError("give at least one SOURCE or --changes URL")
     progress = sys.stderr.isatty() if progress is None else progress
     _check_data_dir(state)
+    if engine == "ray":
+        result = _harvest_on_ray(state, sources, change_streams, images, annotations, max_documents, address,
+                                 ray_cpus, workers, per_host, rate, retries, timeout, regions, region_grid,
+                                 region_overlap)
+        emit(result, as_json, _summary(result))
+        return
+    if address is not None or ray_cpus is not None:
+        raise click.UsageError("--address and --ray-cpus need --engine ray")
     fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout)
     factory = state.session_factory()
     options = HarvestOptions(workers=workers, max_documents=max_documents, annotations=annotations)
@@ -164,6 +180,31 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
         _release(factory)
     result["requests"] = fetcher.stats.get("requests", 0)
     emit(result, as_json, _summary(result))
+
+
+def _harvest_on_ray(state: CLIState, sources, change_streams, images, annotations, max_documents, address, ray_cpus,
+                    workers, per_host, rate, retries, timeout, regions, region_grid, region_overlap) -> dict:
+    from harvest.cluster_fetch import FetcherSettings
+    from harvest.ray_harvest import RayHarvestOptions, harvest_with_ray
+
+    from ..distributed.runtime import RayUnavailableError
+
+    knobs = {"max_per_host": min(per_host, workers), "requests_per_second": rate, "retries": retries}
+    if timeout:
+        knobs["timeout"] = timeout
+    fetch = FetcherSettings.from_config(state.config, **knobs)
+    # The tasks' threads: the same total in flight as a local run with --workers, per task.
+    options = RayHarvestOptions(images=images, annotations=annotations, max_documents=max_documents,
+                                threads=min(workers, 64), regions=regions, region_levels=tuple(region_grid),
+                                region_overlap=region_overlap, num_cpus=ray_cpus)
+    factory = state.session_factory()
+    try:
+        return harvest_with_ray(state.config, factory, list(sources), fetch, options,
+                                change_streams=tuple(change_streams), address=address).as_dict()
+    except RayUnavailableError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        _release(factory)
 
 
 @cli.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from typing import Optional
 
 import click
 
@@ -192,8 +193,9 @@ def _text_resources(state: CLIState):
 @click.option("--like-region", type=click.IntRange(1), metavar="REGION_ID", help="More like this region.")
 @click.option("--duplicates-of", type=click.IntRange(1), metavar="CANVAS_ID",
               help="Near-duplicates of this canvas by perceptual hash.")
-@click.option("--max-distance", type=click.IntRange(0, 64), default=10, show_default=True,
-              help="Largest Hamming distance (bits of 64) for --duplicates-of.")
+@click.option("--max-distance", type=click.IntRange(0, 256), default=None,
+              help="Largest Hamming distance for --duplicates-of, in bits of the 256-bit crop-tolerant "
+                   "hashes [default: 55, which keeps re-encoded, resized and slightly cropped copies].")
 @click.option("--filter", "filter_pairs", multiple=True, metavar="NAME=VALUE",
               help="collection, manifest, provider, date-from, date-to, iiif-version, has-transcription, "
                    "label; repeat for more.")
@@ -227,15 +229,9 @@ def search(state: CLIState, query, image_source, like_canvas, like_region, dupli
         raise click.BadParameter(str(error), param_hint="--filter") from None
     factory = state.session_factory()
     needs_model = bool(query or image_source) and (not signals or "visual" in signals)
-    encoder = None
-    if needs_model:
-        try:
-            encoder = state.encoder()
-        except click.ClickException as error:
-            if image_source or (signals and "visual" in signals):
-                raise
-            # Text search keeps working without the vision-language model.
-            click.echo(f"warning: {error.message}; searching text only", err=True)
+    # Without the vision-language model this is the handcrafted fallback (said on stderr): it
+    # searches images by image, and text queries go to full-text and semantic search only.
+    encoder = state.encoder() if needs_model else None
     image = _load_query_image(state, image_source) if image_source else None
     request = SearchRequest(text=query, image=image, like_canvas_id=like_canvas, like_region_id=like_region,
                             filters=filters, group=group, offset=(page - 1) * per_page, limit=per_page,
@@ -302,23 +298,23 @@ def _print_page(result, as_json: bool, page_json: bool, explain: bool) -> None:
     click.echo(f"-- {result.score} scores from {', '.join(result.signals)}{more}")
 
 
-def _search_duplicates(state: CLIState, canvas_id: int, max_distance: int, limit: int, as_json: bool) -> None:
+def _search_duplicates(state: CLIState, canvas_id: int, max_distance: Optional[int], limit: int,
+                       as_json: bool) -> None:
+    """Other digitisations of a canvas: re-encoded, resized or slightly cropped copies, found by
+    comparing each image's hash with the other's crops both ways."""
     from ..db import session_scope
-    from ..near_duplicates import NearDuplicateError, near_duplicates
+    from ..perceptual_hashes import find_near_duplicates
+    from ..phash import CROP_MATCH_BITS
 
     try:
-        from ..perceptual_hashes import load_canvas_hashes  # the embedding worker's module (issue 4)
-    except ImportError:
-        raise click.ClickException("perceptual hashes are not available in this installation yet "
-                                   "(the embedding worker stores them)") from None
-    try:
         with session_scope(state.session_factory()) as session:
-            hits = near_duplicates(session, canvas_id, load_canvas_hashes, max_distance, limit)
-    except NearDuplicateError as error:
+            hits = find_near_duplicates(session, canvas_id=canvas_id, limit=limit,
+                                        max_distance=CROP_MATCH_BITS if max_distance is None else max_distance)
+    except ValueError as error:  # HashLookupError included: no hashes for that canvas yet
         raise click.ClickException(str(error)) from None
     for hit in hits:
         click.echo(json.dumps(hit.as_dict()) if as_json else
-                   f"canvas {hit.canvas_id}: {hit.distance} bit(s) differ ({hit.similarity:.3f})")
+                   f"canvas {hit.canvas_id}: {hit.distance} of 256 bits differ ({hit.similarity:.3f})")
     if not hits and not as_json:
         click.echo("no near-duplicates")
 
@@ -347,7 +343,8 @@ def classify_add(state: CLIState, name, prompts, images, canvases, threshold, de
 
     if not (prompts or images or canvases or threshold is not None or description):
         raise click.UsageError("give at least one --prompt, --image or --canvas (or a new --threshold)")
-    encoder = state.encoder() if (prompts or images or canvases) else None
+    # Categories live in the model's space: no silent switch to the handcrafted features here.
+    encoder = state.encoder(fallback=False) if (prompts or images or canvases) else None
     loaded = [(source, _load_query_image(state, source)) for source in images]
     try:
         with session_scope(state.session_factory()) as session:
@@ -372,7 +369,7 @@ def classify_run(state: CLIState, closed, as_json):
     from ..classification import ClassificationError, classify_canvases
     from ..db import session_scope
 
-    encoder = state.encoder()
+    encoder = state.encoder(fallback=False)
     try:
         with session_scope(state.session_factory()) as session:
             report = classify_canvases(session, encoder.space_id, encoder=encoder, closed_set=closed)

@@ -40,6 +40,8 @@ from .embed_stages import EmbedStages, ImageSource, ModelSpec, SpaceRecord
 
 log = logging.getLogger(__name__)
 
+ACTOR_START_TIMEOUT_S = 600  # model actors load large weights; a cluster may need to scale up first
+
 
 @dataclass(frozen=True)
 class RayEmbedOptions:
@@ -218,7 +220,11 @@ def embed_with_ray(session_factory: sessionmaker[Session], resolved, images: Ima
     started = time.perf_counter()
     try:
         with ray_connection(address, num_cpus=options.num_cpus) as ray, _LeaseRenewal(claims):
-            ray.data.DataContext.get_current().enable_progress_bars = False
+            context = ray.data.DataContext.get_current()
+            context.enable_progress_bars = False
+            # Every stage starts with its actors up (the work then spreads over all of them), and
+            # a cluster that cannot place them (no GPU free, say) fails with a timeout, not a hang.
+            context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
             if hasattr(images, "for_cluster"):
                 images = images.for_cluster(ray)
             run = _Run(ray, db_url, claims, spec, SpaceRecord(encoder.space_id, encoder.model_id, encoder.revision),
