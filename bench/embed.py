@@ -11,7 +11,11 @@ Measured, for each model:
    the time: claiming in the database, fetching, decoding, perceptual hashing, preprocessing,
    batched inference, writing vectors and hashes (SQLite);
 3. pipeline from the derivative store: the same, reading the JPEG derivatives from disk (what
-   ``msearch embed`` does after ``msearch harvest``).
+   ``msearch embed`` does after ``msearch harvest``);
+4. the per-item CPU work alone (decode, perceptual hashes, preprocessing) on the worker's thread
+   pool, no model: the other half that bounds the pipeline. "ratio" is pipeline / raw forward (the
+   issue's figure); "of the slower half" is pipeline / min(raw forward, CPU work), how close the
+   pipeline comes to the bound its slower half sets.
 
 Models: the tiny CLIP of the tests (``train_tiny_clip`` architecture, 1 training step) and a
 full-size SigLIP 2 base architecture with random weights (SiglipConfig: 768 wide, 12 layers,
@@ -23,7 +27,8 @@ change in the machine's load from other processes hits all alike. "model busy" i
 the pipeline's wall time spent inside the model: how well decoding and I/O hide behind it.
 
 Run: ``.venv/bin/python bench/embed.py [--models tiny,siglip2-base] [--items 512,32]
-[--batch-size 16] [--threads 8] [--latency 0.05] [--rounds 3] [--json out.json]``
+[--batch-size 16] [--threads 8] [--latency 0.05] [--rounds 3] [--json out.json]``;
+``bench/embed.py --engine ray [...]`` runs bench/embed_ray.py (the Ray engine next to the local one).
 """
 from __future__ import annotations
 
@@ -138,6 +143,40 @@ def time_raw(encoder, images, batch_size: int, items: int) -> float:
     return batches * batch_size / (time.perf_counter() - started)
 
 
+def time_cpu_stages(encoder, images, threads: int) -> float:
+    """Items/s of the worker's per-item CPU work alone, on its thread pool: decode the JPEG
+    derivative (at reduced scale, as the worker does), hash it, preprocess it for the model. The
+    pipeline cannot beat this, whatever the model: with a tiny model it is the real ceiling."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from manuscripts_search.perceptual_hashes import image_hashes
+    from manuscripts_search.worker import _Stages
+
+    stages = _Stages(encoder)
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+
+    def work(body: bytes):
+        with Image.open(io.BytesIO(body)) as image:
+            image.draft("RGB", (stages.decode_side, stages.decode_side))
+            image.load()
+            image = image.convert("RGB")
+        image_hashes(image)
+        return stages.prepare(image)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(work, encoded[:threads]))  # warm-up
+        started = time.perf_counter()
+        list(pool.map(work, encoded))
+    return len(encoded) / (time.perf_counter() - started)
+
+
 def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float, over_http: bool) -> dict:
     from sqlalchemy import select
 
@@ -217,9 +256,10 @@ def bench_model(name: str, items: int, batch_size: int, threads: int, latency: f
         torch.set_num_threads(choose_torch_threads(encoder) or DEFAULT_TORCH_THREADS)
         parameters = sum(p.numel() for p in encoder.model.vision_model.parameters())
         images = corpus_images(items)
-        measured = {"raw": [], "http": [], "store": []}
+        measured = {"raw": [], "cpu": [], "http": [], "store": []}
         for _ in range(rounds):
             measured["raw"].append({"items_per_second": time_raw(encoder, [im for _, im in images], batch_size, items)})
+            measured["cpu"].append({"items_per_second": time_cpu_stages(encoder, [im for _, im in images], threads)})
             measured["http"].append(run_pipeline(encoder, images, batch_size, threads, latency, over_http=True))
             measured["store"].append(run_pipeline(encoder, images, batch_size, threads, latency, over_http=False))
             print(f"  {name} round: " + ", ".join(f"{kind} {runs[-1]['items_per_second']:.2f}/s"
@@ -228,22 +268,40 @@ def bench_model(name: str, items: int, batch_size: int, threads: int, latency: f
     def median(kind: str, key: str = "items_per_second") -> float:
         return statistics.median(run[key] for run in measured[kind])
 
-    raw = median("raw")
+    raw, cpu = median("raw"), median("cpu")
+    ceiling = min(raw, cpu)  # the slower of the two halves bounds the pipeline
     result = {"model": name, "image_tower_parameters": parameters, "device": encoder.device,
               "torch_threads": torch.get_num_threads(), "batch_size": batch_size, "threads": threads,
               "latency_s": latency, "items_per_run": items, "rounds": rounds, "build_s": round(built, 1),
               "raw_items_per_second": round(raw, 2),
-              "raw_runs": [round(run["items_per_second"], 2) for run in measured["raw"]]}
+              "raw_runs": [round(run["items_per_second"], 2) for run in measured["raw"]],
+              "cpu_stages_items_per_second": round(cpu, 2),
+              "cpu_stages_runs": [round(run["items_per_second"], 2) for run in measured["cpu"]]}
     for kind in ("http", "store"):
         busy = statistics.median(run["model_seconds"] / run["seconds"] for run in measured[kind])
         result[f"pipeline_{kind}"] = {
             "items_per_second": round(median(kind), 2), "ratio": round(median(kind) / raw, 3),
+            "ratio_to_slower_half": round(median(kind) / ceiling, 3),
             "model_busy_fraction": round(busy, 3),
             "runs": [round(run["items_per_second"], 2) for run in measured[kind]]}
     return result
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--engine" in argv:  # `--engine ray`: the Ray engine next to the local one (bench/embed_ray.py)
+        at = argv.index("--engine")
+        engine = argv[at + 1] if at + 1 < len(argv) else ""
+        del argv[at:at + 2]
+        if engine == "ray":
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("embed_ray_bench", Path(__file__).with_name("embed_ray.py"))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module.main(argv)
+        if engine != "local":
+            raise SystemExit(f"--engine must be local or ray, not {engine!r}")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,siglip2-base")
     parser.add_argument("--items", default=None,
@@ -270,12 +328,15 @@ def main(argv=None) -> int:
     for name, count in zip(names, counts):
         result = bench_model(name, count, args.batch_size, args.threads, args.latency, args.rounds)
         results["models"].append(result)
-        print(f"{name}: raw forward {result['raw_items_per_second']:.2f} items/s; "
+        print(f"{name}: raw forward {result['raw_items_per_second']:.2f} items/s; per-item CPU work alone "
+              f"{result['cpu_stages_items_per_second']:.2f} items/s; "
               f"pipeline over HTTP {result['pipeline_http']['items_per_second']:.2f} items/s "
-              f"(ratio {result['pipeline_http']['ratio']:.3f}, model busy "
+              f"(ratio {result['pipeline_http']['ratio']:.3f}, of the slower half "
+              f"{result['pipeline_http']['ratio_to_slower_half']:.3f}, model busy "
               f"{result['pipeline_http']['model_busy_fraction']:.0%}); "
               f"from the store {result['pipeline_store']['items_per_second']:.2f} items/s "
-              f"(ratio {result['pipeline_store']['ratio']:.3f}, model busy "
+              f"(ratio {result['pipeline_store']['ratio']:.3f}, of the slower half "
+              f"{result['pipeline_store']['ratio_to_slower_half']:.3f}, model busy "
               f"{result['pipeline_store']['model_busy_fraction']:.0%}); medians of {args.rounds} rounds; "
               f"batch {args.batch_size}, {result['torch_threads']} torch thread(s), {args.threads} worker "
               f"threads, {result['device']}", flush=True)

@@ -309,30 +309,45 @@ class LiveIndex:
         now = time.monotonic()
         if self._index is not None and now - self._checked_at < self.check_interval:
             return self._index
-        with self._lock:
-            self._checked_at = now
-            signature = index_signature(self.directory, self.space)
-            if signature is None:
-                self._index, self._signature = None, None
-                return None
-            if signature == self._signature and self._index is not None:
-                return self._index
-            try:
-                index = VectorIndex.load(self.directory, self.space, ef_search=self.ef_search)
-            except IndexReadError:
-                if self._index is None:
-                    raise
-                log.exception("cannot reload the index of %s; serving the previous one", self.space)
-                return self._index
-            # Re-stat: if the files changed while loading, the next call loads again.
-            after = index_signature(self.directory, self.space)
-            self._signature = signature if after == signature else None
-            if self._index is not None:
-                self.reloads += 1
-                log.info("index of %s changed on disk; reloaded (%d vectors)", self.space,
-                         len(index) if index else 0)
-            self._index = index
-            return index
+        # While one thread loads a new index (seconds for millions of vectors), the others keep
+        # answering from the one in service instead of queueing behind the lock.
+        if not self._lock.acquire(blocking=self._index is None):
+            return self._index
+        try:
+            return self._refresh(now)
+        finally:
+            self._lock.release()
+
+    @property
+    def current(self) -> Optional[VectorIndex]:
+        """The index in service now, without checking the files (None before the first load)."""
+        return self._index
+
+    def _refresh(self, now: float) -> Optional[VectorIndex]:
+        """Check the files and load them if they changed; the caller holds the lock."""
+        self._checked_at = now
+        signature = index_signature(self.directory, self.space)
+        if signature is None:
+            self._index, self._signature = None, None
+            return None
+        if signature == self._signature and self._index is not None:
+            return self._index
+        try:
+            index = VectorIndex.load(self.directory, self.space, ef_search=self.ef_search)
+        except IndexReadError:
+            if self._index is None:
+                raise
+            log.exception("cannot reload the index of %s; serving the previous one", self.space)
+            return self._index
+        # Re-stat: if the files changed while loading, the next call loads again.
+        after = index_signature(self.directory, self.space)
+        self._signature = signature if after == signature else None
+        if self._index is not None:
+            self.reloads += 1
+            log.info("index of %s changed on disk; reloaded (%d vectors)", self.space,
+                     len(index) if index else 0)
+        self._index = index
+        return index
 
 
 def _atomic_write(final: Path, write: Callable[[str], object]) -> None:

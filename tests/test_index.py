@@ -223,6 +223,41 @@ def test_live_index_picks_up_adds_and_deletes_without_restart(tmp_path):
     assert len(first) == 50  # a query holding the old copy is not disturbed
 
 
+def test_queries_are_answered_from_the_index_in_service_while_another_thread_reloads(tmp_path, monkeypatch):
+    import threading
+
+    vectors = unit_vectors(40)
+    writer = VectorIndex(SPACE, 16)
+    writer.add(range(20), vectors[:20])
+    writer.save(tmp_path)
+    reader = LiveIndex(tmp_path, SPACE, check_interval=0)
+    served = reader.get()
+    writer.add(range(20, 40), vectors[20:])
+    writer.save(tmp_path)
+
+    loading, release = threading.Event(), threading.Event()
+    real_load = VectorIndex.load
+
+    def slow_load(*args, **kwargs):  # a big index takes seconds to read
+        loading.set()
+        assert release.wait(10)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(VectorIndex, "load", staticmethod(slow_load))
+    reloaded = []
+    loader = threading.Thread(target=lambda: reloaded.append(reader.get()))
+    loader.start()
+    try:
+        assert loading.wait(10)
+        started = time.monotonic()
+        assert reader.get() is served and reader.current is served  # not queued behind the reload
+        assert time.monotonic() - started < 1
+    finally:
+        release.set()
+        loader.join(10)
+    assert len(reloaded[0]) == 40 and reader.current is reloaded[0] and reader.reloads == 1
+
+
 def test_live_index_keeps_serving_when_the_new_files_are_unreadable(tmp_path, caplog):
     writer = VectorIndex(SPACE, 16)
     writer.add(range(10), unit_vectors(10))

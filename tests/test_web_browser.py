@@ -160,6 +160,9 @@ def test_mirador_opens_an_exported_result_set_and_searches_it(live_site, browser
     page.get_by_text("Here begins the book of the red", exact=False).first.wait_for(timeout=60000)
     page.wait_for_load_state("networkidle")
     assert any("/iiif/search/1/set/" in url and "q=dragon" in url for url in searched), searched
+    # Once: Mirador 4.0's repeated request for the same search (which, answered late, crashes
+    # its window) is dropped by mirador-init.js.
+    assert len([url for url in searched if "q=dragon" in url]) == 1, searched
     # Mirador read every hit (its navigation counts them) and lists the second text hit. It renders
     # the list progressively and clamps long snippets to the panel's width ("... more"), so wait
     # for the hit's first word, not a whole phrase that a narrower font may cut.
@@ -168,7 +171,8 @@ def test_mirador_opens_an_exported_result_set_and_searches_it(live_site, browser
         page.get_by_text("Dragons", exact=False).first.wait_for(timeout=60000)
     except Exception:
         raise AssertionError("Mirador's search panel never listed the 'Dragons' hit; it showed:\n"
-                             + page.inner_text("body")[:2000]) from None
+                             + page.inner_text("body")[:2000] + "\nconsole errors:\n"
+                             + "\n".join(p[:500] for p in problems[-10:])) from None
     # Canvases render: Mirador's OpenSeadragon canvas shows the first result's image.
     viewport = page.locator(".openseadragon-canvas").first
     viewport.wait_for(state="attached", timeout=60000)

@@ -76,10 +76,8 @@ def _index_status(app) -> list[dict]:
     resources = _resources(app)
     loaded = {}
     for space, live in list(resources.live_indexes.items()):
-        index = getattr(live, "current", None)  # LiveIndex.current: the index in service, if loaded
-        if index is None:
-            index = getattr(live, "_index", None)
-        loaded[space] = (index is not None, getattr(live, "reloads", 0), len(index) if index is not None else None)
+        index = live.current  # the index in service; no file check from a health probe
+        loaded[space] = (index is not None, live.reloads, len(index) if index is not None else None)
     summaries = []
     for saved in saved_indexes(app):
         state = loaded.get(saved.get("space"), (False, 0, None))
