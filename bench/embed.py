@@ -177,7 +177,8 @@ def time_cpu_stages(encoder, images, threads: int) -> float:
     return len(encoded) / (time.perf_counter() - started)
 
 
-def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float, over_http: bool) -> dict:
+def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float, over_http: bool,
+                 decode_processes: int = 0) -> dict:
     from sqlalchemy import select
 
     from harvest.http import Fetcher
@@ -224,7 +225,8 @@ def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float,
                         return image.convert("RGB")
             else:
                 load = None  # the worker's own loader: derivatives from the store
-            options = WorkerOptions(batch_size=batch_size, threads=threads, prefetch_batches=4, regions=False)
+            options = WorkerOptions(batch_size=batch_size, threads=threads, prefetch_batches=4, regions=False,
+                                    decode_processes=decode_processes)
             report = embed_pending(factory, encoder, catalogue.store, options, load_image=load)
             assert report.embedded == len(images) and not report.failed, report.as_dict()
             return {"items": report.embedded, "seconds": round(report.seconds, 3),
@@ -237,7 +239,8 @@ def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float,
             factory.kw["bind"].dispose()
 
 
-def bench_model(name: str, items: int, batch_size: int, threads: int, latency: float, rounds: int) -> dict:
+def bench_model(name: str, items: int, batch_size: int, threads: int, latency: float, rounds: int,
+                decode_processes: int = 0) -> dict:
     """``rounds`` rounds of raw / pipeline over HTTP / pipeline from the store, interleaved so that
     a change in the machine's load (other processes) hits all three alike; medians reported."""
     import statistics
@@ -257,11 +260,16 @@ def bench_model(name: str, items: int, batch_size: int, threads: int, latency: f
         parameters = sum(p.numel() for p in encoder.model.vision_model.parameters())
         images = corpus_images(items)
         measured = {"raw": [], "cpu": [], "http": [], "store": []}
+        if decode_processes:
+            measured["processes"] = []
         for _ in range(rounds):
             measured["raw"].append({"items_per_second": time_raw(encoder, [im for _, im in images], batch_size, items)})
             measured["cpu"].append({"items_per_second": time_cpu_stages(encoder, [im for _, im in images], threads)})
             measured["http"].append(run_pipeline(encoder, images, batch_size, threads, latency, over_http=True))
             measured["store"].append(run_pipeline(encoder, images, batch_size, threads, latency, over_http=False))
+            if decode_processes:
+                measured["processes"].append(run_pipeline(encoder, images, batch_size, threads, latency,
+                                                          over_http=False, decode_processes=decode_processes))
             print(f"  {name} round: " + ", ".join(f"{kind} {runs[-1]['items_per_second']:.2f}/s"
                                                    for kind, runs in measured.items()), flush=True)
 
@@ -277,7 +285,7 @@ def bench_model(name: str, items: int, batch_size: int, threads: int, latency: f
               "raw_runs": [round(run["items_per_second"], 2) for run in measured["raw"]],
               "cpu_stages_items_per_second": round(cpu, 2),
               "cpu_stages_runs": [round(run["items_per_second"], 2) for run in measured["cpu"]]}
-    for kind in ("http", "store"):
+    for kind in [kind for kind in ("http", "store", "processes") if kind in measured]:
         busy = statistics.median(run["model_seconds"] / run["seconds"] for run in measured[kind])
         result[f"pipeline_{kind}"] = {
             "items_per_second": round(median(kind), 2), "ratio": round(median(kind) / raw, 3),
@@ -310,7 +318,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=8, help="fetching/decoding threads of the worker")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the image server adds per response")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three measurements")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the measurements")
+    parser.add_argument("--decode-processes", type=int, default=0,
+                        help="also time the pipeline from the store decoding in this many processes")
     parser.add_argument("--json", dest="json_path", help="also write the results here")
     args = parser.parse_args(argv)
     import torch
@@ -326,7 +336,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
     results = {"cpu_count": os.cpu_count(), "load_average_at_start": os.getloadavg(), "models": []}
     for name, count in zip(names, counts):
-        result = bench_model(name, count, args.batch_size, args.threads, args.latency, args.rounds)
+        result = bench_model(name, count, args.batch_size, args.threads, args.latency, args.rounds,
+                             args.decode_processes)
         results["models"].append(result)
         print(f"{name}: raw forward {result['raw_items_per_second']:.2f} items/s; per-item CPU work alone "
               f"{result['cpu_stages_items_per_second']:.2f} items/s; "
@@ -340,6 +351,11 @@ def main(argv=None) -> int:
               f"{result['pipeline_store']['model_busy_fraction']:.0%}); medians of {args.rounds} rounds; "
               f"batch {args.batch_size}, {result['torch_threads']} torch thread(s), {args.threads} worker "
               f"threads, {result['device']}", flush=True)
+        if "pipeline_processes" in result:
+            print(f"{name}: from the store, decoding in {args.decode_processes} process(es): "
+                  f"{result['pipeline_processes']['items_per_second']:.2f} items/s (ratio "
+                  f"{result['pipeline_processes']['ratio']:.3f}, of the slower half "
+                  f"{result['pipeline_processes']['ratio_to_slower_half']:.3f})", flush=True)
     results["load_average_at_end"] = os.getloadavg()
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2))

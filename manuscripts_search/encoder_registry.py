@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from sqlalchemy import select
@@ -79,6 +80,36 @@ def resolve_image_encoder(model: str, device: Optional[str] = None, *, fallback:
         return resolved
     encoder.configure_inference(precision=precision, compile=compile)
     return ResolvedEncoder(encoder, VISION_LANGUAGE, model)
+
+
+def load_image_preparer(model: str):
+    """The encoder half that runs apart from the model (Ray's CPU actors, decoding processes):
+    ``prepare_image`` and ``input_side``, loaded without model weights (the image processor only).
+    Raises EncoderLoadError when the model's processor cannot be loaded."""
+    from pathlib import Path
+
+    from .encoders import EncoderLoadError, VisionLanguageEncoder
+
+    if is_handcrafted_name(model):
+        return HandcraftedEncoder()
+    from transformers import AutoProcessor
+
+    local = Path(model).expanduser()
+    try:
+        processor = AutoProcessor.from_pretrained(str(local) if local.is_dir() else model)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EncoderLoadError(f"cannot load the image processor of {model!r} on this node: {error}") from error
+    # The encoder's own prepare_image, on an encoder that holds no model: it only needs the processor.
+    return VisionLanguageEncoder(model_id=model, revision="", dim=0, device="cpu", model=None, processor=processor)
+
+
+def preparer_source(encoder: Any) -> str:
+    """What :func:`load_image_preparer` needs to rebuild ``encoder``'s ``prepare_image`` in another
+    process: "handcrafted", a local directory as an absolute path, or the hub id."""
+    if isinstance(encoder, HandcraftedEncoder):
+        return HANDCRAFTED_NAME
+    local = Path(encoder.model_id).expanduser()
+    return str(local.resolve()) if local.is_dir() else encoder.model_id
 
 
 # Below this many image-tower parameters, splitting each matrix product over CPU threads costs more

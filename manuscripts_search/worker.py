@@ -56,11 +56,14 @@ class WorkerOptions:
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     retry_after: float = DEFAULT_RETRY_AFTER_SECONDS
     limit: Optional[int] = None  # stop after claiming this many items
+    decode_processes: int = 0  # >0: decode in that many processes instead of threads (decode_processes.py)
 
     def __post_init__(self):
         for name in ("batch_size", "threads", "prefetch_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.decode_processes < 0:
+            raise ValueError(f"decode_processes must be 0 or more, got {self.decode_processes}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
 
@@ -139,8 +142,9 @@ def store_loader(derivatives: DerivativeStore, min_side: int = _MIN_DECODE_SIDE)
 
 class _Pipeline:
     def __init__(self, factory, encoder, claims: ClaimQueue, load_image: ImageLoader, options: WorkerOptions,
-                 report: EmbedReport, progress: Optional[Callable[[int], None]]):
+                 report: EmbedReport, progress: Optional[Callable[[int], None]], decode_spec=None):
         self.factory, self.claims, self.load_image = factory, claims, load_image
+        self.decode_spec = decode_spec  # a DecodeSpec: decode in processes
         self.options, self.report, self.progress = options, report, progress
         self.stages = _Stages(encoder)
         self.prefetch_items = options.batch_size * options.prefetch_batches
@@ -156,7 +160,13 @@ class _Pipeline:
 
         claimed = 0
         try:
-            with ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="decode") as pool:
+            if self.decode_spec is not None:
+                from .decode_processes import start_pool
+
+                pool = start_pool(self.decode_spec, self.options.decode_processes)
+            else:
+                pool = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="decode")
+            with pool:
                 while not self.stop.is_set():
                     want = min(self.prefetch_items, self.options.batch_size * 2)
                     if self.options.limit is not None:
@@ -169,11 +179,37 @@ class _Pipeline:
                         while not self.slots.acquire(timeout=0.2):
                             if self.stop.is_set():
                                 return
-                        pool.submit(self._decode, item)
+                        self._submit(pool, item)
         except BaseException as error:  # noqa: BLE001 - handed to the main thread, which raises it
             self._fail(error)
         finally:
             self.ready.put(None)
+
+    def _submit(self, pool, item: WorkItem) -> None:
+        if self.decode_spec is None:
+            pool.submit(self._decode, item)
+            return
+        from functools import partial
+
+        from .decode_processes import decode_item
+
+        pool.submit(decode_item, item).add_done_callback(partial(self._collect, item))
+
+    def _collect(self, item: WorkItem, future) -> None:
+        """A decoding process's answer for ``item`` (called in the pool's result thread)."""
+        from .decode_processes import as_model_input
+
+        result = _Result(item)
+        try:
+            decoded = future.result()
+            result.hashes, result.error = decoded.hashes, decoded.error
+            if decoded.prepared is not None:
+                result.prepared = as_model_input(decoded.prepared)
+        except BaseException as error:  # noqa: BLE001 - a child died or could not start
+            self._fail(RuntimeError(f"a decoding process failed ({error.__class__.__name__}: {error}); "
+                                    "finished batches are kept; re-run, or decode in threads with "
+                                    "--decode-processes 0"))
+        self.ready.put(result)
 
     def _decode(self, item: WorkItem) -> None:
         result = _Result(item)
@@ -359,7 +395,17 @@ def embed_pending(session_factory: sessionmaker[Session], encoder, derivatives: 
     claims.release_gone_workers()
     report = EmbedReport(space=encoder.space_id, worker_id=claims.worker_id)
     loader = load_image or store_loader(derivatives, _Stages(encoder).decode_side)
-    pipeline = _Pipeline(session_factory, encoder, claims, loader, options, report, progress)
+    decode_spec = None
+    if options.decode_processes:
+        if load_image is not None:
+            raise ValueError("decoding processes read derivatives from the store; a custom image loader "
+                             "runs in threads (decode_processes=0)")
+        from .decode_processes import DecodeSpec
+        from .encoder_registry import preparer_source
+
+        decode_spec = DecodeSpec(preparer_source(encoder), str(derivatives.root.resolve()),
+                                 _Stages(encoder).decode_side)
+    pipeline = _Pipeline(session_factory, encoder, claims, loader, options, report, progress, decode_spec)
     started = time.perf_counter()
     try:
         with _LeaseKeeper(claims):

@@ -23,6 +23,10 @@ def _default_threads() -> int:
               help="Threads that read, decode, hash and preprocess images ahead of the model.")
 @click.option("--prefetch", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Batches prepared ahead of the model.")
+@click.option("--decode-processes", type=click.IntRange(0, 256), default=None,
+              help="Decode, hash and preprocess in this many processes instead of --threads threads "
+                   "(threads share one interpreter lock: ~1 core of decoding) [default: on CUDA, one per "
+                   "CPU core but one, at most 16; on the CPU, 0: the model needs the cores].")
 @click.option("--regions/--no-regions", default=True, show_default=True, help="Also embed region crops.")
 @click.option("--hashes/--no-hashes", default=True, show_default=True,
               help="Compute perceptual hashes for near-duplicate search.")
@@ -60,8 +64,8 @@ def _default_threads() -> int:
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
-def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallback, precision, compile_model,
-          torch_threads, limit, lease_seconds, retry_after, retry_failed, update_index, engine, address,
+def embed(state: CLIState, batch_size, threads, prefetch, decode_processes, regions, hashes, fallback, precision,
+          compile_model, torch_threads, limit, lease_seconds, retry_after, retry_failed, update_index, engine, address,
           derivatives_url, encoders, prepare_actors, ray_cpus, progress, as_json):
     """Encode canvases and regions that have an image but no vector in the model's space yet.
 
@@ -99,8 +103,11 @@ def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallb
         import torch
 
         torch.set_num_threads(model_threads)
+    if decode_processes is None:
+        decode_processes = _default_decode_processes(encoder) if engine == "local" else 0
     options = WorkerOptions(batch_size=batch_size, threads=threads, prefetch_batches=prefetch, regions=regions,
-                            hashes=hashes, lease_seconds=lease_seconds, retry_after=retry_after, limit=limit)
+                            hashes=hashes, lease_seconds=lease_seconds, retry_after=retry_after, limit=limit,
+                            decode_processes=decode_processes if engine == "local" else 0)
     try:
         if retry_failed:
             clear_failures(factory, encoder.space_id)
@@ -133,6 +140,13 @@ def embed(state: CLIState, batch_size, threads, prefetch, regions, hashes, fallb
     if update_index:
         result["index"] = _sync_index(state, factory, encoder.space_id)
     _emit_report(result, as_json, resolved)
+
+
+def _default_decode_processes(encoder) -> int:
+    """With a GPU the model outruns one core of decoding: give decoding every core but one."""
+    if not str(getattr(encoder, "device", "cpu")).startswith("cuda"):
+        return 0
+    return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
 def _embed_on_ray(state: CLIState, factory, resolved, options, claims, progress, *, address, derivatives_url,

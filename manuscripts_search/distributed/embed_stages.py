@@ -26,6 +26,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..claims import ClaimQueue, WorkItem
+from ..encoder_registry import load_image_preparer
 from ..worker import EmbedReport
 
 ImageLoader = Callable[[WorkItem], Image.Image]
@@ -132,27 +133,6 @@ class ClaimItems:
     def __call__(self, batch: dict) -> dict:
         want = int(np.sum(batch["want"]))
         return _item_columns(self.claims.claim(want) if want > 0 else [])
-
-
-def load_image_preparer(model: str):
-    """The encoder half that runs on CPU actors: ``prepare_image`` and ``input_side``, loaded
-    without model weights (the image processor only). Raises EncoderLoadError when the model's
-    processor cannot be loaded."""
-    from ..encoder_registry import is_handcrafted_name
-    from ..encoders import EncoderLoadError, VisionLanguageEncoder
-    from ..handcrafted import HandcraftedEncoder
-
-    if is_handcrafted_name(model):
-        return HandcraftedEncoder()
-    from transformers import AutoProcessor
-
-    local = Path(model).expanduser()
-    try:
-        processor = AutoProcessor.from_pretrained(str(local) if local.is_dir() else model)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise EncoderLoadError(f"cannot load the image processor of {model!r} on this node: {error}") from error
-    # The encoder's own prepare_image, on an encoder that holds no model: it only needs the processor.
-    return VisionLanguageEncoder(model_id=model, revision="", dim=0, device="cpu", model=None, processor=processor)
 
 
 def decode_side(encoder) -> int:
