@@ -219,3 +219,24 @@ def test_a_model_actor_with_other_model_files_refuses_to_run(trained_clip_dir, r
     same = embed_stages.ModelSpec(model=str(trained_clip_dir), space_id=driver.space_id, revision=driver.revision,
                                   dim=driver.dim)
     assert embed_stages.EncodeImages(same).encoder.revision == driver.revision
+
+
+def test_a_cpu_model_actor_computes_on_all_its_nodes_cores():
+    """Ray starts actors with one OpenMP thread; a model that wants every core (large, or weight-
+    free features) gets the node's cores back, as it has them in the local worker."""
+    import os
+
+    import torch
+
+    from manuscripts_search.handcrafted import HandcraftedEncoder
+
+    handcrafted = HandcraftedEncoder()
+    spec = embed_stages.ModelSpec(model="handcrafted", space_id=handcrafted.space_id, revision=handcrafted.revision,
+                                  dim=handcrafted.dim)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a Ray actor
+    try:
+        embed_stages.EncodeImages(spec)
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+    finally:
+        torch.set_num_threads(before)

@@ -189,6 +189,12 @@ class EncodeImages:
                 f"({self.encoder.dim}-d), not the run's {spec.revision} ({spec.dim}-d, space {spec.space_id!r}): "
                 "its model files differ from the driver's; give every node the same model files")
         threads = choose_torch_threads(self.encoder, spec.torch_threads)
+        if threads is None and str(getattr(self.encoder, "device", "cpu")).startswith("cpu"):
+            # Ray starts actors with OMP_NUM_THREADS=1; a large model on a CPU node wants the node's
+            # cores, as the local worker's model has them (preparation is light next to it).
+            import os
+
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if threads is not None:
             import torch
 
