@@ -214,6 +214,23 @@ def pending_jobs(session: Session, retry_failed: bool = True) -> list[CanvasImag
     return jobs
 
 
+def record_canvas_image(session, job, sha: Optional[str], width: Optional[int], height: Optional[int],
+                        error: Optional[str]) -> bool:
+    """Store what fetching ``job``'s image gave: its derivative, or the error against the canvas.
+    Returns False when the canvas is gone meanwhile (deleted by a concurrent re-harvest)."""
+    canvas = session.get(Canvas, job.canvas_id)
+    if canvas is None:
+        return False
+    if error is None:
+        canvas.derivative_sha256, canvas.derivative_error = sha, None
+        canvas.derivative_width, canvas.derivative_height = width, height
+    else:
+        canvas.derivative_error = error[:2000]
+        core_store.record_error(session, "image", job.image_url or (job.service.id if job.service else None), error,
+                                manifest_id=canvas.manifest_id, canvas_id=canvas.id)
+    return True
+
+
 def fetch_canvas_derivatives(session_factory: sessionmaker[Session], fetcher: Fetcher,
                              derivatives: DerivativeStore, long_edge: int = 448, threads: int = 4,
                              show_progress: bool = False, retry_failed: bool = True,
@@ -240,19 +257,11 @@ def fetch_canvas_derivatives(session_factory: sessionmaker[Session], fetcher: Fe
             for job, sha, width, height, error in pool.map(work, jobs):
                 # One short transaction per image: a killed run keeps everything finished so far.
                 with session_scope(session_factory) as session:
-                    canvas = session.get(Canvas, job.canvas_id)
-                    if canvas is None:
-                        continue  # deleted by a concurrent re-harvest
-                    if error is None:
-                        canvas.derivative_sha256, canvas.derivative_error = sha, None
-                        canvas.derivative_width, canvas.derivative_height = width, height
-                        report.fetched += 1
-                    else:
-                        canvas.derivative_error = error[:2000]
-                        core_store.record_error(session, "image", job.image_url or
-                                                (job.service.id if job.service else None), error,
-                                                manifest_id=canvas.manifest_id, canvas_id=canvas.id)
-                        report.failures.append((job.canvas_iiif_id, error))
+                    recorded = record_canvas_image(session, job, sha, width, height, error)
+                if recorded and error is None:
+                    report.fetched += 1
+                elif recorded:
+                    report.failures.append((job.canvas_iiif_id, error))
                 bar.update(1)
         except BaseException:
             # A full or read-only store, or a database that went away: stop fetching now

@@ -137,13 +137,11 @@ def fetch_image_chunk(db_url: str, derivatives_dir: str, long_edge: int, jobs: l
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from manuscripts_search import store as core_store
     from manuscripts_search.claims import write_transaction
     from manuscripts_search.derivatives import DerivativeStore
-    from manuscripts_search.models import Canvas
 
     from .http import FetchError
-    from .images import InfoCache, fetch_canvas_image, normalise_image
+    from .images import InfoCache, fetch_canvas_image, normalise_image, record_canvas_image
 
     factory = _task_factory(db_url)
     fetcher = cluster_fetcher(fetch, limiter)
@@ -164,19 +162,11 @@ def fetch_image_chunk(db_url: str, derivatives_dir: str, long_edge: int, jobs: l
             for job, sha, width, height, error in pool.map(work, jobs):
                 # One short transaction per image, begun as a writer (several tasks write at once).
                 with write_transaction(factory) as session:
-                    canvas = session.get(Canvas, job.canvas_id)
-                    if canvas is None:
-                        continue  # deleted by a concurrent re-harvest
-                    if error is None:
-                        canvas.derivative_sha256, canvas.derivative_error = sha, None
-                        canvas.derivative_width, canvas.derivative_height = width, height
-                        fetched += 1
-                    else:
-                        canvas.derivative_error = error[:2000]
-                        core_store.record_error(session, "image", job.image_url or
-                                                (job.service.id if job.service else None), error,
-                                                manifest_id=canvas.manifest_id, canvas_id=canvas.id)
-                        failures.append({"canvas": job.canvas_iiif_id, "reason": error})
+                    recorded = record_canvas_image(session, job, sha, width, height, error)
+                if recorded and error is None:
+                    fetched += 1
+                elif recorded:
+                    failures.append({"canvas": job.canvas_iiif_id, "reason": error})
     finally:
         fetcher.close()
         factory.kw["bind"].dispose()

@@ -16,8 +16,10 @@ up to the busy timeout), so processes on one machine share the queue safely too.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -30,6 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .models import Canvas, Embedding, EmbeddingClaim, PerceptualHash, Region
 from .models.base import utcnow
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 120.0
 DEFAULT_RETRY_AFTER_SECONDS = 3600.0  # a failed item waits this long before any worker tries again
@@ -338,3 +342,29 @@ def clear_failures(factory: sessionmaker[Session], space: str) -> int:
         result = session.execute(delete(EmbeddingClaim).where(
             EmbeddingClaim.space == space, EmbeddingClaim.worker_id.is_(None)))
         return result.rowcount or 0
+
+
+class LeaseKeeper:
+    """Extends a worker's leases every third of the lease time while the run lasts (a ``with``
+    block): the local pipeline, and the Ray driver, whose actors never renew."""
+
+    def __init__(self, claims: ClaimQueue):
+        self.claims = claims
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="lease", daemon=True)
+
+    def _run(self) -> None:
+        interval = max(self.claims.lease_seconds / 3, 0.05)
+        while not self.done.wait(interval):
+            try:
+                self.claims.renew()
+            except Exception as error:  # noqa: BLE001 - a missed renewal is retried; leases are long
+                log.warning("could not extend claim leases: %s", error)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.done.set()
+        self.thread.join()

@@ -31,7 +31,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .claims import DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, WorkItem, write_transaction
+from .claims import (DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, WorkItem,
+                     write_transaction)
 from .derivatives import DerivativeStore
 from .encoder_registry import register_space
 from .models import Embedding
@@ -353,31 +354,6 @@ def _free_vector_slots(session: Session, space: str, items: list[WorkItem]) -> s
     return {item.claim_id for item in items} - taken
 
 
-class _LeaseKeeper:
-    """Extends this worker's leases every third of the lease time while the run lasts."""
-
-    def __init__(self, claims: ClaimQueue):
-        self.claims = claims
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="lease", daemon=True)
-
-    def _run(self) -> None:
-        interval = max(self.claims.lease_seconds / 3, 0.05)
-        while not self.done.wait(interval):
-            try:
-                self.claims.renew()
-            except Exception as error:  # noqa: BLE001 - a missed renewal is retried; leases are long
-                log.warning("could not extend claim leases: %s", error)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.done.set()
-        self.thread.join()
-
-
 def embed_pending(session_factory: sessionmaker[Session], encoder, derivatives: DerivativeStore,
                   options: WorkerOptions = WorkerOptions(), progress: Optional[Callable[[int], None]] = None,
                   load_image: Optional[ImageLoader] = None, claims: Optional[ClaimQueue] = None) -> EmbedReport:
@@ -408,7 +384,7 @@ def embed_pending(session_factory: sessionmaker[Session], encoder, derivatives: 
     pipeline = _Pipeline(session_factory, encoder, claims, loader, options, report, progress, decode_spec)
     started = time.perf_counter()
     try:
-        with _LeaseKeeper(claims):
+        with LeaseKeeper(claims):
             pipeline.run()
     finally:
         report.seconds = time.perf_counter() - started

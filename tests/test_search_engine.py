@@ -4,7 +4,6 @@ filters that still return k, fusion with explanations, grouping, stable pages, "
 image queries, incremental changes seen without restart, and open-set classification."""
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from manuscripts_search.models import (Canvas, Collection, CollectionMembership,
                                        TextAnnotation)
 from manuscripts_search.search import SearchContext, SearchError, SearchRequest, run_search, search_text
 from manuscripts_search.text_search import sync_text_vectors
-from tests.fixtures_database import TEST_DB_FLAVOUR
+from tests.fixtures_database import TEST_DB_FLAVOUR, module_database
 from tests.model_factory import render_shape
 
 GRID_CELLS = [("green", "square"), ("blue", "triangle"), ("yellow", "square"), ("red", "circle")]
@@ -169,22 +168,8 @@ def text_encoder():
 @pytest.fixture(scope="module")
 def module_db_url(request, tmp_path_factory):
     """A database for the whole module (the catalogue is built once)."""
-    if TEST_DB_FLAVOUR != "postgresql":
-        yield f"sqlite:///{tmp_path_factory.mktemp('search-db') / 'msearch.sqlite3'}"
-        return
-    import sqlalchemy
-
-    server = request.getfixturevalue("postgres_server_url")
-    name = f"msearch_search_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield f"{server.rsplit('/', 1)[0]}/{name}"
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with module_database(request, tmp_path_factory, "msearch_search") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from manuscripts_search.config import Config, load_config
 from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.index import VectorIndex
 from manuscripts_search.models import Canvas, Embedding, Manifest
-from tests.fixtures_database import TEST_DB_FLAVOUR
+from tests.fixtures_database import module_database
 from tests.model_factory import render_shape
 from web import create_app
 from web.database import dispose_engine
@@ -116,22 +115,8 @@ def encoder(trained_clip_dir):
 def module_db_url(request, tmp_path_factory):
     """Like the suite's ``db_url`` (SQLite, or PostgreSQL when MSEARCH_TEST_DB=postgresql), but
     one database for the module: the shared site is read-only for the tests that use it."""
-    if TEST_DB_FLAVOUR != "postgresql":
-        yield f"sqlite:///{tmp_path_factory.mktemp('web-db') / 'msearch.sqlite3'}"
-        return
-    import sqlalchemy
-
-    server_url = request.getfixturevalue("postgres_server_url")
-    name = f"msearch_test_web_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield f"{server_url.rsplit('/', 1)[0]}/{name}"
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with module_database(request, tmp_path_factory, "msearch_test_web") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -188,33 +188,18 @@ def _manifest_json(manifest_url: str, base: str, canvases: list) -> dict:
 
 # -- fixtures the web test modules import ----------------------------------------------------------
 
-import uuid  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.fixtures_database import TEST_DB_FLAVOUR  # noqa: E402
+from tests.fixtures_database import module_database  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def module_db_url(request, tmp_path_factory):
     """The suite's database flavour (SQLite, or PostgreSQL when MSEARCH_TEST_DB=postgresql), one
     database for the module: the shared site is read-only for the tests that use it."""
-    if TEST_DB_FLAVOUR != "postgresql":
-        yield f"sqlite:///{tmp_path_factory.mktemp('web-db') / 'msearch.sqlite3'}"
-        return
-    import sqlalchemy
-
-    server_url = request.getfixturevalue("postgres_server_url")
-    name = f"msearch_test_web_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    yield f"{server_url.rsplit('/', 1)[0]}/{name}"
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with module_database(request, tmp_path_factory, "msearch_test_web") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..claims import DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, write_transaction
+from ..claims import DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, write_transaction
 from ..worker import EmbedReport
 from .embed_stages import EmbedStages, ImageSource, ModelSpec, SpaceRecord
 
@@ -85,30 +84,6 @@ class RayEmbedOptions:
 
 
 # -- the driver ----------------------------------------------------------------------------------
-
-class _LeaseRenewal:
-    """Extends the run's leases every third of the lease time (the actors never do)."""
-
-    def __init__(self, claims: ClaimQueue):
-        self.claims = claims
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="lease", daemon=True)
-
-    def _run(self) -> None:
-        while not self.done.wait(max(self.claims.lease_seconds / 3, 0.05)):
-            try:
-                self.claims.renew()
-            except Exception as error:  # noqa: BLE001 - a missed renewal is retried; leases are long
-                log.warning("could not extend claim leases: %s", error)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.done.set()
-        self.thread.join()
-
 
 @dataclass
 class _Run:
@@ -219,7 +194,7 @@ def embed_with_ray(session_factory: sessionmaker[Session], resolved, images: Ima
         return report  # nothing to do: no need to start or join Ray
     started = time.perf_counter()
     try:
-        with ray_connection(address, num_cpus=options.num_cpus) as ray, _LeaseRenewal(claims):
+        with ray_connection(address, num_cpus=options.num_cpus) as ray, LeaseKeeper(claims):
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = False
             # Every stage starts with its actors up (the work then spreads over all of them), and
