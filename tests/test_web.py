@@ -17,6 +17,7 @@ from manuscripts_search.config import Config, load_config
 from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.index import VectorIndex
 from manuscripts_search.models import Canvas, Embedding, Manifest
+from tests.browser_helpers import launch_chromium, mean_colour, settled_box
 from tests.fixtures_database import module_database
 from tests.model_factory import render_shape
 from web import create_app
@@ -603,12 +604,8 @@ def test_viewer_highlights_the_region_in_a_browser(iiif_server, live_app, public
     """Chromium opens the canvas page; OpenSeadragon loads the image from a real IIIF server and
     the overlay lands on the black square that the region names in *canvas* coordinates (the
     canvas is twice the image's size, so a conversion with the wrong width misses it)."""
-    import shutil
-
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium is needed: run `make system-deps` (apt-get install chromium)"
     base_url, factory = live_app
     urls = iiif_server.add_image("page", _square_on_white(1024, (256, 256, 256, 256)))
     with session_scope(factory) as session:
@@ -628,7 +625,7 @@ def test_viewer_highlights_the_region_in_a_browser(iiif_server, live_app, public
         canvas_id = canvas.id
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 900})
             problems = []
@@ -637,11 +634,11 @@ def test_viewer_highlights_the_region_in_a_browser(iiif_server, live_app, public
             page.goto(f"{base_url}/canvas/{canvas_id}?xywh=512,512,512,512")
             overlay = page.wait_for_selector(".region-overlay", state="visible", timeout=15000)
             page.wait_for_load_state("networkidle")
-            box = _settled_box(page, overlay)  # the viewer animates its zoom onto the region
+            box = settled_box(page, overlay)  # the viewer animates its zoom onto the region
             assert box["width"] > 40 and box["height"] > 40
-            inside = _mean_grey(page, box, inset=0.15)
-            outside = _mean_grey(page, {"x": box["x"] - box["width"] * 0.4, "y": box["y"],
-                                        "width": box["width"] * 0.3, "height": box["height"]}, inset=0.1)
+            inside = mean_colour(page, box, inset=0.15, mode="L")
+            outside = mean_colour(page, {"x": box["x"] - box["width"] * 0.4, "y": box["y"],
+                                         "width": box["width"] * 0.3, "height": box["height"]}, inset=0.1, mode="L")
             assert inside < 60, f"the overlay does not cover the black square (mean grey {inside:.0f})"
             assert outside > 140, f"the overlay is larger than the square (mean grey left of it {outside:.0f})"
             assert page.text_content("#viewer-status") == ""
@@ -652,25 +649,3 @@ def test_viewer_highlights_the_region_in_a_browser(iiif_server, live_app, public
     assert served, "the browser fetched nothing from the IIIF server"
     if publication != "raw":
         assert any(path.endswith("/info.json") for path in served)
-
-
-def _settled_box(page, element, timeout_ms: int = 10000) -> dict:
-    previous = None
-    for _ in range(timeout_ms // 200):
-        page.wait_for_timeout(200)
-        box = element.bounding_box()
-        if box and previous and all(abs(box[key] - previous[key]) < 0.5 for key in box):
-            return box
-        previous = box
-    raise AssertionError(f"the overlay kept moving for {timeout_ms} ms")
-
-
-def _mean_grey(page, box: dict, inset: float) -> float:
-    from io import BytesIO
-
-    from PIL import Image
-
-    clip = {"x": box["x"] + box["width"] * inset, "y": box["y"] + box["height"] * inset,
-            "width": box["width"] * (1 - 2 * inset), "height": box["height"] * (1 - 2 * inset)}
-    shot = Image.open(BytesIO(page.screenshot(clip=clip))).convert("L")
-    return float(np.asarray(shot).mean())

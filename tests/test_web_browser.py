@@ -9,7 +9,6 @@ HTTP on 127.0.0.1 with its images on a real IIIF server:
 """
 from __future__ import annotations
 
-import shutil
 import threading
 from io import BytesIO
 from pathlib import Path
@@ -18,13 +17,12 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
+from tests.browser_helpers import launch_chromium, mean_colour, settled_box
 from tests.web_site import build_site, site_config
 from web import create_app
 from web.database import dispose_engine
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update"]
 
 
 @pytest.fixture()
@@ -53,10 +51,8 @@ def live_site(tmp_path, db_url, trained_clip_dir, iiif_server):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium is needed: run `make system-deps` (apt-get install chromium)"
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
+        instance = launch_chromium(playwright)
         try:
             yield instance
         finally:
@@ -107,10 +103,10 @@ def test_search_open_a_hit_and_see_the_highlight(live_site, browser):
     overlay = page.wait_for_selector(".region-overlay", state="visible", timeout=15000)
     page.wait_for_load_state("networkidle")
     assert "xywh=500,750,500,750" in page.url
-    box = _settled_box(page, overlay)
+    box = settled_box(page, overlay)
     viewer_box = page.locator("#viewer").bounding_box()
     assert box["width"] > 40 and viewer_box["x"] <= box["x"] and box["x"] + box["width"] <= viewer_box["x"] + viewer_box["width"] + 1
-    inside = _mean_rgb(page, box, inset=0.3)
+    inside = mean_colour(page, box, inset=0.3)
     assert inside[0] > 150 and inside[1] < 110, f"the highlight is not on the red circle (mean RGB {inside})"
     _shot(page, "03-canvas-region")
     # The matches list is keyboard navigable: n goes to the next match and says which.
@@ -190,23 +186,3 @@ def test_mirador_opens_an_exported_result_set_and_searches_it(live_site, browser
     # an uncaught exception, a resource that failed to load, or our security policy blocking it.
     assert not [p for p in problems if "Content Security Policy" in p or "Failed to load" in p
                 or p.startswith("Uncaught") or "Error:" in p[:40]], problems
-
-
-def _settled_box(page, element, timeout_ms: int = 10000) -> dict:
-    previous = None
-    for _ in range(timeout_ms // 200):
-        page.wait_for_timeout(200)
-        box = element.bounding_box()
-        if box and previous and all(abs(box[key] - previous[key]) < 0.5 for key in box):
-            return box
-        previous = box
-    raise AssertionError(f"the overlay kept moving for {timeout_ms} ms")
-
-
-def _mean_rgb(page, box: dict, inset: float) -> tuple:
-    from PIL import Image
-
-    clip = {"x": box["x"] + box["width"] * inset, "y": box["y"] + box["height"] * inset,
-            "width": box["width"] * (1 - 2 * inset), "height": box["height"] * (1 - 2 * inset)}
-    shot = Image.open(BytesIO(page.screenshot(clip=clip))).convert("RGB")
-    return tuple(float(v) for v in np.asarray(shot).reshape(-1, 3).mean(axis=0))

@@ -1,0 +1,43 @@
+"""Helpers of the browser tests (headless Debian Chromium driven by Playwright)."""
+from __future__ import annotations
+
+import shutil
+from io import BytesIO
+
+import numpy as np
+
+# Debian's Chromium, headless, with nothing phoning home (Playwright's own download fails here).
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update"]
+
+
+def launch_chromium(playwright):
+    """A headless Chromium from the system (Playwright gives each launch a fresh profile)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed: run `make system-deps` (apt-get install chromium)"
+    return playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
+
+
+def settled_box(page, element, timeout_ms: int = 10000) -> dict:
+    """``element``'s bounding box once it stops moving (the viewer animates its zoom)."""
+    previous = None
+    for _ in range(timeout_ms // 200):
+        page.wait_for_timeout(200)
+        box = element.bounding_box()
+        if box and previous and all(abs(box[key] - previous[key]) < 0.5 for key in box):
+            return box
+        previous = box
+    raise AssertionError(f"the overlay kept moving for {timeout_ms} ms")
+
+
+def mean_colour(page, box: dict, inset: float, mode: str = "RGB"):
+    """Mean colour of the screen inside ``box`` less ``inset`` of it on each side: a tuple of
+    floats in RGB mode, one float in "L" (grey) mode."""
+    from PIL import Image
+
+    clip = {"x": box["x"] + box["width"] * inset, "y": box["y"] + box["height"] * inset,
+            "width": box["width"] * (1 - 2 * inset), "height": box["height"] * (1 - 2 * inset)}
+    shot = np.asarray(Image.open(BytesIO(page.screenshot(clip=clip))).convert(mode))
+    if mode == "L":
+        return float(shot.mean())
+    return tuple(float(v) for v in shot.reshape(-1, shot.shape[-1]).mean(axis=0))
