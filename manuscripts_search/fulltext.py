@@ -1,5 +1,6 @@
 """Full-text search over search documents: SQLite FTS5 (BM25) in the embedded default,
-PostgreSQL full-text search (``to_tsvector('simple', ...)`` with its GIN index) on PostgreSQL.
+PostgreSQL full-text search (``to_tsvector('simple', msearch_fold(...))`` with its GIN index) on
+PostgreSQL. Both fold accents: "paques" finds "Pâques".
 
 User input is never passed through as query syntax: it is split into words (and "quoted
 phrases"), each quoted for FTS5 or turned into a tsquery by ``plainto_tsquery``, and the words are
@@ -81,11 +82,12 @@ def search_fulltext(session: Session, query: str, limit: int,
     elif dialect == "postgresql":
         config = literal_column("'simple'::regconfig")
         # phraseto_tsquery keeps a quoted phrase's word order; for one word it equals plainto_tsquery.
-        tsquery = func.phraseto_tsquery(config, terms[0])
+        # msearch_fold (migration 0005) folds accents on both sides, as FTS5 does on SQLite.
+        tsquery = func.phraseto_tsquery(config, func.msearch_fold(terms[0]))
         for term in terms[1:]:
-            tsquery = tsquery.op("||")(func.phraseto_tsquery(config, term))
-        # The same expression as the GIN index of migration 0004, so that the index is used.
-        vector = func.to_tsvector(config, SearchDocument.text)
+            tsquery = tsquery.op("||")(func.phraseto_tsquery(config, func.msearch_fold(term)))
+        # The same expression as the GIN index of migration 0005, so that the index is used.
+        vector = func.to_tsvector(config, func.msearch_fold(SearchDocument.text))
         rank = func.ts_rank_cd(vector, tsquery).label("rank")
         statement = (select(SearchDocument.id, rank).where(vector.op("@@")(tsquery))
                      .order_by(rank.desc(), SearchDocument.id))
