@@ -22,12 +22,19 @@ from manuscripts_search.worker import store_loader
 from tests.worker_catalogue import (as_vector, assert_each_item_once, build_catalogue, claim_rows, migrated_factory,
                                     shape_images, vector_rows)
 
-# Runs `msearch` once the file named by argv[1] exists; torch and transformers are imported
-# first (then the file argv[2] is made), so that workers released together start together.
+# Runs `msearch` once the file named by argv[1] exists. Everything slow to start is done first
+# (imports, loading the model once, opening and checking the database), then the file argv[2] is
+# made: workers released together then start work within moments of each other.
 DRIVER = """
-import pathlib, sys, time
+import os, pathlib, sys, time
 import torch, transformers  # noqa: F401
 from manuscripts_search.cli import main
+from manuscripts_search.db import make_engine, upgrade_database
+from manuscripts_search.encoder_registry import resolve_image_encoder
+resolve_image_encoder(os.environ["MSEARCH_MODEL"], fallback=False)
+engine = make_engine(os.environ["MSEARCH_DB"])
+upgrade_database(engine)
+engine.dispose()
 go, ready = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 ready.touch()
 while not go.exists():
@@ -71,7 +78,7 @@ def catalogue_env(tmp_path, trained_clip_dir):
 @pytest.mark.parametrize("database", ["postgresql", "test database"])
 def test_two_workers_on_one_queue_embed_each_item_once(database, request, catalogue_env, tmp_path, trained_clip_dir):
     db_url = request.getfixturevalue("postgres_url" if database == "postgresql" else "db_url")
-    env, factory, catalogue = catalogue_env(db_url, canvases=30, regions_per_canvas=4)
+    env, factory, catalogue = catalogue_env(db_url, canvases=60, regions_per_canvas=4)
     go = tmp_path / "go"
     args = ("embed", "--json", "--batch-size", "2", "--threads", "1", "--no-index")
     ready = [tmp_path / f"ready-{n}" for n in range(2)]
@@ -84,8 +91,8 @@ def test_two_workers_on_one_queue_embed_each_item_once(database, request, catalo
     reports = [_finish(worker) for worker in workers]
 
     assert all(report["embedded"] > 0 for report in reports), reports  # both really worked
-    assert sum(report["embedded"] for report in reports) == catalogue.items == 150
-    assert sum(report["hashed"] for report in reports) == 150
+    assert sum(report["embedded"] for report in reports) == catalogue.items == 300
+    assert sum(report["hashed"] for report in reports) == 300
     assert reports[0]["worker"] != reports[1]["worker"] and reports[0]["space"] == reports[1]["space"]
     encoder = resolve_image_encoder(str(trained_clip_dir), fallback=False).encoder
     assert_each_item_once(factory, catalogue, encoder.space_id, encoder.dim)
@@ -118,7 +125,7 @@ def _assert_whole_and_unique(factory, dim: int) -> None:
 @pytest.mark.slow
 def test_killed_at_any_moment_and_resumed_nothing_is_lost_or_doubled(db_url, catalogue_env, tmp_path,
                                                                      trained_clip_dir):
-    env, factory, catalogue = catalogue_env(db_url, canvases=30, regions_per_canvas=4)
+    env, factory, catalogue = catalogue_env(db_url, canvases=60, regions_per_canvas=4)
     encoder = resolve_image_encoder(str(trained_clip_dir), fallback=False).encoder
     go = tmp_path / "go"
     go.touch()
