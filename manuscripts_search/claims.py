@@ -30,6 +30,7 @@ from typing import Iterator, Optional
 from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from .db import session_scope
 from .models import Canvas, Embedding, EmbeddingClaim, PerceptualHash, Region
 from .models.base import utcnow
 
@@ -115,17 +116,10 @@ def write_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     On SQLite it begins with BEGIN IMMEDIATE: a transaction that reads and then writes could
     otherwise fail at once with "database is locked" when another process wrote in between.
     """
-    session = factory()
-    try:
+    with session_scope(factory) as session:
         if dialect_name(session) == "sqlite":
             session.connection().exec_driver_sql("BEGIN IMMEDIATE")
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def database_now(session: Session) -> float:

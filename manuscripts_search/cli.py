@@ -65,6 +65,37 @@ class CLIState:
 pass_state = click.make_pass_decorator(CLIState)
 
 
+def ray_engine_options(engine_help: str):
+    """``--engine local|ray``, ``--address`` and ``--ray-cpus``: the options of every command that
+    can also run on a Ray cluster (see :func:`refuse_without_ray`)."""
+    options = [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help=engine_help),
+        click.option("--address", default=None, metavar="ADDRESS",
+                     help="With --engine ray: 'auto' (the cluster this machine is a node of), "
+                          "'ray://head:10001' or 'head:6379' [default: start a Ray on this machine for the run]."),
+        click.option("--ray-cpus", type=click.IntRange(1), default=None,
+                     help="With --engine ray and no --address: CPUs of the Ray started here [default: all]."),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def refuse_without_ray(engine: str, **ray_only) -> None:
+    """A Ray-only option (named by its parameter, e.g. ``ray_cpus``) given with the local engine
+    is a usage error rather than silently ignored."""
+    if engine == "ray":
+        return
+    for name, value in ray_only.items():
+        if value is not None:
+            raise click.UsageError(f"--{name.replace('_', '-')} needs --engine ray")
+
+
 class MsearchGroup(click.Group):
     """Turns failures of the machine (full or read-only disk, a database that went away) in any
     command into one clear message and exit status 1, instead of a traceback."""

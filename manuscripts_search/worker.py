@@ -114,7 +114,7 @@ class _Stages:
     def __init__(self, encoder):
         self.encoder = encoder
         self.split = hasattr(encoder, "prepare_image") and hasattr(encoder, "encode_prepared")
-        self.decode_side = max(_MIN_DECODE_SIDE, int(getattr(encoder, "input_side", 224) or 224))
+        self.decode_side = decode_side(encoder)
 
     def prepare(self, image: Image.Image):
         return self.encoder.prepare_image(image) if self.split else image
@@ -125,6 +125,13 @@ class _Stages:
         if getattr(self.encoder, "compiled_image_features", None) is not None:
             return self.encoder.encode_prepared(prepared, pad_to=pad_to)
         return self.encoder.encode_prepared(prepared)
+
+
+def decode_side(encoder) -> int:
+    """The short side derivatives are decoded to for ``encoder`` (libjpeg scales down by 1/2,
+    1/4, 1/8 while that leaves this much): the model's input side, and never below what the
+    hashes and handcrafted features need."""
+    return max(_MIN_DECODE_SIDE, int(getattr(encoder, "input_side", 224) or 224))
 
 
 def store_loader(derivatives: DerivativeStore, min_side: int = _MIN_DECODE_SIDE) -> ImageLoader:
@@ -370,7 +377,8 @@ def embed_pending(session_factory: sessionmaker[Session], encoder, derivatives: 
         register_space(session, encoder)
     claims.release_gone_workers()
     report = EmbedReport(space=encoder.space_id, worker_id=claims.worker_id)
-    loader = load_image or store_loader(derivatives, _Stages(encoder).decode_side)
+    side = decode_side(encoder)
+    loader = load_image or store_loader(derivatives, side)
     decode_spec = None
     if options.decode_processes:
         if load_image is not None:
@@ -379,8 +387,7 @@ def embed_pending(session_factory: sessionmaker[Session], encoder, derivatives: 
         from .decode_processes import DecodeSpec
         from .encoder_registry import preparer_source
 
-        decode_spec = DecodeSpec(preparer_source(encoder), str(derivatives.root.resolve()),
-                                 _Stages(encoder).decode_side)
+        decode_spec = DecodeSpec(preparer_source(encoder), str(derivatives.root.resolve()), side)
     pipeline = _Pipeline(session_factory, encoder, claims, loader, options, report, progress, decode_spec)
     started = time.perf_counter()
     try:

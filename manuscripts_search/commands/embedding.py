@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import click
 
-from ..cli import CLIState, cli, emit, pass_state
+from ..cli import CLIState, cli, emit, pass_state, ray_engine_options, refuse_without_ray
 
 
 def _default_threads() -> int:
@@ -46,12 +46,8 @@ def _default_threads() -> int:
 @click.option("--index/--no-index", "update_index", default=True, show_default=True,
               help="Bring the space's index up to date afterwards (skip when many workers run; "
                    "then run `msearch index` once).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this process (threads + batched model). ray: a Ray Data pipeline over a "
-                   "cluster (needs the [ray] extra; docs/scale-out.md).")
-@click.option("--address", default=None, metavar="ADDRESS",
-              help="With --engine ray: 'auto' (the cluster this machine is a node of), "
-                   "'ray://head:10001' or 'head:6379' [default: start a Ray on this machine for the run].")
+@ray_engine_options("local: this process (threads + batched model). ray: a Ray Data pipeline over a cluster "
+                    "(needs the [ray] extra; docs/scale-out.md).")
 @click.option("--derivatives-url", default=None, metavar="URL",
               help="With --engine ray: fetch derivatives by content hash from this HTTP copy of the "
                    "derivatives folder instead of reading a shared MSEARCH_DATA_DIR.")
@@ -59,8 +55,6 @@ def _default_threads() -> int:
               help="With --engine ray: model actors [default: one per GPU of the cluster, else one].")
 @click.option("--prepare-actors", type=click.IntRange(1), default=None,
               help="With --engine ray: image decoding actors [default: the CPUs the model leaves].")
-@click.option("--ray-cpus", type=click.IntRange(1), default=None,
-              help="With --engine ray and no --address: CPUs of the Ray started here [default: all].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
@@ -82,11 +76,8 @@ def embed(state: CLIState, batch_size, threads, prefetch, decode_processes, regi
     from ..encoders import EncoderLoadError
     from ..worker import WorkerOptions, embed_pending, make_claim_queue
 
-    if engine == "local":
-        for name, value in (("--address", address), ("--derivatives-url", derivatives_url),
-                            ("--encoders", encoders), ("--prepare-actors", prepare_actors), ("--ray-cpus", ray_cpus)):
-            if value is not None:
-                raise click.UsageError(f"{name} needs --engine ray")
+    refuse_without_ray(engine, address=address, derivatives_url=derivatives_url, encoders=encoders,
+                       prepare_actors=prepare_actors, ray_cpus=ray_cpus)
     factory = state.session_factory()
     try:
         resolved = resolve_image_encoder(state.config.model, state.config.device, fallback=fallback,
@@ -103,11 +94,13 @@ def embed(state: CLIState, batch_size, threads, prefetch, decode_processes, regi
         import torch
 
         torch.set_num_threads(model_threads)
-    if decode_processes is None:
-        decode_processes = _default_decode_processes(encoder) if engine == "local" else 0
+    if engine == "ray":
+        decode_processes = 0  # Ray's preparation actors are its decoding processes
+    elif decode_processes is None:
+        decode_processes = _default_decode_processes(encoder)
     options = WorkerOptions(batch_size=batch_size, threads=threads, prefetch_batches=prefetch, regions=regions,
                             hashes=hashes, lease_seconds=lease_seconds, retry_after=retry_after, limit=limit,
-                            decode_processes=decode_processes if engine == "local" else 0)
+                            decode_processes=decode_processes)
     try:
         if retry_failed:
             clear_failures(factory, encoder.space_id)

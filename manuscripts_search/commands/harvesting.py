@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..cli import CLIState, cli, emit, pass_state
+from ..cli import CLIState, cli, emit, pass_state, ray_engine_options, refuse_without_ray
 
 
 def _grid_levels(ctx, param, value):
@@ -134,14 +134,8 @@ def _summary(result: dict) -> str:
               help="Also fetch annotation lists/pages that manifests reference, for their text.")
 @click.option("--max-documents", type=click.IntRange(1, None), default=None,
               help="Stop a crawl after this many documents (with --engine ray: per host).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this process. ray: one Ray task per host and per chunk of images, with the "
-                   "per-host limits kept over the whole cluster (needs the [ray] extra; docs/scale-out.md).")
-@click.option("--address", default=None, metavar="ADDRESS",
-              help="With --engine ray: 'auto', 'ray://head:10001' or 'head:6379' "
-                   "[default: start a Ray on this machine for the run].")
-@click.option("--ray-cpus", type=click.IntRange(1), default=None,
-              help="With --engine ray and no --address: CPUs of the Ray started here [default: all].")
+@ray_engine_options("local: this process. ray: one Ray task per host and per chunk of images, with the per-host "
+                    "limits kept over the whole cluster (needs the [ray] extra; docs/scale-out.md).")
 @_fetcher_options
 @pass_state
 def harvest(state: CLIState, sources, change_streams, images, annotations, max_documents, engine, address, ray_cpus,
@@ -153,6 +147,7 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
 
     if not sources and not change_streams:
         raise click.UsageError("give at least one SOURCE or --changes URL")
+    refuse_without_ray(engine, address=address, ray_cpus=ray_cpus)
     progress = sys.stderr.isatty() if progress is None else progress
     _check_data_dir(state)
     if engine == "ray":
@@ -161,8 +156,6 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
                                  region_overlap)
         emit(result, as_json, _summary(result))
         return
-    if address is not None or ray_cpus is not None:
-        raise click.UsageError("--address and --ray-cpus need --engine ray")
     fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout)
     factory = state.session_factory()
     options = HarvestOptions(workers=workers, max_documents=max_documents, annotations=annotations)

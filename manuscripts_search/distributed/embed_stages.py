@@ -27,13 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..claims import ClaimQueue, WorkItem
 from ..encoder_registry import load_image_preparer
-from ..worker import EmbedReport
+from ..worker import EmbedReport, decode_side  # the local worker's rule: the same vectors
 
 ImageLoader = Callable[[WorkItem], Image.Image]
 NO_REGION = -1  # region_id of a canvas item in the pipeline's rows (columns hold no None)
-# The worker decodes derivatives to at least this short side (the hashes want it even for tiny
-# models); it must stay equal to the local engine's rule for the vectors to be the same.
-MIN_DECODE_SIDE = 128
 
 
 class ImageSource(Protocol):
@@ -133,11 +130,6 @@ class ClaimItems:
     def __call__(self, batch: dict) -> dict:
         want = int(np.sum(batch["want"]))
         return _item_columns(self.claims.claim(want) if want > 0 else [])
-
-
-def decode_side(encoder) -> int:
-    """The short side derivatives are decoded to for ``encoder`` (the local worker's rule)."""
-    return max(MIN_DECODE_SIDE, int(getattr(encoder, "input_side", 224) or 224))
 
 
 class PrepareImages:
