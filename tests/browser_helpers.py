@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import shutil
+import threading
+from contextlib import contextmanager
 from io import BytesIO
+from typing import Iterator
 
 import numpy as np
 
@@ -16,6 +19,26 @@ def launch_chromium(playwright):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is needed: run `make system-deps` (apt-get install chromium)"
     return playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
+
+
+@contextmanager
+def serve_app(app) -> Iterator[str]:
+    """``app`` served over real HTTP on a free port of 127.0.0.1 (threaded); yields its base URL.
+    Afterwards the server is stopped and the app's pooled database connections closed."""
+    from werkzeug.serving import make_server
+
+    from web.database import dispose_engine
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        dispose_engine(app)
 
 
 def settled_box(page, element, timeout_ms: int = 10000) -> dict:

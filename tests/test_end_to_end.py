@@ -81,7 +81,8 @@ def shapes_site(iiif_server):
     return iiif_server, collection_url
 
 
-def _run(runner, env, *args):
+def run_cli(runner, env, *args):
+    """``msearch ARGS`` in-process; asserts success and returns what went to stdout."""
     result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.stdout  # progress bars and logs go to stderr
@@ -92,7 +93,7 @@ def test_harvest_embed_search_and_web(shapes_site, trained_clip_dir, msearch_env
     env = {**msearch_env, "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_IMAGE_SIZE": "128"}
     runner = CliRunner()
 
-    report = json.loads(_run(runner, env, "harvest", collection_url, "--json"))
+    report = json.loads(run_cli(runner, env, "harvest", collection_url, "--json"))
     assert report["manifests"] == 2 and report["collections"] == 1
     assert [f["url"] for f in report["failures"]] == [f"{server.base_url}/missing/manifest.json"]
     assert report["images"]["fetched"] == len(CANVASES) and not report["images"]["failures"]
@@ -102,32 +103,32 @@ def test_harvest_embed_search_and_web(shapes_site, trained_clip_dir, msearch_env
     assert any(p.startswith("/raw/ys1") for p in server.requests)
     assert not any(p.startswith("/raw/rc1") for p in server.requests)
 
-    manifests = [json.loads(line) for line in _run(runner, env, "manifests", "--json").splitlines()]
+    manifests = [json.loads(line) for line in run_cli(runner, env, "manifests", "--json").splitlines()]
     by_id = {m["url"]: m for m in manifests}
     assert by_id[f"{server.base_url}/v3/manifest.json"]["canvas_count"] == 5
     assert by_id[f"{server.base_url}/v3/manifest.json"]["iiif_version"] == 3
     assert by_id[f"{server.base_url}/v2/manifest.json"]["image_canvas_count"] == 3
     assert by_id[f"{server.base_url}/missing/manifest.json"]["error"].startswith("fetch failed: HTTP 404")
 
-    embed = json.loads(_run(runner, env, "embed", "--json"))
+    embed = json.loads(run_cli(runner, env, "embed", "--json"))
     assert embed["embedded"] == len(CANVASES) and embed["index"]["total"] == len(CANVASES)
 
     hits = [json.loads(line) for line in
-            _run(runner, env, "search", "red circle", "--k", "3", "--json").splitlines()]
+            run_cli(runner, env, "search", "red circle", "--k", "3", "--json").splitlines()]
     assert len(hits) == 3
     assert {h["canvas"] for h in hits[:2]} == {f"{server.base_url}/canvas/rc1", f"{server.base_url}/canvas/rc2"}
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     hits = [json.loads(line) for line in
-            _run(runner, env, "search", "blue triangle", "--k", "1", "--json").splitlines()]
+            run_cli(runner, env, "search", "blue triangle", "--k", "1", "--json").splitlines()]
     assert hits[0]["canvas"] == f"{server.base_url}/canvas/bt1"
 
-    stats = json.loads(_run(runner, env, "stats", "--json"))
+    stats = json.loads(run_cli(runner, env, "stats", "--json"))
     assert stats["manifests"] == 2 and stats["canvases"] == len(CANVASES)
     assert stats["embeddings"] == len(CANVASES) and stats["errors"] >= 1
 
     # Nothing to do on a second run: no duplicates, no refetching.
-    assert json.loads(_run(runner, env, "embed", "--json"))["embedded"] == 0
-    assert "ok" in _run(runner, env, "index", "verify")
+    assert json.loads(run_cli(runner, env, "embed", "--json"))["embedded"] == 0
+    assert "ok" in run_cli(runner, env, "index", "verify")
 
     # The web page lists the red circles with IIIF thumbnails, and the canvas opens in the viewer.
     from manuscripts_search.config import load_config
@@ -140,6 +141,6 @@ def test_harvest_embed_search_and_web(shapes_site, trained_clip_dir, msearch_env
     html = page.get_data(as_text=True)
     assert "red circle page" in html
     assert f"{server.base_url}/iiif3/rc1/full/" in html  # thumbnail through the v3 image service
-    canvas_id = hits and json.loads(_run(runner, env, "search", "red circle", "--k", "1", "--json"))["canvas_id"]
+    canvas_id = hits and json.loads(run_cli(runner, env, "search", "red circle", "--k", "1", "--json"))["canvas_id"]
     viewer = client.get(f"/canvas/{canvas_id}").get_data(as_text=True)
     assert "/info.json" in viewer and "openseadragon" in viewer.lower()

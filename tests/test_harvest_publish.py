@@ -50,16 +50,13 @@ def app_server(msearch_env):
     """The web app on a real port, with the published blueprint, started on demand."""
     from werkzeug.serving import make_server
 
-    from web import create_app, published
+    from web import create_app
 
     port = free_port()
     servers = []
 
     def start():
-        app = create_app(config=load_config(msearch_env))
-        if "published" not in app.blueprints:  # until web/__init__.py registers it
-            app.register_blueprint(published.bp)
-        server = make_server("127.0.0.1", port, app, threaded=True)
+        server = make_server("127.0.0.1", port, create_app(config=load_config(msearch_env)), threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
 

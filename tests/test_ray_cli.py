@@ -15,20 +15,10 @@ from manuscripts_search.db import session_scope
 from manuscripts_search.encoder_registry import resolve_image_encoder
 from manuscripts_search.models import Embedding, PerceptualHash
 from tests.fixtures_ray import ray_cluster  # noqa: F401
-from tests.test_end_to_end import CANVASES, shapes_site  # noqa: F401
-from tests.worker_catalogue import claim_rows, migrated_factory, vector_rows
+from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
+from tests.worker_catalogue import claim_rows, migrated_factory, vectors_by_item
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-
-
-def _run(runner, env, *args):
-    result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def _vectors(factory, space):
-    return {(row.canvas_id, row.region_id): np.frombuffer(row.vector, dtype="<f4") for row in vector_rows(factory, space)}
 
 
 def test_harvest_and_embed_with_the_ray_engine_from_the_command_line(shapes_site, trained_clip_dir, msearch_env,
@@ -37,7 +27,7 @@ def test_harvest_and_embed_with_the_ray_engine_from_the_command_line(shapes_site
     env = {**msearch_env, "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_IMAGE_SIZE": "128"}
     runner = CliRunner()
 
-    harvested = json.loads(_run(runner, env, "harvest", collection_url, "--engine", "ray", "--per-host", "2",
+    harvested = json.loads(run_cli(runner, env, "harvest", collection_url, "--engine", "ray", "--per-host", "2",
                                 "--regions", "--region-grid", "2", "--json"))
     assert harvested["engine"] == "ray"
     assert (harvested["manifests"], harvested["collections"]) == (2, 1)
@@ -46,25 +36,25 @@ def test_harvest_and_embed_with_the_ray_engine_from_the_command_line(shapes_site
     assert harvested["regions"]["fetched"] == 4 * len(CANVASES)
     assert harvested["hosts"] == {server.base_url: harvested["requests"]}
 
-    embedded = json.loads(_run(runner, env, "embed", "--engine", "ray", "--batch-size", "8", "--json"))
+    embedded = json.loads(run_cli(runner, env, "embed", "--engine", "ray", "--batch-size", "8", "--json"))
     items = 5 * len(CANVASES)
     assert (embedded["engine"], embedded["canvases"], embedded["regions"], embedded["failed"]) == \
         ("ray", len(CANVASES), 4 * len(CANVASES), [])
     assert embedded["index"]["total"] == items  # the driver, the index's single writer, added them
-    hits = [json.loads(line) for line in _run(runner, env, "search", "red circle", "--k", "2", "--json").splitlines()]
+    hits = [json.loads(line) for line in run_cli(runner, env, "search", "red circle", "--k", "2", "--json").splitlines()]
     assert {h["canvas"] for h in hits} == {f"{server.base_url}/canvas/rc1", f"{server.base_url}/canvas/rc2"}
-    assert json.loads(_run(runner, env, "embed", "--engine", "ray", "--json"))["embedded"] == 0
+    assert json.loads(run_cli(runner, env, "embed", "--engine", "ray", "--json"))["embedded"] == 0
 
     # The local engine on the same images gives the same vectors, item for item.
     factory = migrated_factory(msearch_env["MSEARCH_DB"])
     space = resolve_image_encoder(str(trained_clip_dir), fallback=False).encoder.space_id
-    on_ray = _vectors(factory, space)
+    on_ray = vectors_by_item(factory, space)
     with session_scope(factory) as session:
         session.execute(delete(Embedding))
         session.execute(delete(PerceptualHash))
-    local = json.loads(_run(runner, env, "embed", "--no-index", "--json"))
+    local = json.loads(run_cli(runner, env, "embed", "--no-index", "--json"))
     assert (local["engine"], local["embedded"]) == ("local", items)
-    local_vectors = _vectors(factory, space)
+    local_vectors = vectors_by_item(factory, space)
     assert local_vectors.keys() == on_ray.keys() and len(on_ray) == items
     assert max(float(np.max(np.abs(local_vectors[key] - on_ray[key]))) for key in on_ray) < 1e-5
     assert claim_rows(factory) == []

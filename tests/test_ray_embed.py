@@ -13,35 +13,18 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, select
 
-from manuscripts_search.cli import cli
 from manuscripts_search.db import session_scope
 from manuscripts_search.distributed import embed_stages, ray_embed
 from manuscripts_search.encoder_registry import resolve_image_encoder
 from manuscripts_search.models import Embedding, EmbeddingClaim, PerceptualHash
 from tests.fixtures_ray import ray_cluster  # noqa: F401
 from tests.scripted_http_server import Reply, ScriptedServer
-from tests.test_end_to_end import CANVASES, shapes_site  # noqa: F401
-from tests.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, migrated_factory, \
-    shape_images, vector_rows
+from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
+from tests.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
+    migrated_factory, shape_images, vectors_by_item
 
 # Ray warns about its own deprecated settings while it starts; that is Ray's business, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-
-
-def _run(runner, env, *args):
-    result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def _vectors(factory, space):
-    return {(row.canvas_id, row.region_id): np.frombuffer(row.vector, dtype="<f4") for row in vector_rows(factory, space)}
-
-
-def _hashes(factory):
-    with session_scope(factory) as session:
-        return {(h.canvas_id, h.region_id): (h.phash64, h.crop_hashes, h.derivative_sha256)
-                for h in session.scalars(select(PerceptualHash))}
 
 
 def _derivative_server(derivatives_dir: Path) -> ScriptedServer:
@@ -67,16 +50,16 @@ def test_ray_engine_gives_the_local_engines_vectors_under_cluster_wide_host_limi
     server, collection_url = shapes_site
     env = {**msearch_env, "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_IMAGE_SIZE": "128"}
     runner = CliRunner()
-    harvested = json.loads(_run(runner, env, "harvest", collection_url, "--regions", "--region-grid", "2", "--json"))
+    harvested = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "--region-grid", "2", "--json"))
     items = len(CANVASES) * 5  # each canvas and its 2x2 regions
     assert harvested["images"]["fetched"] == len(CANVASES) and harvested["regions"]["fetched"] == items - len(CANVASES)
 
-    local = json.loads(_run(runner, env, "embed", "--no-index", "--json"))
+    local = json.loads(run_cli(runner, env, "embed", "--no-index", "--json"))
     assert (local["canvases"], local["regions"], local["failed"]) == (len(CANVASES), items - len(CANVASES), [])
     factory = migrated_factory(msearch_env["MSEARCH_DB"])
     resolved = resolve_image_encoder(str(trained_clip_dir), fallback=False)
     space = resolved.encoder.space_id
-    local_vectors, local_hashes = _vectors(factory, space), _hashes(factory)
+    local_vectors, local_hashes = vectors_by_item(factory, space), hashes_by_item(factory)
     with session_scope(factory) as session:  # start again from nothing: same images, no vectors
         session.execute(delete(Embedding))
         session.execute(delete(PerceptualHash))
@@ -96,11 +79,11 @@ def test_ray_engine_gives_the_local_engines_vectors_under_cluster_wide_host_limi
 
     assert (report.canvases, report.regions, report.hashed, report.failed) == \
         (len(CANVASES), items - len(CANVASES), items, [])
-    ray_vectors = _vectors(factory, space)
+    ray_vectors = vectors_by_item(factory, space)
     assert ray_vectors.keys() == local_vectors.keys() and len(ray_vectors) == items
     for key, vector in local_vectors.items():
         assert np.max(np.abs(ray_vectors[key] - vector)) < 1e-5, key
-    assert _hashes(factory) == local_hashes
+    assert hashes_by_item(factory) == local_hashes
     assert claim_rows(factory) == []
 
     # Every derivative was fetched, by two processes, yet the host saw the rate of one: requests
@@ -117,8 +100,8 @@ def test_ray_engine_gives_the_local_engines_vectors_under_cluster_wide_host_limi
     assert (host_stats["granted"], host_stats["clients"]) == (len(starts), 2)
 
     # The single writer adds the new vectors to the index; search finds the red circles.
-    _run(runner, env, "index")
-    hits = [json.loads(line) for line in _run(runner, env, "search", "red circle", "--k", "2", "--json").splitlines()]
+    run_cli(runner, env, "index")
+    hits = [json.loads(line) for line in run_cli(runner, env, "search", "red circle", "--k", "2", "--json").splitlines()]
     assert {h["canvas"] for h in hits} == {f"{server.base_url}/canvas/rc1", f"{server.base_url}/canvas/rc2"}
     assert ray_embed.embed_with_ray(factory, resolved, images, options).embedded == 0  # nothing left to do
     factory.kw["bind"].dispose()

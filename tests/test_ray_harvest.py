@@ -10,20 +10,13 @@ from click.testing import CliRunner
 
 from harvest.cluster_fetch import FetcherSettings
 from harvest.ray_harvest import RayHarvestOptions, harvest_with_ray, host_groups
-from manuscripts_search.cli import cli
 from manuscripts_search.config import load_config
 from tests.fixtures_ray import ray_cluster  # noqa: F401
-from tests.test_end_to_end import CANVASES, shapes_site  # noqa: F401
+from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
 from tests.worker_catalogue import migrated_factory
 
 # Ray warns about its own deprecated settings while it starts; that is Ray's business, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-
-
-def _run(runner, env, *args):
-    result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def test_sources_are_grouped_by_host_the_same_way_every_time():
@@ -59,9 +52,9 @@ def test_two_hosts_harvested_on_ray_then_embedded_and_searched(shapes_site, trai
     assert any(path.startswith("/iiif2/rc2/") for path in server.requests)  # through the v2 image service
 
     runner = CliRunner()
-    embedded = json.loads(_run(runner, env, "embed", "--json"))
+    embedded = json.loads(run_cli(runner, env, "embed", "--json"))
     assert (embedded["canvases"], embedded["regions"]) == (len(CANVASES), 4 * len(CANVASES))
-    hits = [json.loads(line) for line in _run(runner, env, "search", "red circle", "--k", "2", "--json").splitlines()]
+    hits = [json.loads(line) for line in run_cli(runner, env, "search", "red circle", "--k", "2", "--json").splitlines()]
     assert {h["canvas"] for h in hits} == {f"{server.base_url}/canvas/rc1", f"{server.base_url}/canvas/rc2"}
 
     again = harvest_with_ray(config, factory, sources, fetch, options).as_dict()

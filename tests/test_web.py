@@ -17,7 +17,7 @@ from manuscripts_search.config import Config, load_config
 from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.index import VectorIndex
 from manuscripts_search.models import Canvas, Embedding, Manifest
-from tests.browser_helpers import launch_chromium, mean_colour, settled_box
+from tests.browser_helpers import launch_chromium, mean_colour, serve_app, settled_box
 from tests.fixtures_database import module_database
 from tests.model_factory import render_shape
 from web import create_app
@@ -579,23 +579,9 @@ def _square_on_white(size: int, square: tuple[int, int, int, int]):
 @pytest.fixture()
 def live_app(tmp_path, db_url):
     """Serve an app over real HTTP on 127.0.0.1; yields (base URL, session factory)."""
-    import threading
-
-    from werkzeug.serving import make_server
-
     config = _make_config(tmp_path / "live", tmp_path / "unused-model", db_url)
-    app = create_app(config=config)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    with _database(config) as factory:
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_port}", factory
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-            dispose_engine(app)
+    with _database(config) as factory, serve_app(create_app(config=config)) as base_url:
+        yield base_url, factory
 
 
 @pytest.mark.browser

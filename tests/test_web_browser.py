@@ -9,7 +9,6 @@ HTTP on 127.0.0.1 with its images on a real IIIF server:
 """
 from __future__ import annotations
 
-import threading
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import quote
@@ -17,10 +16,9 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from tests.browser_helpers import launch_chromium, mean_colour, settled_box
+from tests.browser_helpers import launch_chromium, mean_colour, serve_app, settled_box
 from tests.web_site import build_site, site_config
 from web import create_app
-from web.database import dispose_engine
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"
 
@@ -28,23 +26,13 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshot
 @pytest.fixture()
 def live_site(tmp_path, db_url, trained_clip_dir, iiif_server):
     """The shapes catalogue with real images, served by the app on a free port."""
-    from werkzeug.serving import make_server
-
     from manuscripts_search.encoders import load_vision_language_encoder
 
     encoder = load_vision_language_encoder(str(trained_clip_dir), device="cpu")
     site = build_site(site_config(tmp_path / "data", trained_clip_dir, db_url), encoder, image_server=iiif_server)
     app = create_app(config=site.config, test_config={"ADMIN_TOKEN": "browser-test-token"})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", site
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        dispose_engine(app)
+    with serve_app(app) as base_url:
+        yield base_url, site
 
 
 @pytest.fixture()

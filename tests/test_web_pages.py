@@ -60,7 +60,7 @@ def test_filters_narrow_and_facets_count(client, shapes_site):
     assert client.get("/api/search?q=a+red+circle&date_from=1500").get_json()["hits"] == []
     transcribed = client.get("/api/search?q=a+red+circle&k=10&has_transcription=true").get_json()["hits"]
     assert shapes_site.canvas_ids["green_square"] not in {h["canvas_id"] for h in transcribed}
-    page = client.get(f"/search?q=a+red+circle&provider=bibliotheque").get_data(as_text=True)
+    page = client.get("/search?q=a+red+circle&provider=bibliotheque").get_data(as_text=True)
     assert 'class="chip">provider: bibliotheque</span>' in page and "clear filters" in page
 
 

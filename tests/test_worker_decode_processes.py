@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from manuscripts_search.cli import cli
 from manuscripts_search.db import session_scope
 from manuscripts_search.encoder_registry import preparer_source, resolve_image_encoder
 from manuscripts_search.models import Canvas, Embedding, PerceptualHash
 from manuscripts_search.worker import WorkerOptions, embed_pending
-from tests.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, migrated_factory, \
-    shape_images, vector_rows
+from tests.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
+    migrated_factory, shape_images, vector_rows, vectors_by_item
 
 
 @pytest.fixture
@@ -24,22 +24,13 @@ def factory(db_url):
     factory.kw["bind"].dispose()
 
 
-def _vectors(factory, space):
-    return {(row.canvas_id, row.region_id): np.frombuffer(row.vector, dtype="<f4") for row in vector_rows(factory, space)}
-
-
-def _hashes(factory):
-    with session_scope(factory) as session:
-        return {(h.canvas_id, h.region_id): (h.phash64, h.crop_hashes) for h in session.scalars(select(PerceptualHash))}
-
-
 def _forget_everything(factory):
     with session_scope(factory) as session:
         session.execute(delete(Embedding))
         session.execute(delete(PerceptualHash))
 
 
-def test_processes_give_the_threads_vectors_and_hashes(factory, tmp_path, trained_clip_dir):
+def test_processes_give_the_threads_vectors_andhashes_by_item(factory, tmp_path, trained_clip_dir):
     clip = resolve_image_encoder(str(trained_clip_dir), fallback=False).encoder
     catalogue = build_catalogue(factory, tmp_path, shape_images(10), regions_per_canvas=2)
     broken = catalogue.canvas_ids[3]
@@ -48,7 +39,7 @@ def test_processes_give_the_threads_vectors_and_hashes(factory, tmp_path, traine
     catalogue.store.path_for(sha).write_bytes(b"\xff\xd8 not a JPEG any more")
 
     threads = embed_pending(factory, clip, catalogue.store, WorkerOptions(batch_size=4, threads=2))
-    by_threads, hashes_by_threads = _vectors(factory, clip.space_id), _hashes(factory)
+    by_threads, hashes_by_threads = vectors_by_item(factory, clip.space_id), hashes_by_item(factory)
     _forget_everything(factory)
     with session_scope(factory) as session:  # the broken canvas may be tried again at once
         from manuscripts_search.models import EmbeddingClaim
@@ -60,10 +51,10 @@ def test_processes_give_the_threads_vectors_and_hashes(factory, tmp_path, traine
     assert (processes.canvases, processes.regions) == (threads.canvases, threads.regions) == (9, 20)
     assert [(kind, item) for kind, item, _ in processes.failed] == [("canvas", broken)]
     assert "cannot read the canvas image" in processes.failed[0][2]
-    by_processes = _vectors(factory, clip.space_id)
+    by_processes = vectors_by_item(factory, clip.space_id)
     assert by_processes.keys() == by_threads.keys() and len(by_processes) == 29
     assert max(float(np.max(np.abs(by_processes[key] - by_threads[key]))) for key in by_threads) < 1e-5
-    assert _hashes(factory) == hashes_by_threads
+    assert hashes_by_item(factory) == hashes_by_threads
     (claim,) = claim_rows(factory)  # only the broken canvas's failure is left
     assert claim.canvas_id == broken and claim.worker_id is None
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.derivatives import DerivativeStore
-from manuscripts_search.models import Canvas, Embedding, EmbeddingClaim, Manifest, Region
+from manuscripts_search.models import Canvas, Embedding, EmbeddingClaim, Manifest, PerceptualHash, Region
 from tests.model_factory import render_shape
 
 CORPUS_IMAGES = Path("/work/shared/corpus/images")
@@ -121,6 +121,18 @@ def claim_rows(factory) -> list[EmbeddingClaim]:
 
 def as_vector(row: Embedding) -> np.ndarray:
     return np.frombuffer(row.vector, dtype="<f4")
+
+
+def vectors_by_item(factory, space: str) -> dict:
+    """``{(canvas id, region id or None): vector}`` of ``space``: to compare two runs item for item."""
+    return {(row.canvas_id, row.region_id): as_vector(row) for row in vector_rows(factory, space)}
+
+
+def hashes_by_item(factory) -> dict:
+    """``{(canvas id, region id or None): (64-bit hash, crop hashes, derivative)}`` of every image."""
+    with session_scope(factory) as session:
+        return {(h.canvas_id, h.region_id): (h.phash64, h.crop_hashes, h.derivative_sha256)
+                for h in session.scalars(select(PerceptualHash))}
 
 
 def assert_each_item_once(factory, catalogue: Catalogue, space: str, dim: int) -> None:
