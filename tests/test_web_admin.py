@@ -135,6 +135,11 @@ def test_api_admin_with_bearer_token(admin_site):
         "deleted": "manifest", "id": manifest_id}
     assert client.delete(f"/api/admin/manifests/{manifest_id}", headers=auth).status_code == 404
     assert client.delete("/api/admin/sources/999999", headers=auth).status_code == 404
+    missing = client.get("/api/admin/jobs/no-such-job", headers=auth)
+    assert missing.status_code == 404 and "There is no harvest job 'no-such-job'" in missing.get_json()["error"]["message"]
+    _login(client)
+    page = client.get("/admin/jobs/no-such-job")
+    assert page.status_code == 404 and "There is no harvest job" in page.get_data(as_text=True)
 
 
 def test_admin_starts_a_real_harvest_and_the_token_is_never_logged(admin_site, iiif_server, caplog):

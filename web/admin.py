@@ -5,10 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from . import auth, catalogue
-from .admin_actions import add_source, delete_manifest, delete_source, load_source, start_harvest
+from .admin_actions import add_source, delete_manifest, delete_source, load_job, load_source, start_harvest
 from .database import get_session
-from .harvest_jobs import jobs_dir, list_jobs, read_record
-from .errors import AppError
+from .harvest_jobs import list_jobs
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -85,7 +84,4 @@ def manifests_delete(manifest_id: int):
 @bp.get("/jobs/<job_id>")
 @auth.require_admin
 def job(job_id: str):
-    record = read_record(jobs_dir(current_app.config["MSEARCH_CONFIG"].data_dir), job_id)
-    if record is None:
-        raise AppError(f"There is no harvest job {job_id[:40]!r}.", 404)
-    return render_template("job.html", job=record)
+    return render_template("job.html", job=load_job(job_id))

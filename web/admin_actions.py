@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from manuscripts_search.models import Manifest, Source
 
 from .errors import AppError
-from .harvest_jobs import STEPS, start_job
+from .harvest_jobs import STEPS, jobs_dir, read_record, start_job
 
 log = logging.getLogger(__name__)
 MAX_URL_CHARS = 2000
@@ -51,6 +51,14 @@ def load_source(session: Session, source_id: int) -> Source:
     if source is None:
         raise AppError(f"There is no source with id {source_id}.", 404)
     return source
+
+
+def load_job(job_id: str) -> dict:
+    """The record of harvest job ``job_id``; AppError 404 when there is none."""
+    record = read_record(jobs_dir(current_app.config["MSEARCH_CONFIG"].data_dir), job_id)
+    if record is None:
+        raise AppError(f"There is no harvest job {job_id[:40]!r}.", 404)
+    return record
 
 
 def start_harvest(session: Session, source: Source, steps: tuple[str, ...] = ("harvest",)) -> dict:

@@ -10,13 +10,13 @@ from manuscripts_search.iiif.content_state import canvas_content_state, content_
 from manuscripts_search.models import Canvas, Collection, Embedding, HarvestError, Manifest, Region
 
 from . import auth, catalogue
-from .admin_actions import add_source, delete_manifest, delete_source, load_source, start_harvest
+from .admin_actions import add_source, delete_manifest, delete_source, load_job, load_source, start_harvest
 from .canvas_info import canvas_summary, load_canvas, manifest_json_url, parse_xywh
 from .database import get_session
 from .duplicates import find_duplicates
 from .engine import describe_setup, execute, prepare_search
 from .errors import AppError
-from .harvest_jobs import jobs_dir, list_jobs, read_record
+from .harvest_jobs import list_jobs
 from .hit_views import hit_views
 from .query_image import read_query_image
 from .region_images import region_image
@@ -244,7 +244,4 @@ def admin_jobs():
 @bp.get("/admin/jobs/<job_id>")
 @auth.require_admin
 def admin_job(job_id: str):
-    record = read_record(jobs_dir(current_app.config["MSEARCH_CONFIG"].data_dir), job_id)
-    if record is None:
-        raise AppError(f"There is no harvest job {job_id[:40]!r}.", 404)
-    return jsonify(record)
+    return jsonify(load_job(job_id))
