@@ -35,7 +35,7 @@ from .claims import (DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQu
                      write_transaction)
 from .derivatives import DerivativeStore
 from .encoder_registry import register_space
-from .models import Embedding
+from .models import Embedding, PerceptualHash
 from .models.base import utcnow
 from .perceptual_hashes import HASH_ALGORITHM, ImageHashes, image_hashes, store_many_hashes
 
@@ -321,7 +321,8 @@ def write_batch(factory: sessionmaker[Session], claims: ClaimQueue, encoder, bat
                              canvas_id=item.canvas_id)
                 report.failed.append((item.kind, item.item_id, result.error))
         done = [r for r in batch if r.error is None and r.item.claim_id in owned]
-        hashed = [r for r in done if r.hashes is not None]
+        unhashed = _unhashed(session, [r.item for r in done if r.hashes is not None])
+        hashed = [r for r in done if r.hashes is not None and r.item.claim_id in unhashed]
         store_many_hashes(session, [(r.item.canvas_id, r.item.region_id, r.item.derivative_sha256, r.hashes)
                                     for r in hashed])
         free = _free_vector_slots(session, encoder.space_id, [r.item for r in done if r.vector is not None])
@@ -336,6 +337,20 @@ def write_batch(factory: sessionmaker[Session], claims: ClaimQueue, encoder, bat
     report.regions += sum(1 for r in vectors if r.item.region_id is not None)
     report.hashed += len(hashed)
     report.skipped += sum(1 for r in batch if r.error is None) - len(done)
+
+
+def _unhashed(session: Session, items: list[WorkItem]) -> set[int]:
+    """Claim ids of ``items`` whose image has no hashes of the current recipe yet. On PostgreSQL a
+    worker may read an item as pending just before another worker's write of it commits, and
+    claim it afterwards: like its vector (:func:`_free_vector_slots`), its hashes are then there."""
+    if not items:
+        return set()
+    stored = set(session.execute(select(PerceptualHash.canvas_id, PerceptualHash.region_id,
+                                        PerceptualHash.derivative_sha256).where(
+        PerceptualHash.algorithm == HASH_ALGORITHM,
+        PerceptualHash.canvas_id.in_({item.canvas_id for item in items}))).all())
+    return {item.claim_id for item in items
+            if (item.canvas_id, item.region_id, item.derivative_sha256) not in stored}
 
 
 def _free_vector_slots(session: Session, space: str, items: list[WorkItem]) -> set[int]:

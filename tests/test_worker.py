@@ -190,6 +190,38 @@ def test_a_worker_whose_lease_ran_out_cannot_write_over_the_one_that_took_over(f
     assert_each_item_once(factory, catalogue, handcrafted.space_id, handcrafted.dim)
 
 
+def test_a_claim_made_from_an_older_view_writes_neither_vector_nor_hashes_again(factory, tmp_path):
+    """On PostgreSQL a worker can read an item as pending just before another worker's write of it
+    commits, and claim it once that claim is gone: its batch must then add nothing."""
+    from manuscripts_search.claims import WorkItem
+    from manuscripts_search.models import EmbeddingClaim
+    from manuscripts_search.perceptual_hashes import image_hashes
+    from manuscripts_search.worker import EmbedReport, _Result, write_batch
+
+    handcrafted = resolve_image_encoder("handcrafted").encoder
+    catalogue = build_catalogue(factory, tmp_path, shape_images(2))
+    first = embed_pending(factory, handcrafted, catalogue.store, OPTIONS)
+    assert (first.canvases, first.hashed) == (2, 2)
+
+    late = ClaimQueue(factory, handcrafted.space_id, "elsewhere:7:1:late")
+    canvas_id = catalogue.canvas_ids[0]
+    with write_transaction(factory) as session:  # the claim it inserted from its older view
+        claim = EmbeddingClaim(space=handcrafted.space_id, canvas_id=canvas_id, worker_id=late.worker_id,
+                               lease_until=time.time() + 60, attempts=0)
+        session.add(claim)
+        session.flush()
+        item = WorkItem(claim.id, canvas_id, None, _item(canvas_id, catalogue).derivative_sha256, True, True)
+    image = store_loader(catalogue.store, 128)(item)
+    late_result = _Result(item, hashes=image_hashes(image), vector=handcrafted.encode_images([image])[0])
+    report = EmbedReport(space=handcrafted.space_id, worker_id=late.worker_id)
+
+    write_batch(factory, late, handcrafted, [late_result], 3600, report)
+
+    assert (report.embedded, report.hashed, report.skipped, report.failed) == (0, 0, 0, [])
+    assert_each_item_once(factory, catalogue, handcrafted.space_id, handcrafted.dim)
+    assert claim_rows(factory) == []
+
+
 def test_limit_and_the_pending_count(factory, tmp_path):
     handcrafted = resolve_image_encoder("handcrafted").encoder
     catalogue = build_catalogue(factory, tmp_path, shape_images(5), regions_per_canvas=2)
