@@ -54,7 +54,7 @@ _RUN_CLI = ("import json, sys, time\n"
             "print(json.dumps(timings))\n")
 _SAVE_LOOP = ("import sys\n"
               "from pathlib import Path\n"
-              "from manuscripts_search.index import VectorIndex\n"
+              "from manuscripts_search.index.vector_index import VectorIndex\n"
               "import hnswlib\n"
               "Path(sys.argv.pop(1)).touch()\n"
               "directory, spaces = Path(sys.argv[1]), sys.argv[2:]\n"
@@ -269,7 +269,7 @@ class CrashTest:
     # -- checks ------------------------------------------------------------------------------------
 
     def torn_indexes(self) -> list[str]:
-        from manuscripts_search.index import IndexReadError, VectorIndex
+        from manuscripts_search.index.vector_index import IndexReadError, VectorIndex
 
         torn = []
         for meta in sorted(self.index_dir.glob("*.json")):
@@ -287,8 +287,8 @@ class CrashTest:
         """Problems with the catalogue against ``expected`` (canvas ids by manifest URL)."""
         import sqlalchemy as sa
 
-        from manuscripts_search.db import make_engine
-        from manuscripts_search.derivatives import DerivativeStore
+        from manuscripts_search.store.db import make_engine
+        from manuscripts_search.store.derivatives import DerivativeStore
         from manuscripts_search.models import Canvas, Embedding, Manifest, Region
 
         problems = []

@@ -26,11 +26,11 @@ def build(path: Path, count: int, planted: int = 5) -> int:
     import numpy as np
     from sqlalchemy import insert, select
 
-    from manuscripts_search import phash
-    from manuscripts_search.db import session_scope
+    from manuscripts_search.embedding import phash
+    from manuscripts_search.store.db import session_scope
     from manuscripts_search.models import Canvas, Manifest, PerceptualHash
     from manuscripts_search.models.base import utcnow
-    from manuscripts_search.perceptual_hashes import HASH_ALGORITHM
+    from manuscripts_search.embedding.perceptual_hashes import HASH_ALGORITHM
     from tests.worker_catalogue import migrated_factory
 
     factory = migrated_factory(f"sqlite:///{path}")
@@ -66,8 +66,8 @@ def build(path: Path, count: int, planted: int = 5) -> int:
 
 
 def measure(path: Path, canvas_id: int, queries: int) -> dict:
-    from manuscripts_search import perceptual_hashes
-    from manuscripts_search.db import session_scope
+    from manuscripts_search.embedding import perceptual_hashes
+    from manuscripts_search.store.db import session_scope
     from tests.worker_catalogue import migrated_factory
 
     factory = migrated_factory(f"sqlite:///{path}")

@@ -131,7 +131,7 @@ def corpus_images(count: int, long_edge: int = 448):
 
 def time_raw(encoder, images, batch_size: int, items: int) -> float:
     """Items/s of encode_prepared on already-prepared batches (decoded and preprocessed beforehand)."""
-    from manuscripts_search.worker import _Stages
+    from manuscripts_search.embedding.worker import _Stages
 
     stages = _Stages(encoder)
     prepared = [stages.prepare(image) for image in images[:batch_size]]
@@ -152,8 +152,8 @@ def time_cpu_stages(encoder, images, threads: int) -> float:
 
     from PIL import Image
 
-    from manuscripts_search.perceptual_hashes import image_hashes
-    from manuscripts_search.worker import _Stages
+    from manuscripts_search.embedding.perceptual_hashes import image_hashes
+    from manuscripts_search.embedding.worker import _Stages
 
     stages = _Stages(encoder)
     encoded = []
@@ -183,9 +183,9 @@ def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float,
 
     from harvest.http import Fetcher
     from harvest.politeness import PolitenessPolicy
-    from manuscripts_search.db import session_scope
+    from manuscripts_search.store.db import session_scope
     from manuscripts_search.models import Canvas
-    from manuscripts_search.worker import WorkerOptions, _Stages, embed_pending
+    from manuscripts_search.embedding.worker import WorkerOptions, _Stages, embed_pending
     from tests.worker_catalogue import build_catalogue, migrated_factory
 
     with tempfile.TemporaryDirectory(prefix="msearch-bench-") as scratch:
@@ -247,7 +247,7 @@ def bench_model(name: str, items: int, batch_size: int, threads: int, latency: f
 
     import torch
 
-    from manuscripts_search.encoder_registry import choose_torch_threads, resolve_image_encoder
+    from manuscripts_search.embedding.registry import choose_torch_threads, resolve_image_encoder
 
     with tempfile.TemporaryDirectory(prefix=f"msearch-bench-{name}-") as scratch:
         started = time.perf_counter()

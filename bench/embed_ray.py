@@ -54,12 +54,12 @@ def bench_model(name: str, items: int, batch_size: int, threads: int, ray_starte
     import numpy as np
     from sqlalchemy import delete
 
-    from manuscripts_search.db import session_scope
+    from manuscripts_search.store.db import session_scope
     from manuscripts_search.distributed.embed_stages import StoreImages
     from manuscripts_search.distributed.ray_embed import RayEmbedOptions, embed_with_ray
-    from manuscripts_search.encoder_registry import choose_torch_threads, resolve_image_encoder
+    from manuscripts_search.embedding.registry import choose_torch_threads, resolve_image_encoder
     from manuscripts_search.models import Embedding, PerceptualHash
-    from manuscripts_search.worker import WorkerOptions, embed_pending
+    from manuscripts_search.embedding.worker import WorkerOptions, embed_pending
     from tests.worker_catalogue import build_catalogue, migrated_factory
 
     bench = _embed_bench()

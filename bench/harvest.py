@@ -99,8 +99,8 @@ def harvest_once(base: str, db_path: Path, data_dir: Path, workers: int, per_hos
     from harvest.images import InfoCache, fetch_canvas_derivatives
     from harvest.manifests import HarvestOptions, harvest_sources
     from harvest.politeness import PolitenessPolicy
-    from manuscripts_search.db import make_engine, make_sessionmaker, upgrade_database
-    from manuscripts_search.derivatives import DerivativeStore
+    from manuscripts_search.store.db import make_engine, make_sessionmaker, upgrade_database
+    from manuscripts_search.store.derivatives import DerivativeStore
 
     engine = make_engine(f"sqlite:///{db_path}")
     upgrade_database(engine)

@@ -4,7 +4,7 @@ For ``--n`` unit vectors of 768 dimensions (SigLIP 2 base), each index is built,
 measured twice: the size of its saved file (hnswlib's and faiss's files are their memory image:
 vectors, graph links, levels) and the growth of this process's resident memory while building.
 
-- hnswlib float32, M=32 (manuscripts_search.index, what the project runs today);
+- hnswlib float32, M=32 (manuscripts_search.index.vector_index, what the project runs today);
 - faiss HNSW over float16 vectors (IndexHNSWSQ fp16), M=32: half the vector bytes, same graph;
 - faiss HNSW over 8-bit scalar-quantised vectors (IndexHNSWSQ QT_8bit), M=32;
 - faiss IVF-PQ (IndexIVFPQ, ``--nlist`` lists, 96 sub-quantisers of 8 bits): 96-byte codes,

@@ -79,10 +79,10 @@ def build_catalogue(workdir: Path, vectors: int) -> dict:
             return info
     import sqlalchemy as sa
 
-    from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-    from manuscripts_search.documents import sync_documents
-    from manuscripts_search.encoders import load_vision_language_encoder
-    from manuscripts_search.index import VectorIndex
+    from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+    from manuscripts_search.search.documents import sync_documents
+    from manuscripts_search.embedding.encoders import load_vision_language_encoder
+    from manuscripts_search.index.vector_index import VectorIndex
     from manuscripts_search.models import Canvas, Embedding, Manifest, Source, utcnow
 
     data_dir = workdir / "data"
@@ -282,7 +282,7 @@ def client_loop(port: int, seed: int, stop_at: float, results: list, lock: threa
 def replace_index_files(info: dict) -> float:
     """Save the index again (new files, atomically, as `msearch index` does after a rebuild);
     returns the seconds it took."""
-    from manuscripts_search.index import VectorIndex
+    from manuscripts_search.index.vector_index import VectorIndex
 
     started = time.perf_counter()
     index = VectorIndex.load(Path(info["data_dir"]) / "index", info["space"])

@@ -5,13 +5,13 @@ Data: structured synthetic embeddings, not i.i.d. noise: unit vectors drawn arou
 base; queries are drawn from the same distribution and are not in the index.
 
 Measured for each size (default 100k, then 1M with ``--sizes 100000 1000000``):
-- build time, memory (resident-set growth), save and load time of our index (manuscripts_search.index);
+- build time, memory (resident-set growth), save and load time of our index (manuscripts_search.index.vector_index);
 - recall@10 against exact search, single-query latency p50/p99 at several ``ef``;
 - faiss ``IndexHNSWFlat`` (same M, efConstruction, efSearch) and, optionally, faiss with float16
   storage (``IndexHNSWSQ`` fp16), in the same run on the same data;
 - numpy brute force (exact) latency per query, for the speed-up;
 - incremental add of 1% into an index of the other 99%, against building the whole index;
-- filtered k-NN (manuscripts_search.knn) at several filter selectivities: recall@10 and latency
+- filtered k-NN (manuscripts_search.search.knn) at several filter selectivities: recall@10 and latency
   of each strategy (exact, overfetch, filtered callback) and of the automatic choice.
 
 Run: ``.venv/bin/python bench/search.py --sizes 100000 [--json out.json]``
@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from manuscripts_search.index import IndexParams, VectorIndex  # noqa: E402
-from manuscripts_search.knn import knn  # noqa: E402
+from manuscripts_search.index.vector_index import IndexParams, VectorIndex  # noqa: E402
+from manuscripts_search.search.knn import knn  # noqa: E402
 
 DIM = 768
 K = 10

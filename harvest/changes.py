@@ -20,8 +20,8 @@ from typing import Any, Optional
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from manuscripts_search import store
-from manuscripts_search.db import session_scope
+from manuscripts_search.store import catalogue as store
+from manuscripts_search.store.db import session_scope
 from manuscripts_search.models import ChangeStream, FetchedDocument, utcnow
 
 from .http import Fetcher, FetchError

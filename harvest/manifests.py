@@ -9,7 +9,7 @@ same moment. So:
   duplicates and without fetching again what was complete (:mod:`harvest.crawl_queue`);
 * re-harvesting is incremental: conditional requests and content hashes make an unchanged
   document cost one 304 and no parsing, changed manifests are updated in place
-  (:func:`manuscripts_search.store.save_manifest`), 404/410 flag a manifest as gone;
+  (:func:`manuscripts_search.store.catalogue.save_manifest`), 404/410 flag a manifest as gone;
 * every failure is recorded against its URL with a readable reason and the crawl goes on.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from manuscripts_search import store
-from manuscripts_search.db import session_scope
+from manuscripts_search.store import catalogue as store
+from manuscripts_search.store.db import session_scope
 from manuscripts_search.faults import is_database_outage
 from manuscripts_search.iiif.annotations import ParsedAnnotationDocument
 from manuscripts_search.iiif.model import ParsedCollection, ParsedManifest

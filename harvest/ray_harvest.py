@@ -109,7 +109,7 @@ def host_groups(sources: list[str]) -> list[list[str]]:
 # -- the tasks (run in Ray worker processes) ------------------------------------------------------
 
 def _task_factory(db_url: str) -> sessionmaker[Session]:
-    from manuscripts_search.db import make_engine, make_sessionmaker
+    from manuscripts_search.store.db import make_engine, make_sessionmaker
 
     return make_sessionmaker(make_engine(db_url))
 
@@ -137,8 +137,8 @@ def fetch_image_chunk(db_url: str, derivatives_dir: str, long_edge: int, jobs: l
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from manuscripts_search.claims import write_transaction
-    from manuscripts_search.derivatives import DerivativeStore
+    from manuscripts_search.store.claims import write_transaction
+    from manuscripts_search.store.derivatives import DerivativeStore
 
     from .http import FetchError
     from .images import InfoCache, fetch_canvas_image, normalise_image, record_canvas_image
@@ -248,7 +248,7 @@ def _follow_change_streams(factory, fetcher, streams, options: RayHarvestOptions
 
 def _fetch_images(ray, image_task, config, factory, db_url: str, fetch: FetcherSettings, limiter,
                   options: RayHarvestOptions, parallel: int, report: RayHarvestReport) -> None:
-    from manuscripts_search.db import session_scope
+    from manuscripts_search.store.db import session_scope
 
     from .images import pending_jobs
 
@@ -268,7 +268,7 @@ def _fetch_images(ray, image_task, config, factory, db_url: str, fetch: FetcherS
 
 
 def _fetch_regions(config, factory, fetcher, options: RayHarvestOptions, report: RayHarvestReport) -> None:
-    from manuscripts_search.derivatives import DerivativeStore
+    from manuscripts_search.store.derivatives import DerivativeStore
 
     from .images import InfoCache
     from .regions import RegionGrid, fetch_region_derivatives, plan_regions

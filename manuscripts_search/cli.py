@@ -26,7 +26,7 @@ class CLIState:
 
     def session_factory(self):
         if self._session_factory is None:
-            from .db import DatabaseError, make_engine, make_sessionmaker, upgrade_database
+            from .store.db import DatabaseError, make_engine, make_sessionmaker, upgrade_database
             from .redact import redact
 
             engine = make_engine(self.config.db_url)
@@ -50,8 +50,8 @@ class CLIState:
         """The image encoder that `msearch embed` would use: the configured vision-language model,
         or (with ``fallback``) the handcrafted features when it cannot be loaded, said on stderr.
         Vectors made by either can then be searched by image."""
-        from .encoder_registry import resolve_image_encoder
-        from .encoders import EncoderLoadError
+        from .embedding.registry import resolve_image_encoder
+        from .embedding.encoders import EncoderLoadError
 
         try:
             resolved = resolve_image_encoder(model or self.config.model, self.config.device, fallback=fallback)

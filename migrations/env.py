@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from manuscripts_search.db import make_engine
+from manuscripts_search.store.db import make_engine
 from manuscripts_search.models import Base
 from manuscripts_search.models.search import alembic_include_object
 

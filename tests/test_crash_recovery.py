@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from bench.crash_test import CrashTest
-from manuscripts_search.db import make_engine
+from manuscripts_search.store.db import make_engine
 from manuscripts_search.models import Embedding
 
 

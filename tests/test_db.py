@@ -5,10 +5,10 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from manuscripts_search.db import downgrade_database, make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import downgrade_database, make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.iiif.model import ImageServiceRef, PaintedImage, ParsedCanvas, ParsedManifest
 from manuscripts_search.models import Canvas, Embedding, Manifest
-from manuscripts_search import store
+from manuscripts_search.store import catalogue as store
 
 EXPECTED_TABLES = {"sources", "collections", "collection_manifests", "manifests", "canvases",
                    "regions", "embeddings", "errors", "alembic_version"}

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sqlalchemy import delete, update
 
-from manuscripts_search import perceptual_hashes
-from manuscripts_search.db import session_scope
+from manuscripts_search.embedding import perceptual_hashes
+from manuscripts_search.store.db import session_scope
 from manuscripts_search.models import PerceptualHash
-from manuscripts_search.perceptual_hashes import find_near_duplicates, image_hashes, store_hashes
+from manuscripts_search.embedding.perceptual_hashes import find_near_duplicates, image_hashes, store_hashes
 from tests.model_factory import render_shape
 from tests.worker_catalogue import build_catalogue, migrated_factory
 
@@ -65,7 +65,7 @@ def test_hashes_are_read_once_and_again_after_any_change(factory, tmp_path, monk
 
 
 def test_chunked_distances_match_the_pairwise_definition():
-    from manuscripts_search import phash
+    from manuscripts_search.embedding import phash
 
     rng = np.random.default_rng(7)
     hashes = [tuple(int(v) for v in rng.integers(0, 2**63, size=phash.CROP_VARIANTS)) for _ in range(50)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from manuscripts_search.encoders import (DEFAULT_MODEL_ID, EncoderLoadError, VisionLanguageEncoder,
+from manuscripts_search.embedding.encoders import (DEFAULT_MODEL_ID, EncoderLoadError, VisionLanguageEncoder,
                                          load_vision_language_encoder)
 from tests.model_factory import build_random_clip, caption, render_shape, shape_classes
 

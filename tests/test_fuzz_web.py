@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from manuscripts_search.config import load_config
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-from manuscripts_search.documents import sync_documents
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.search.documents import sync_documents
 from manuscripts_search.iiif.presentation import parse_document
-from manuscripts_search.store import save_manifest
+from manuscripts_search.store.catalogue import save_manifest
 from tests.fixtures_database import module_database
 
 FUZZ = settings(max_examples=int(os.environ.get("MSEARCH_FUZZ_EXAMPLES", "40")), deadline=None, database=None,

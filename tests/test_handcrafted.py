@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from manuscripts_search.handcrafted import HANDCRAFTED_MODEL_ID, HandcraftedEncoder, TextNotSupportedError
+from manuscripts_search.embedding.handcrafted import HANDCRAFTED_MODEL_ID, HandcraftedEncoder, TextNotSupportedError
 from tests.model_factory import render_shape
 from tests.worker_catalogue import corpus_image_names, load_corpus_image
 

@@ -13,7 +13,7 @@ from harvest.changes import process_change_stream
 from harvest.http import Fetcher
 from harvest.politeness import PolitenessPolicy
 from manuscripts_search.cli import cli
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import ChangeStream, Manifest
 from tests.scripted_http_server import ScriptedServer
 

@@ -17,8 +17,8 @@ from harvest.images import InfoCache, fetch_canvas_derivatives
 from harvest.manifests import harvest_sources
 from harvest.politeness import PolitenessPolicy
 from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-from manuscripts_search.derivatives import DerivativeStore
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas, Region
 from tests.fixtures_image_servers import (  # noqa: F401,F811 (fixtures used by name)
     _lighttpd_servers,

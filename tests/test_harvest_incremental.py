@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from harvest.http import Fetcher
 from harvest.manifests import harvest_sources
 from harvest.politeness import PolitenessPolicy
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Canvas, Embedding, FetchedDocument, Manifest, TextAnnotation
 from tests.scripted_http_server import Reply, ScriptedServer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Canvas, CollectionMembership, CrawlItem, Manifest
 from tests.scripted_http_server import ScriptedServer
 

@@ -268,7 +268,7 @@ def test_a_normal_image_still_decodes():
 
 @pytest.fixture
 def web_app(tmp_path, db_url):
-    from manuscripts_search.db import make_engine, upgrade_database
+    from manuscripts_search.store.db import make_engine, upgrade_database
     from web import create_app
     from web.database import dispose_engine
 
@@ -411,10 +411,10 @@ def test_request_ids_are_echoed_and_sanitised(web_app, caplog):
 def test_nul_characters_are_removed_so_postgresql_can_store_the_text(db_url):
     """Found by the fuzzer on PostgreSQL: a \\u0000 in a label made the search document of the
     manifest impossible to write (PostgreSQL text cannot hold NUL)."""
-    from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-    from manuscripts_search.documents import sync_documents
+    from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+    from manuscripts_search.search.documents import sync_documents
     from manuscripts_search.models import SearchDocument
-    from manuscripts_search.store import save_manifest
+    from manuscripts_search.store.catalogue import save_manifest
     from sqlalchemy import select
 
     doc = manifest_doc("https://example.org", "nul")

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from manuscripts_search.index import (IndexParams, IndexReadError, LiveIndex, VectorIndex, index_paths,
+from manuscripts_search.index.vector_index import (IndexParams, IndexReadError, LiveIndex, VectorIndex, index_paths,
                                       index_signature, remove_stale_temporaries)
-from manuscripts_search.knn import knn
+from manuscripts_search.search.knn import knn
 
 SPACE = "test/model@abc"
 
@@ -155,7 +155,7 @@ def test_a_save_interrupted_between_its_two_renames_never_serves_deleted_vectors
 _SAVER = textwrap.dedent("""
     import sys
     import numpy as np
-    from manuscripts_search.index import VectorIndex
+    from manuscripts_search.index.vector_index import VectorIndex
 
     directory, space = sys.argv[1], sys.argv[2]
     index = VectorIndex.load(directory, space)

@@ -18,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from manuscripts_search.db import MIGRATIONS_DIR, downgrade_database, make_engine, upgrade_database
+from manuscripts_search.store.db import MIGRATIONS_DIR, downgrade_database, make_engine, upgrade_database
 from manuscripts_search.models import Base
 
 ROWS_PER_TABLE = 3

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from manuscripts_search.cli import cli
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Canvas, Manifest
 from tests.fixtures_postgres import TempPostgres
 from tests.scripted_http_server import Reply, ScriptedServer

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from sqlalchemy import delete
 
 from manuscripts_search.cli import cli
-from manuscripts_search.db import session_scope
-from manuscripts_search.encoder_registry import resolve_image_encoder
+from manuscripts_search.store.db import session_scope
+from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Embedding, PerceptualHash
 from tests.fixtures_ray import ray_cluster  # noqa: F401
 from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401

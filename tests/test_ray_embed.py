@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, select
 
-from manuscripts_search.db import session_scope
+from manuscripts_search.store.db import session_scope
 from manuscripts_search.distributed import embed_stages, ray_embed
-from manuscripts_search.encoder_registry import resolve_image_encoder
+from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Embedding, EmbeddingClaim, PerceptualHash
 from tests.fixtures_ray import ray_cluster  # noqa: F401
 from tests.scripted_http_server import Reply, ScriptedServer
@@ -192,7 +192,7 @@ def test_an_unreachable_cluster_is_a_clear_error_at_once():
 
 
 def test_a_model_actor_with_other_model_files_refuses_to_run(trained_clip_dir, random_clip_dir):
-    from manuscripts_search.encoder_registry import SpaceMismatchError
+    from manuscripts_search.embedding.registry import SpaceMismatchError
 
     driver = resolve_image_encoder(str(trained_clip_dir), fallback=False).encoder
     spec = embed_stages.ModelSpec(model=str(random_clip_dir), space_id=driver.space_id, revision=driver.revision,
@@ -211,7 +211,7 @@ def test_a_cpu_model_actor_computes_on_all_its_nodes_cores():
 
     import torch
 
-    from manuscripts_search.handcrafted import HandcraftedEncoder
+    from manuscripts_search.embedding.handcrafted import HandcraftedEncoder
 
     handcrafted = HandcraftedEncoder()
     spec = embed_stages.ModelSpec(model="handcrafted", space_id=handcrafted.space_id, revision=handcrafted.revision,

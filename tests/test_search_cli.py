@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from manuscripts_search.cli import cli
 from manuscripts_search.config import load_config
-from manuscripts_search.db import make_engine, make_sessionmaker, upgrade_database
-from manuscripts_search.index import index_paths
+from manuscripts_search.store.db import make_engine, make_sessionmaker, upgrade_database
+from manuscripts_search.index.vector_index import index_paths
 from tests.model_factory import render_shape
 from tests.test_search_engine import build_library, encoder, module_db_url, text_encoder  # noqa: F401
 

@@ -12,17 +12,17 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
-from manuscripts_search.classification import (ClassificationError, add_image_prototype, add_text_prototype,
+from manuscripts_search.search.classification import (ClassificationError, add_image_prototype, add_text_prototype,
                                                classify_canvases, get_or_create_category)
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-from manuscripts_search.documents import sync_documents
-from manuscripts_search.filters import SearchFilters, parse_filter_options
-from manuscripts_search.index import LiveIndex, VectorIndex
-from manuscripts_search.index_sync import sync_index, verify_index
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.search.documents import sync_documents
+from manuscripts_search.search.filters import SearchFilters, parse_filter_options
+from manuscripts_search.index.vector_index import LiveIndex, VectorIndex
+from manuscripts_search.index.sync import sync_index, verify_index
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region,
                                        TextAnnotation)
-from manuscripts_search.search import SearchContext, SearchError, SearchRequest, run_search, search_text
-from manuscripts_search.text_search import sync_text_vectors
+from manuscripts_search.search.engine import SearchContext, SearchError, SearchRequest, run_search, search_text
+from manuscripts_search.search.text_vectors import sync_text_vectors
 from tests.fixtures_database import module_database
 from tests.model_factory import render_shape
 
@@ -153,14 +153,14 @@ def build_library(factory, index_dir: Path, encoder, text_encoder, make_indexes:
 
 @pytest.fixture(scope="module")
 def encoder(trained_clip_dir):
-    from manuscripts_search.encoders import load_vision_language_encoder
+    from manuscripts_search.embedding.encoders import load_vision_language_encoder
 
     return load_vision_language_encoder(str(trained_clip_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def text_encoder():
-    from manuscripts_search.text_encoder import load_text_encoder
+    from manuscripts_search.embedding.text_encoder import load_text_encoder
 
     return load_text_encoder()
 
@@ -262,7 +262,7 @@ def test_a_selective_filter_still_returns_k_results(library):
 
 
 def test_filter_values_are_checked():
-    from manuscripts_search.filters import FilterError
+    from manuscripts_search.search.filters import FilterError
 
     with pytest.raises(FilterError, match="unknown filter 'colour'"):
         parse_filter_options(["colour=red"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from manuscripts_search.documents import language_map_texts, manifest_text, plain_text
-from manuscripts_search.fulltext import query_terms, snippet
-from manuscripts_search.fusion import RankedSignal, reciprocal_rank_fusion
+from manuscripts_search.search.documents import language_map_texts, manifest_text, plain_text
+from manuscripts_search.search.fulltext import query_terms, snippet
+from manuscripts_search.search.fusion import RankedSignal, reciprocal_rank_fusion
 from manuscripts_search.models import Manifest
 from manuscripts_search.near_duplicates import (NearDuplicateError, hamming_search, hash_to_uint64,
                                                 near_duplicates)
@@ -93,7 +93,7 @@ def test_near_duplicates_through_the_loader_interface():
 
 
 def test_minilm_sentence_vectors_are_unit_length_and_meaningful():
-    from manuscripts_search.text_encoder import load_text_encoder, text_space_id
+    from manuscripts_search.embedding.text_encoder import load_text_encoder, text_space_id
 
     encoder = load_text_encoder()
     assert encoder.dim == 384 and encoder.space_id == text_space_id()
@@ -110,7 +110,7 @@ def test_hashes_from_the_embedding_worker_find_a_re_encoded_copy():
 
     from PIL import Image
 
-    from manuscripts_search.perceptual_hashes import image_hashes
+    from manuscripts_search.embedding.perceptual_hashes import image_hashes
     from tests.model_factory import render_shape
 
     original = render_shape("red", "circle", size=256, seed=5)

@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from manuscripts_search.db import downgrade_database, make_engine, upgrade_database
+from manuscripts_search.store.db import downgrade_database, make_engine, upgrade_database
 from manuscripts_search.models import Base
 from manuscripts_search.models.search import FTS_TABLE, PG_FULLTEXT_INDEX, alembic_include_object
 
@@ -47,8 +47,8 @@ def test_postgresql_fulltext_queries_use_the_index(db_url):
     """The query's expression must be the index's exactly, or PostgreSQL scans every document."""
     from sqlalchemy import event
 
-    from manuscripts_search.db import make_sessionmaker, session_scope
-    from manuscripts_search.fulltext import search_fulltext
+    from manuscripts_search.store.db import make_sessionmaker, session_scope
+    from manuscripts_search.search.fulltext import search_fulltext
 
     engine = make_engine(db_url)
     upgrade_database(engine)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from manuscripts_search.config import Config, load_config
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-from manuscripts_search.index import VectorIndex
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.index.vector_index import VectorIndex
 from manuscripts_search.models import Canvas, Embedding, Manifest
 from tests.browser_helpers import launch_chromium, mean_colour, serve_app, settled_box
 from tests.fixtures_database import module_database
@@ -107,7 +107,7 @@ def _save_index(session, encoder, config: Config) -> None:
 
 @pytest.fixture(scope="module")
 def encoder(trained_clip_dir):
-    from manuscripts_search.encoders import load_vision_language_encoder
+    from manuscripts_search.embedding.encoders import load_vision_language_encoder
 
     return load_vision_language_encoder(str(trained_clip_dir), device="cpu")
 
@@ -436,7 +436,7 @@ def test_unloadable_model_falls_back_to_text_search_with_a_notice_naming_it(make
 
 def test_unreadable_index_falls_back_with_a_notice_that_says_what_to_run(make_app, encoder, trained_clip_dir,
                                                                          tmp_path, db_url):
-    from manuscripts_search.index import index_paths
+    from manuscripts_search.index.vector_index import index_paths
 
     config = _make_config(tmp_path / "torn", trained_clip_dir, db_url)
     _migrate(config)

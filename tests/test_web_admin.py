@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Manifest, Source
 from tests.web_site import site_config
 from web import create_app

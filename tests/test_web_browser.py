@@ -26,7 +26,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshot
 @pytest.fixture()
 def live_site(tmp_path, db_url, trained_clip_dir, iiif_server):
     """The shapes catalogue with real images, served by the app on a free port."""
-    from manuscripts_search.encoders import load_vision_language_encoder
+    from manuscripts_search.embedding.encoders import load_vision_language_encoder
 
     encoder = load_vision_language_encoder(str(trained_clip_dir), device="cpu")
     site = build_site(site_config(tmp_path / "data", trained_clip_dir, db_url), encoder, image_server=iiif_server)

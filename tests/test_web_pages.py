@@ -157,9 +157,9 @@ def test_more_like_a_drawn_region_crops_the_image_from_its_server(shapes_app, sh
 
 
 def test_other_digitisations_are_found_by_perceptual_hash(tmp_path, db_url, trained_clip_dir):
-    from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+    from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
     from manuscripts_search.models import Canvas, Manifest
-    from manuscripts_search.perceptual_hashes import image_hashes, store_hashes
+    from manuscripts_search.embedding.perceptual_hashes import image_hashes, store_hashes
     from tests.web_site import scene_image, site_config
     from web import create_app
     from web.database import dispose_engine

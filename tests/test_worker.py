@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from manuscripts_search.claims import ClaimQueue, clear_failures, new_worker_id, worker_is_gone, write_transaction
-from manuscripts_search.db import session_scope
-from manuscripts_search.encoder_registry import recorded_spaces, resolve_image_encoder
+from manuscripts_search.store.claims import ClaimQueue, clear_failures, new_worker_id, worker_is_gone, write_transaction
+from manuscripts_search.store.db import session_scope
+from manuscripts_search.embedding.registry import recorded_spaces, resolve_image_encoder
 from manuscripts_search.models import Embedding, EmbeddingClaim, HarvestError, PerceptualHash
-from manuscripts_search.worker import WorkerOptions, embed_pending, make_claim_queue, store_loader
+from manuscripts_search.embedding.worker import WorkerOptions, embed_pending, make_claim_queue, store_loader
 from tests.worker_catalogue import (as_vector, assert_each_item_once, build_catalogue, claim_rows, migrated_factory,
                                     shape_images, vector_rows)
 
@@ -64,7 +64,7 @@ def test_canvases_and_regions_are_embedded_once_with_model_id_and_revision(facto
 
 
 def _item(canvas_id, catalogue):
-    from manuscripts_search.claims import WorkItem
+    from manuscripts_search.store.claims import WorkItem
     from manuscripts_search.models import Canvas
 
     with session_scope(catalogue.factory) as session:
@@ -166,7 +166,7 @@ def _gone_worker_id() -> str:
     import subprocess
     import sys
 
-    finished = subprocess.run([sys.executable, "-c", "from manuscripts_search.claims import new_worker_id; "
+    finished = subprocess.run([sys.executable, "-c", "from manuscripts_search.store.claims import new_worker_id; "
                                "print(new_worker_id())"], capture_output=True, text=True, check=True)
     worker_id = finished.stdout.strip()
     assert worker_is_gone(worker_id) and not worker_is_gone(new_worker_id())
@@ -193,10 +193,10 @@ def test_a_worker_whose_lease_ran_out_cannot_write_over_the_one_that_took_over(f
 def test_a_claim_made_from_an_older_view_writes_neither_vector_nor_hashes_again(factory, tmp_path):
     """On PostgreSQL a worker can read an item as pending just before another worker's write of it
     commits, and claim it once that claim is gone: its batch must then add nothing."""
-    from manuscripts_search.claims import WorkItem
+    from manuscripts_search.store.claims import WorkItem
     from manuscripts_search.models import EmbeddingClaim
-    from manuscripts_search.perceptual_hashes import image_hashes
-    from manuscripts_search.worker import EmbedReport, _Result, write_batch
+    from manuscripts_search.embedding.perceptual_hashes import image_hashes
+    from manuscripts_search.embedding.worker import EmbedReport, _Result, write_batch
 
     handcrafted = resolve_image_encoder("handcrafted").encoder
     catalogue = build_catalogue(factory, tmp_path, shape_images(2))

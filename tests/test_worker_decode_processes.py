@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from sqlalchemy import delete
 
 from manuscripts_search.cli import cli
-from manuscripts_search.db import session_scope
-from manuscripts_search.encoder_registry import preparer_source, resolve_image_encoder
+from manuscripts_search.store.db import session_scope
+from manuscripts_search.embedding.registry import preparer_source, resolve_image_encoder
 from manuscripts_search.models import Canvas, Embedding, PerceptualHash
-from manuscripts_search.worker import WorkerOptions, embed_pending
+from manuscripts_search.embedding.worker import WorkerOptions, embed_pending
 from tests.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
     migrated_factory, shape_images, vector_rows, vectors_by_item
 

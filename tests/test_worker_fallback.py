@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from manuscripts_search.cli import cli
-from manuscripts_search.encoder_registry import resolve_image_encoder
-from manuscripts_search.encoders import EncoderLoadError
-from manuscripts_search.handcrafted import HandcraftedEncoder
+from manuscripts_search.embedding.registry import resolve_image_encoder
+from manuscripts_search.embedding.encoders import EncoderLoadError
+from manuscripts_search.embedding.handcrafted import HandcraftedEncoder
 from tests.worker_catalogue import build_catalogue, load_corpus_image, migrated_factory
 
 LABELS = {

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from manuscripts_search.claims import WorkItem
-from manuscripts_search.db import session_scope
-from manuscripts_search.encoder_registry import resolve_image_encoder
+from manuscripts_search.store.claims import WorkItem
+from manuscripts_search.store.db import session_scope
+from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Canvas, Embedding, Region
-from manuscripts_search.worker import store_loader
+from manuscripts_search.embedding.worker import store_loader
 from tests.worker_catalogue import (as_vector, assert_each_item_once, build_catalogue, claim_rows, migrated_factory,
                                     shape_images, vector_rows)
 
@@ -29,8 +29,8 @@ DRIVER = """
 import os, pathlib, sys, time
 import torch, transformers  # noqa: F401
 from manuscripts_search.cli import main
-from manuscripts_search.db import make_engine, upgrade_database
-from manuscripts_search.encoder_registry import resolve_image_encoder
+from manuscripts_search.store.db import make_engine, upgrade_database
+from manuscripts_search.embedding.registry import resolve_image_encoder
 resolve_image_encoder(os.environ["MSEARCH_MODEL"], fallback=False)
 engine = make_engine(os.environ["MSEARCH_DB"])
 upgrade_database(engine)

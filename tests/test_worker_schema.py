@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from manuscripts_search.db import downgrade_database, make_engine, upgrade_database
+from manuscripts_search.store.db import downgrade_database, make_engine, upgrade_database
 from manuscripts_search.models import Base
 
 WORKER_TABLES = {"model_spaces", "embedding_claims", "perceptual_hashes"}

@@ -17,9 +17,9 @@ import numpy as np
 from sqlalchemy import select
 
 from manuscripts_search.config import Config, load_config
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-from manuscripts_search.documents import sync_documents
-from manuscripts_search.index import VectorIndex
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.search.documents import sync_documents
+from manuscripts_search.index.vector_index import VectorIndex
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region, Source,
                                        TextAnnotation)
 from tests.model_factory import render_shape
@@ -204,7 +204,7 @@ def module_db_url(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def web_encoder(trained_clip_dir):
-    from manuscripts_search.encoders import load_vision_language_encoder
+    from manuscripts_search.embedding.encoders import load_vision_language_encoder
 
     return load_vision_language_encoder(str(trained_clip_dir), device="cpu")
 

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
-from manuscripts_search.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-from manuscripts_search.derivatives import DerivativeStore
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas, Embedding, EmbeddingClaim, Manifest, PerceptualHash, Region
 from tests.model_factory import render_shape
 

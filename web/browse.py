@@ -49,7 +49,7 @@ def manifest(manifest_id: int):
     session = get_session()
     row = catalogue.load_manifest(session, manifest_id)
     canvases = catalogue.manifest_canvases(session, row)
-    from manuscripts_search.search import thumbnail_url
+    from manuscripts_search.search.engine import thumbnail_url
 
     republished = url_for("iiif.manifest", manifest_id=row.id, _external=True)
     return render_template(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from manuscripts_search.iiif.language import first_value
 from manuscripts_search.models import Canvas, Manifest
-from manuscripts_search.search import thumbnail_url
+from manuscripts_search.search.engine import thumbnail_url
 
 from .errors import AppError
 

@@ -10,7 +10,7 @@ from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
 from manuscripts_search.config import Config
-from manuscripts_search.db import make_engine, make_sessionmaker
+from manuscripts_search.store.db import make_engine, make_sessionmaker
 
 _EXTENSION = "msearch.sessionmaker"
 _ENGINE = "msearch.engine"

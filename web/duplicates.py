@@ -1,6 +1,6 @@
 """Other digitisations of a page: near-duplicates by perceptual hash.
 
-The embedding worker stores the hashes (:mod:`manuscripts_search.perceptual_hashes`); the
+The embedding worker stores the hashes (:mod:`manuscripts_search.embedding.perceptual_hashes`); the
 search compares each image's 256-bit hash with the other's crops both ways, so re-encoded,
 resized and slightly cropped copies are found, for a canvas or for a drawn region's pixels.
 """
@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manuscripts_search.models import Canvas
-from manuscripts_search.perceptual_hashes import find_near_duplicates
+from manuscripts_search.embedding.perceptual_hashes import find_near_duplicates
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What a search may use in this process, and running it: the bridge from the web app to
-:func:`manuscripts_search.search.run_search`.
+:func:`manuscripts_search.search.engine.run_search`.
 
 Searching degrades instead of failing: without the vision-language model (not downloadable, a
 bad directory) or without its index, a text query still searches metadata and transcriptions
@@ -16,9 +16,9 @@ from flask import current_app
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from manuscripts_search.filters import FilterError
+from manuscripts_search.search.filters import FilterError
 from manuscripts_search.models import SearchDocument
-from manuscripts_search.search import SearchContext, SearchError, SearchPage, SearchRequest, run_search
+from manuscripts_search.search.engine import SearchContext, SearchError, SearchPage, SearchRequest, run_search
 
 from .errors import AppError
 from .resources import (NO_INDEX_MESSAGE, encoder_fallback_reason, get_encoder, get_index, has_any_index,
@@ -90,7 +90,7 @@ def _only_image_space(app) -> Optional[str]:
 
 def _add_semantic(app, setup: SearchSetup) -> None:
     """The MiniLM sentence index and encoder, when an index for them was saved."""
-    from manuscripts_search.text_encoder import TextEncoderLoadError, load_text_encoder, text_space_id
+    from manuscripts_search.embedding.text_encoder import TextEncoderLoadError, load_text_encoder, text_space_id
 
     space = text_space_id()
     if space is None or not any(s.get("space") == space for s in saved_indexes(app)):

@@ -62,7 +62,7 @@ def _database_status(app) -> dict:
 def _head_revision():
     from alembic.script import ScriptDirectory
 
-    from manuscripts_search.db import MIGRATIONS_DIR
+    from manuscripts_search.store.db import MIGRATIONS_DIR
 
     try:
         return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter
 from manuscripts_search.models import Canvas, Manifest
-from manuscripts_search.search import ResultHit
+from manuscripts_search.search.engine import ResultHit
 
 from .canvas_info import http_url, manifest_json_url, region_thumbnail_url
 from .sanitise import language_values

@@ -31,7 +31,7 @@ from manuscripts_search.iiif.language import first_value
 from manuscripts_search.models import Canvas, Manifest
 
 from .canvas_info import http_url, manifest_json_url
-from .content_matches import Scope, autocomplete_terms, text_hits, visual_hits
+from manuscripts_search.search.content_matches import Scope, autocomplete_terms, text_hits, visual_hits
 from .database import get_session
 from .engine import execute, prepare_search
 from .errors import AppError

@@ -7,7 +7,7 @@ import logging
 
 from flask import current_app
 
-from manuscripts_search.derivatives import DerivativeStore
+from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas
 
 from .canvas_info import CanvasRect, http_url, image_region

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from flask import Flask
 
-from manuscripts_search.index import IndexReadError, LiveIndex, VectorIndex
+from manuscripts_search.index.vector_index import IndexReadError, LiveIndex, VectorIndex
 
 from .errors import AppError
 
@@ -66,8 +66,8 @@ def get_encoder(app: Flask):
     if resources.encoder is None or stale_fallback:
         with resources.encoder_lock:
             if resources.encoder is None or stale_fallback:
-                from manuscripts_search.encoder_registry import resolve_image_encoder
-                from manuscripts_search.encoders import EncoderLoadError
+                from manuscripts_search.embedding.registry import resolve_image_encoder
+                from manuscripts_search.embedding.encoders import EncoderLoadError
 
                 try:
                     resolved = resolve_image_encoder(resources.model, device=resources.device, fallback=True)

@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 
 from werkzeug.datastructures import MultiDict
 
-from manuscripts_search.filters import FilterError, SearchFilters, parse_filter_options
-from manuscripts_search.search import SIGNALS, SearchRequest
+from manuscripts_search.search.filters import FilterError, SearchFilters, parse_filter_options
+from manuscripts_search.search.engine import SIGNALS, SearchRequest
 
 from .errors import AppError
 

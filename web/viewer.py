@@ -98,7 +98,7 @@ def _link(item) -> dict | None:
 
 def _highlights(session, canvas: Canvas, region, query: str) -> tuple[list[dict], list[str]]:
     """The regions to draw: the hit's own first, then text and visual matches of ``query``."""
-    from .content_matches import Scope, canvas_visual_regions, text_hits
+    from manuscripts_search.search.content_matches import Scope, canvas_visual_regions, text_hits
 
     found: list[tuple[str, str, str]] = []  # (xywh, label, kind)
     notices: list[str] = []

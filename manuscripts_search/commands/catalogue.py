@@ -24,7 +24,7 @@ def manifests(state: CLIState, as_json, errors_only):
     """List harvested manifests with canvas counts and errors."""
     from sqlalchemy import select
 
-    from ..db import session_scope
+    from ..store.db import session_scope
     from ..iiif.language import first_value
     from ..models import Manifest
 
@@ -51,7 +51,7 @@ def stats(state: CLIState, as_json):
     """Counts of manifests, canvases, embeddings and errors."""
     from sqlalchemy import func, select
 
-    from ..db import session_scope
+    from ..store.db import session_scope
     from ..models import Canvas, Collection, Embedding, HarvestError, Manifest, Region
 
     with session_scope(state.session_factory()) as session:

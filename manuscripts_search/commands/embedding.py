@@ -70,11 +70,11 @@ def embed(state: CLIState, batch_size, threads, prefetch, decode_processes, regi
     from sqlalchemy.exc import SQLAlchemyError
     from tqdm import tqdm
 
-    from ..claims import ClaimError, clear_failures
-    from ..derivatives import DerivativeStore
-    from ..encoder_registry import SpaceMismatchError, choose_torch_threads, resolve_image_encoder
-    from ..encoders import EncoderLoadError
-    from ..worker import WorkerOptions, embed_pending, make_claim_queue
+    from ..store.claims import ClaimError, clear_failures
+    from ..store.derivatives import DerivativeStore
+    from ..embedding.registry import SpaceMismatchError, choose_torch_threads, resolve_image_encoder
+    from ..embedding.encoders import EncoderLoadError
+    from ..embedding.worker import WorkerOptions, embed_pending, make_claim_queue
 
     refuse_without_ray(engine, address=address, derivatives_url=derivatives_url, encoders=encoders,
                        prepare_actors=prepare_actors, ray_cpus=ray_cpus)
@@ -189,8 +189,8 @@ def _sync_index(state: CLIState, factory, space: str):
     """Sync the space's index, one process at a time (several workers may finish together)."""
     import fcntl
 
-    from ..db import session_scope
-    from ..index_sync import dim_of, sync_index
+    from ..store.db import session_scope
+    from ..index.sync import dim_of, sync_index
 
     index_dir = state.config.index_dir
     index_dir.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions:
     from harvest.images import InfoCache, fetch_canvas_derivatives
     from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
 
-    from ..derivatives import DerivativeStore
+    from ..store.derivatives import DerivativeStore
 
     cfg = state.config
     factory = state.session_factory()

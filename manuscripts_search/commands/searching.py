@@ -14,7 +14,7 @@ MAX_QUERY_IMAGE_BYTES = 32 * 1024 * 1024
 
 
 def _index_params(m, ef_construction, ef):
-    from ..index import IndexParams
+    from ..index.vector_index import IndexParams
 
     try:
         return IndexParams().replace(M=m, ef_construction=ef_construction, ef_search=ef)
@@ -44,8 +44,8 @@ def index(ctx, as_json, with_text, m, ef_construction, ef):
     """Bring the indexes in step with the database (add new, drop stale vectors; no rebuild)."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..db import session_scope
-    from ..index_sync import spaces, sync_index
+    from ..store.db import session_scope
+    from ..index.sync import spaces, sync_index
 
     state: CLIState = ctx.obj
     params = _index_params(m, ef_construction, ef)
@@ -67,10 +67,10 @@ def index(ctx, as_json, with_text, m, ef_construction, ef):
 
 
 def _refresh_text(state: CLIState, factory) -> dict:
-    from ..db import session_scope
-    from ..documents import sync_documents
-    from ..text_encoder import TextEncoderLoadError, load_text_encoder
-    from ..text_search import pending_document_ids, sync_text_vectors
+    from ..store.db import session_scope
+    from ..search.documents import sync_documents
+    from ..embedding.text_encoder import TextEncoderLoadError, load_text_encoder
+    from ..search.text_vectors import pending_document_ids, sync_text_vectors
 
     with session_scope(factory) as session:
         documents = sync_documents(session).as_dict()
@@ -100,8 +100,8 @@ def _refresh_text(state: CLIState, factory) -> dict:
 @pass_state
 def index_rebuild(state: CLIState, only_space, m, ef_construction, ef):
     """Rebuild indexes from the database (drops deleted vectors; applies new HNSW parameters)."""
-    from ..db import session_scope
-    from ..index_sync import rebuild_index, spaces
+    from ..store.db import session_scope
+    from ..index.sync import rebuild_index, spaces
 
     params = _index_params(m, ef_construction, ef)
     with session_scope(state.session_factory()) as session:
@@ -119,8 +119,8 @@ def index_rebuild(state: CLIState, only_space, m, ef_construction, ef):
 @pass_state
 def index_verify(state: CLIState, deep, as_json):
     """Check index ⇔ database consistency; exit status 1 when they differ."""
-    from ..db import session_scope
-    from ..index_sync import spaces, verify_index
+    from ..store.db import session_scope
+    from ..index.sync import spaces, verify_index
 
     with session_scope(state.session_factory()) as session:
         results = [verify_index(session, state.config.index_dir, s, deep=deep) for s in spaces(session)]
@@ -167,8 +167,8 @@ def _load_query_image(state: CLIState, source: str):
 
 def _text_resources(state: CLIState):
     """(text index, text encoder) when a sentence-vector index exists, else (None, None)."""
-    from ..index import IndexReadError, VectorIndex
-    from ..text_encoder import TextEncoderLoadError, load_text_encoder, text_space_id
+    from ..index.vector_index import IndexReadError, VectorIndex
+    from ..embedding.text_encoder import TextEncoderLoadError, load_text_encoder, text_space_id
 
     space = text_space_id()
     if space is None:
@@ -214,9 +214,9 @@ def search(state: CLIState, query, image_source, like_canvas, like_region, dupli
            filter_pairs, group, page, per_page, signals, ef, explain, as_json, page_json):
     """Find canvases by QUERY text (what they show, their metadata and transcriptions), by an
     image, like an existing canvas or region, or near-duplicates of a canvas."""
-    from ..db import session_scope
-    from ..filters import FilterError, parse_filter_options
-    from ..search import SearchContext, SearchError, SearchRequest, load_index, run_search
+    from ..store.db import session_scope
+    from ..search.filters import FilterError, parse_filter_options
+    from ..search.engine import SearchContext, SearchError, SearchRequest, load_index, run_search
 
     if duplicates_of:
         _search_duplicates(state, duplicates_of, max_distance, per_page, as_json or page_json)
@@ -255,7 +255,7 @@ def search(state: CLIState, query, image_source, like_canvas, like_region, dupli
 
 
 def _only_image_space(session) -> str:
-    from ..index_sync import TEXT_SPACE_PREFIX, spaces
+    from ..index.sync import TEXT_SPACE_PREFIX, spaces
 
     image_spaces = [s for s in spaces(session) if not s.startswith(TEXT_SPACE_PREFIX)]
     if len(image_spaces) != 1:
@@ -302,9 +302,9 @@ def _search_duplicates(state: CLIState, canvas_id: int, max_distance: Optional[i
                        as_json: bool) -> None:
     """Other digitisations of a canvas: re-encoded, resized or slightly cropped copies, found by
     comparing each image's hash with the other's crops both ways."""
-    from ..db import session_scope
-    from ..perceptual_hashes import find_near_duplicates
-    from ..phash import CROP_MATCH_BITS
+    from ..store.db import session_scope
+    from ..embedding.perceptual_hashes import find_near_duplicates
+    from ..embedding.phash import CROP_MATCH_BITS
 
     try:
         with session_scope(state.session_factory()) as session:
@@ -337,9 +337,9 @@ def classify():
 @pass_state
 def classify_add(state: CLIState, name, prompts, images, canvases, threshold, description):
     """Create or extend category NAME with prototypes."""
-    from ..classification import (ClassificationError, add_canvas_prototype, add_image_prototype,
+    from ..search.classification import (ClassificationError, add_canvas_prototype, add_image_prototype,
                                   add_text_prototype, get_or_create_category)
-    from ..db import session_scope
+    from ..store.db import session_scope
 
     if not (prompts or images or canvases or threshold is not None or description):
         raise click.UsageError("give at least one --prompt, --image or --canvas (or a new --threshold)")
@@ -366,8 +366,8 @@ def classify_add(state: CLIState, name, prompts, images, canvases, threshold, de
 @pass_state
 def classify_run(state: CLIState, closed, as_json):
     """Label every embedded canvas with its nearest category (replaces earlier labels)."""
-    from ..classification import ClassificationError, classify_canvases
-    from ..db import session_scope
+    from ..search.classification import ClassificationError, classify_canvases
+    from ..store.db import session_scope
 
     encoder = state.encoder(fallback=False)
     try:
@@ -386,8 +386,8 @@ def classify_run(state: CLIState, closed, as_json):
 @pass_state
 def classify_list(state: CLIState, as_json):
     """Categories, their prototypes and how many canvases carry each."""
-    from ..classification import category_summaries
-    from ..db import session_scope
+    from ..search.classification import category_summaries
+    from ..store.db import session_scope
 
     with session_scope(state.session_factory()) as session:
         summaries = category_summaries(session)
@@ -403,7 +403,7 @@ def classify_remove(state: CLIState, name):
     """Delete category NAME, its prototypes and its labels."""
     from sqlalchemy import delete
 
-    from ..db import session_scope
+    from ..store.db import session_scope
     from ..models import Category
 
     with session_scope(state.session_factory()) as session:

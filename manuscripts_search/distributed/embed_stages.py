@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..claims import ClaimQueue, WorkItem
-from ..encoder_registry import load_image_preparer
-from ..worker import EmbedReport, decode_side  # the local worker's rule: the same vectors
+from ..store.claims import ClaimQueue, WorkItem
+from ..embedding.registry import load_image_preparer
+from ..embedding.worker import EmbedReport, decode_side  # the local worker's rule: the same vectors
 
 ImageLoader = Callable[[WorkItem], Image.Image]
 NO_REGION = -1  # region_id of a canvas item in the pipeline's rows (columns hold no None)
@@ -52,8 +52,8 @@ class StoreImages:
     derivatives_dir: str
 
     def open(self, min_side: int) -> ImageLoader:
-        from ..derivatives import DerivativeStore
-        from ..worker import store_loader
+        from ..store.derivatives import DerivativeStore
+        from ..embedding.worker import store_loader
 
         return store_loader(DerivativeStore(Path(self.derivatives_dir)), min_side)
 
@@ -112,7 +112,7 @@ def _objects(values: list) -> np.ndarray:
 # -- the stages ----------------------------------------------------------------------------------
 
 def _session_factory(db_url: str) -> sessionmaker[Session]:
-    from ..db import make_engine, make_sessionmaker
+    from ..store.db import make_engine, make_sessionmaker
 
     return make_sessionmaker(make_engine(db_url))
 
@@ -122,7 +122,7 @@ class ClaimItems:
 
     def __init__(self, db_url: str, space: str, worker_id: str, lease_seconds: float, regions: bool,
                  hashes: bool):
-        from ..perceptual_hashes import HASH_ALGORITHM
+        from ..embedding.perceptual_hashes import HASH_ALGORITHM
 
         self.claims = ClaimQueue(_session_factory(db_url), space, worker_id, lease_seconds=lease_seconds,
                                  regions=regions, hash_algorithm=HASH_ALGORITHM if hashes else None)
@@ -143,8 +143,8 @@ class PrepareImages:
         self.load = images.open(decode_side(self.preparer))
 
     def __call__(self, batch: dict) -> dict:
-        from ..perceptual_hashes import image_hashes
-        from ..worker import ITEM_ERRORS
+        from ..embedding.perceptual_hashes import image_hashes
+        from ..embedding.worker import ITEM_ERRORS
 
         prepared, hashes, errors = [], [], []
         for item in _items(batch):
@@ -168,7 +168,7 @@ class EncodeImages:
     """Holds the encoder (on the GPU Ray gave this actor, if any) and encodes batches."""
 
     def __init__(self, spec: ModelSpec):
-        from ..encoder_registry import SpaceMismatchError, choose_torch_threads, resolve_image_encoder
+        from ..embedding.registry import SpaceMismatchError, choose_torch_threads, resolve_image_encoder
 
         resolved = resolve_image_encoder(spec.model, spec.device, fallback=False, precision=spec.precision,
                                          compile=spec.compile)
@@ -233,7 +233,7 @@ class WriteResults:
         self.claims = ClaimQueue(self.factory, space.space_id, worker_id)
 
     def __call__(self, batch: dict) -> dict:
-        from ..worker import write_batch
+        from ..embedding.worker import write_batch
 
         results = []
         for item, hashes, error, vector in zip(_items(batch), batch["hashes"], batch["error"], batch["vector"]):

@@ -33,8 +33,8 @@ from typing import Any, Callable, Optional
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..claims import DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, write_transaction
-from ..worker import EmbedReport
+from ..store.claims import DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, write_transaction
+from ..embedding.worker import EmbedReport
 from .embed_stages import EmbedStages, ImageSource, ModelSpec, SpaceRecord
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,8 @@ def embed_with_ray(session_factory: sessionmaker[Session], resolved, images: Ima
     recorded for another model, or a node's model files differ: raised through Ray's task error),
     and re-raises any error that is not an item's own; this run's claims are then given back.
     """
-    from ..encoder_registry import register_space
-    from ..perceptual_hashes import HASH_ALGORITHM
+    from ..embedding.registry import register_space
+    from ..embedding.perceptual_hashes import HASH_ALGORITHM
     from .runtime import ray_connection
 
     encoder = resolved.encoder
@@ -228,7 +228,7 @@ def _model_to_load(resolved) -> str:
     directory), a hub id as it is."""
     from pathlib import Path
 
-    from ..encoder_registry import HANDCRAFTED
+    from ..embedding.registry import HANDCRAFTED
 
     if resolved.kind == HANDCRAFTED:
         return "handcrafted"

@@ -8,7 +8,7 @@ SQLite's FTS5 index (unicode61, remove_diacritics) finds "Pâques" for "paques";
 'simple' configuration did not. Rather than the unaccent extension (a privilege some
 installations do not grant), an IMMUTABLE SQL function maps the accented Latin letters to their
 base letters with ``translate`` and deletes combining marks; the GIN index and the queries
-(:mod:`manuscripts_search.fulltext`) both go through it. The letters are those of U+00C0–U+024F
+(:mod:`manuscripts_search.search.fulltext`) both go through it. The letters are those of U+00C0–U+024F
 whose compatibility decomposition starts with an ASCII letter, frozen here so that the index
 never depends on the Unicode version of the machine that migrates.
 """

@@ -31,8 +31,8 @@ from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import session_scope
-from .models import Canvas, Embedding, EmbeddingClaim, PerceptualHash, Region
-from .models.base import utcnow
+from ..models import Canvas, Embedding, EmbeddingClaim, PerceptualHash, Region
+from ..models.base import utcnow
 
 log = logging.getLogger(__name__)
 

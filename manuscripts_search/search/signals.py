@@ -18,10 +18,10 @@ import numpy as np
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from .index import VectorIndex
-from .index_sync import load_vectors
+from ..index.vector_index import VectorIndex
+from ..index.sync import load_vectors
 from .knn import knn
-from .models import Canvas, Embedding, Region, SearchDocument, TextVector
+from ..models import Canvas, Embedding, Region, SearchDocument, TextVector
 
 
 @dataclass

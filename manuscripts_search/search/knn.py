@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .index import VectorIndex
+from ..index.vector_index import VectorIndex
 
 # Up to this many allowed vectors exact scoring is used. Measured from memory it wins up to
 # ~20,000 at 1M; the search engine reads them from the database, which costs more per vector.

@@ -17,8 +17,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .index import IndexParams, IndexReadError, VectorIndex
-from .models import Embedding, TextVector
+from .vector_index import IndexParams, IndexReadError, VectorIndex
+from ..models import Embedding, TextVector
 
 TEXT_SPACE_PREFIX = "text:"
 # Deleted vectors still take memory and slow the graph; past this share a sync rebuilds.

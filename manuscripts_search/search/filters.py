@@ -14,7 +14,7 @@ from typing import Optional
 from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from .models import Canvas, CanvasLabel, Category, Collection, CollectionMembership, Manifest, TextAnnotation
+from ..models import Canvas, CanvasLabel, Category, Collection, CollectionMembership, Manifest, TextAnnotation
 
 _DATE_BOUND = re.compile(r"^-?\d{4}(-\d{2}(-\d{2})?)?$")
 

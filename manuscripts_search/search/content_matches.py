@@ -17,7 +17,7 @@ from typing import Optional
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from manuscripts_search.fulltext import query_terms
+from manuscripts_search.search.fulltext import query_terms
 from manuscripts_search.models import Canvas, Manifest, TextAnnotation
 
 MAX_SCOPE_TEXTS = 100_000  # annotation lines read for one search; more is not one object
@@ -105,7 +105,7 @@ def text_hits(session: Session, scope: Scope, query: str, include_metadata: bool
         hits.append(TextHit("annotation", f"annotation:{annotation.id}", canvas, manifests[canvas.manifest_id],
                             annotation.text, _motivation(annotation.motivation), annotation.xywh, exact, prefix,
                             suffix, annotation.iiif_id))
-    from manuscripts_search.documents import language_map_texts, manifest_text
+    from manuscripts_search.search.documents import language_map_texts, manifest_text
 
     for canvas in canvases.values():
         label = " ".join(language_map_texts(canvas.label))
@@ -130,7 +130,7 @@ def text_hits(session: Session, scope: Scope, query: str, include_metadata: bool
 def visual_hits(session: Session, scope: Scope, index, vector, limit: int) -> list[TextHit]:
     """The ``limit`` canvases of ``scope`` nearest to ``vector`` (a text query through the
     vision-language model), each as its best region when a region matched best, else the page."""
-    from manuscripts_search.signals import visual_ranking
+    from manuscripts_search.search.signals import visual_ranking
 
     ranking = visual_ranking(session, index, vector, limit, scope.canvas_statement())
     ids = [evidence.canvas_id for evidence in ranking.canvases]
@@ -163,7 +163,7 @@ def autocomplete_terms(session: Session, scope: Scope, prefix: str, limit: int =
     forms: dict[str, Counter] = {}
     texts = list(session.scalars(select(TextAnnotation.text).where(
         TextAnnotation.canvas_id.in_(scope.canvas_statement())).limit(MAX_SCOPE_TEXTS)))
-    from manuscripts_search.documents import language_map_texts
+    from manuscripts_search.search.documents import language_map_texts
 
     texts += [" ".join(language_map_texts(label)) for label in session.scalars(
         select(Canvas.label).where(Canvas.id.in_(scope.canvas_statement())))]

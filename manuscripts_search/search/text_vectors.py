@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, aliased
 
-from .models import SearchDocument, TextVector
+from ..models import SearchDocument, TextVector
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from .models import CanvasLabel, Category, CategoryPrototype, Embedding
+from ..models import CanvasLabel, Category, CategoryPrototype, Embedding
 
 DEFAULT_THRESHOLDS = {"text": 0.2, "image": 0.75, "canvas": 0.75}
 

@@ -26,7 +26,7 @@ class DerivativeStore:
 
         Raises :class:`~manuscripts_search.faults.StorageError` when the store cannot be written
         (read-only, full, no permission): that stops a run instead of failing every image."""
-        from .faults import is_storage_failure, storage_error
+        from ..faults import is_storage_failure, storage_error
 
         digest = hashlib.sha256(data).hexdigest()
         final = self.path_for(digest)

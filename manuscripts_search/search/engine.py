@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 
 from .filters import SearchFilters, canvas_filter_statement
 from .fusion import RRF_K, RankedSignal, reciprocal_rank_fusion
-from .iiif.language import first_value
-from .index import IndexReadError, VectorIndex
-from .models import CanvasLabel, Canvas, Category, Embedding, Manifest, Region
+from ..iiif.language import first_value
+from ..index.vector_index import IndexReadError, VectorIndex
+from ..models import CanvasLabel, Canvas, Category, Embedding, Manifest, Region
 from .signals import CanvasEvidence, CanvasRanking, RegionMatch
 
 
@@ -60,7 +60,7 @@ class SearchError(ValueError):
 def thumbnail_url(canvas: Canvas, long_edge: int = 256) -> Optional[str]:
     """An image URL a browser can show for ``canvas``: its Image API service at a small size
     (level 0 services can only serve listed sizes, so they fall back to the direct image)."""
-    from .iiif.image_api import image_request_url
+    from ..iiif.image_api import image_request_url
 
     if canvas.service_id and canvas.service_level != 0:
         # Image API 2.1 level 1 only promises "w,"; "!w,h" needs level 2 (or an unknown level,

@@ -31,12 +31,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .claims import (DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, WorkItem,
+from ..store.claims import (DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, WorkItem,
                      write_transaction)
-from .derivatives import DerivativeStore
-from .encoder_registry import register_space
-from .models import Embedding, PerceptualHash
-from .models.base import utcnow
+from ..store.derivatives import DerivativeStore
+from .registry import register_space
+from ..models import Embedding, PerceptualHash
+from ..models.base import utcnow
 from .perceptual_hashes import HASH_ALGORITHM, ImageHashes, image_hashes, store_many_hashes
 
 log = logging.getLogger(__name__)
@@ -308,7 +308,7 @@ class _Pipeline:
 def write_batch(factory: sessionmaker[Session], claims: ClaimQueue, encoder, batch: list[_Result],
                 retry_after: float, report: EmbedReport) -> None:
     """One transaction: the batch's vectors and hashes, its failures, and its claims gone."""
-    from .store import record_error
+    from ..store.catalogue import record_error
 
     with write_transaction(factory) as session:
         owned = claims.take_ownership(session, [r.item.claim_id for r in batch if r.error is None])
@@ -400,7 +400,7 @@ def embed_pending(session_factory: sessionmaker[Session], encoder, derivatives: 
             raise ValueError("decoding processes read derivatives from the store; a custom image loader "
                              "runs in threads (decode_processes=0)")
         from .decode_processes import DecodeSpec
-        from .encoder_registry import preparer_source
+        from .registry import preparer_source
 
         decode_spec = DecodeSpec(preparer_source(encoder), str(derivatives.root.resolve()), side)
     pipeline = _Pipeline(session_factory, encoder, claims, loader, options, report, progress, decode_spec)
@@ -427,7 +427,7 @@ def pending_canvas_ids(session: Session, space: str, limit: Optional[int] = None
     """Canvases with a derivative and no live vector in ``space``, in id order (claims ignored)."""
     from sqlalchemy import exists
 
-    from .models import Canvas
+    from ..models import Canvas
 
     live = exists().where(Embedding.space == space, Embedding.canvas_id == Canvas.id,
                           Embedding.region_id.is_(None), Embedding.stale.is_(False))

@@ -18,7 +18,7 @@ from typing import Optional
 from sqlalchemy import Select, column, func, literal_column, select, table
 from sqlalchemy.orm import Session
 
-from .models.search import FTS_TABLE, SearchDocument
+from ..models.search import FTS_TABLE, SearchDocument
 
 MAX_TERMS = 32
 _PHRASE = re.compile(r'"([^"]+)"')

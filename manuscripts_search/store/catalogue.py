@@ -15,9 +15,9 @@ from typing import Optional
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from .iiif.annotations import ParsedTextAnnotation
-from .iiif.model import ParsedCollection, ParsedManifest
-from .models import (
+from ..iiif.annotations import ParsedTextAnnotation
+from ..iiif.model import ParsedCollection, ParsedManifest
+from ..models import (
     Canvas,
     Collection,
     CollectionMembership,

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Optional
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from .models import Canvas, Manifest, SearchDocument, TextAnnotation, TextVector
+from ..models import Canvas, Manifest, SearchDocument, TextAnnotation, TextVector
 
 MAX_DOCUMENT_CHARS = 100_000
 _WHITESPACE = re.compile(r"\s+")
@@ -121,7 +121,7 @@ def sync_documents(session: Session, manifest_ids: Optional[Iterable[int]] = Non
     """Make ``search_documents`` match the catalogue (for ``manifest_ids``, default all).
 
     A document whose text changed is updated in place and its sentence vectors are deleted, so
-    that :func:`manuscripts_search.text_search.sync_text_vectors` encodes it again (under a new
+    that :func:`manuscripts_search.search.text_vectors.sync_text_vectors` encodes it again (under a new
     label: the index never serves the old vector).
     """
     report = DocumentReport()

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .claims import WorkItem
+from ..store.claims import WorkItem
 
 _PREPARER: Any = None  # in each child: the encoder half without weights
 _LOAD: Any = None  # in each child: the derivative loader
@@ -52,8 +52,8 @@ def _start_child(spec: DecodeSpec) -> None:
     global _PREPARER, _LOAD
     import torch
 
-    from .derivatives import DerivativeStore
-    from .encoder_registry import load_image_preparer
+    from ..store.derivatives import DerivativeStore
+    from .registry import load_image_preparer
     from .worker import store_loader
 
     torch.set_num_threads(1)  # the processes themselves are the parallelism

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .handcrafted import HANDCRAFTED_MODEL_ID, HANDCRAFTED_NAME, HandcraftedEncoder
-from .models import ModelSpace
-from .models.base import utcnow
+from ..models import ModelSpace
+from ..models.base import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def register_space(session: Session, encoder: Any) -> ModelSpace:
 
     Raises SpaceMismatchError when that space id is recorded with another model, revision or size.
     """
-    from .claims import dialect_insert
+    from ..store.claims import dialect_insert
 
     # Two workers may start on a new space at once: insert-or-nothing, then read what is there.
     session.execute(dialect_insert(session)(ModelSpace).values(
