@@ -43,7 +43,7 @@ class HttpDerivatives:
         """A loader for the pipeline's preparation actors. It raises OSError when a derivative
         cannot be fetched and ValueError when the bytes are not what their name says."""
         from manuscripts_search.store.derivatives import DerivativeStore
-        from manuscripts_search.embedding.worker import store_loader
+        from manuscripts_search.embedding.image_loading import store_loader
 
         cache = DerivativeStore(Path(self.cache_dir))
         fetcher = cluster_fetcher(self.fetch, self.limiter)

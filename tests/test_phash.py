@@ -11,9 +11,7 @@ from PIL import Image
 
 from manuscripts_search.embedding import phash
 from manuscripts_search.store.db import session_scope
-from manuscripts_search.near_duplicates import near_duplicates
-from manuscripts_search.embedding.perceptual_hashes import (HashLookupError, find_near_duplicates, image_hashes,
-                                                  load_canvas_hashes)
+from manuscripts_search.embedding.perceptual_hashes import (HashLookupError, find_near_duplicates, image_hashes)
 from manuscripts_search.embedding.worker import WorkerOptions, embed_pending
 from manuscripts_search.embedding.handcrafted import HandcraftedEncoder
 from tests.worker_catalogue import build_catalogue, corpus_image_names, load_corpus_image, migrated_factory
@@ -137,10 +135,6 @@ def test_stored_by_the_worker_and_found_in_the_database(db_url, tmp_path, corpus
             # A photo of the page from elsewhere, not in the catalogue, finds it too.
             query = _jpeg(_scaled(_cut(starry, 0.02, 0.0, 0.0, 0.03), 0.5), 70)
             assert [hit.canvas_id for hit in find_near_duplicates(session, image=query)] == [ids["starry"]]
-            # The 64-bit hashes, through the search module's linear scan: re-encodings and resizes.
-            hits = near_duplicates(session, ids["wave"], load_canvas_hashes, PHASH64_MATCH_BITS)
-            assert ids["wave, re-encoded"] in {hit.canvas_id for hit in hits}
-            assert not {hit.canvas_id for hit in hits} & {ids[name] for name, _ in pages}
             with pytest.raises(HashLookupError, match="no perceptual hashes"):
                 find_near_duplicates(session, canvas_id=10_000)
             with_regions = find_near_duplicates(session, canvas_id=ids["wave"], include_regions=True)

@@ -21,7 +21,7 @@ from manuscripts_search.index.vector_index import LiveIndex, VectorIndex
 from manuscripts_search.index.sync import sync_index, verify_index
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region,
                                        TextAnnotation)
-from manuscripts_search.search.engine import SearchContext, SearchError, SearchRequest, run_search, search_text
+from manuscripts_search.search.engine import SearchContext, SearchError, SearchRequest, run_search
 from manuscripts_search.search.text_vectors import sync_text_vectors
 from tests.fixtures_database import module_database
 from tests.model_factory import render_shape
@@ -385,16 +385,6 @@ def test_added_and_removed_canvases_are_seen_without_restart(library):
         session.delete(session.get(Canvas, new.id))
         session.flush()
         sync_index(session, library.index_dir, library.encoder.space_id)
-
-
-def test_search_text_keeps_its_simple_contract(library):
-    with session_scope(library.factory) as session:
-        index = VectorIndex.load(library.index_dir, library.encoder.space_id)
-        hits = search_text(session, library.encoder, index, "a red circle", k=3)
-        query = library.encoder.encode_texts(["a red circle"])[0]
-        for hit in hits:
-            stored = session.scalar(select(Embedding.vector).where(Embedding.id == hit.embedding_id))
-            assert hit.score == pytest.approx(float(query @ np.frombuffer(stored, dtype="<f4")), abs=1e-4)
 
 
 # -- classification --------------------------------------------------------------------------------

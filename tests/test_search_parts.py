@@ -9,8 +9,6 @@ from manuscripts_search.search.documents import language_map_texts, manifest_tex
 from manuscripts_search.search.fulltext import query_terms, snippet
 from manuscripts_search.search.fusion import RankedSignal, reciprocal_rank_fusion
 from manuscripts_search.models import Manifest
-from manuscripts_search.near_duplicates import (NearDuplicateError, hamming_search, hash_to_uint64,
-                                                near_duplicates)
 
 
 def test_rrf_adds_reciprocal_ranks_and_rewards_agreement():
@@ -66,32 +64,6 @@ def test_search_document_text_from_catalogue_records():
                                                     "Other Library", "CC-BY", "1200-01-01T00:00:00Z"]
 
 
-def test_hamming_search_finds_close_hashes_in_order():
-    base = 0xF0F0_F0F0_1234_5678
-    hashes = np.array([base, base ^ 0b1, base ^ 0b111, base ^ 0xFFFF_0000_0000_0000, 0], dtype=np.uint64)
-    ids = np.array([10, 11, 12, 13, 14])
-    hits = hamming_search(base, ids, hashes, max_distance=3)
-    assert [(h.canvas_id, h.distance) for h in hits] == [(10, 0), (11, 1), (12, 3)]
-    assert hits[1].similarity == pytest.approx(1 - 1 / 64)
-    assert hash_to_uint64(-1) == np.uint64(0xFFFF_FFFF_FFFF_FFFF)  # signed BIGINT storage
-    assert hash_to_uint64("f0f0f0f012345678") == np.uint64(base)
-    assert hash_to_uint64(base.to_bytes(8, "big")) == np.uint64(base)
-    with pytest.raises(NearDuplicateError, match="8 bytes"):
-        hash_to_uint64(b"abc")
-    with pytest.raises(NearDuplicateError, match="hexadecimal"):
-        hash_to_uint64("zz")
-    with pytest.raises(NearDuplicateError, match="between 0 and 64"):
-        hamming_search(base, ids, hashes, max_distance=65)
-
-
-def test_near_duplicates_through_the_loader_interface():
-    stored = [(1, 0xAAAA_AAAA_AAAA_AAAA), (2, 0xAAAA_AAAA_AAAA_AAAB), (3, 0x5555_5555_5555_5555), (4, None)]
-    hits = near_duplicates(None, 1, lambda _session: stored, max_distance=4)
-    assert [hit.canvas_id for hit in hits] == [2]
-    with pytest.raises(NearDuplicateError, match="canvas 9 has no perceptual hash"):
-        near_duplicates(None, 9, lambda _session: stored)
-
-
 def test_minilm_sentence_vectors_are_unit_length_and_meaningful():
     from manuscripts_search.embedding.text_encoder import load_text_encoder, text_space_id
 
@@ -103,22 +75,3 @@ def test_minilm_sentence_vectors_are_unit_length_and_meaningful():
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
     with pytest.raises(TypeError, match="expected str"):
         encoder.encode([b"bytes"])
-
-
-def test_hashes_from_the_embedding_worker_find_a_re_encoded_copy():
-    import io
-
-    from PIL import Image
-
-    from manuscripts_search.embedding.perceptual_hashes import image_hashes
-    from tests.model_factory import render_shape
-
-    original = render_shape("red", "circle", size=256, seed=5)
-    buffer = io.BytesIO()
-    original.resize((200, 200)).save(buffer, format="JPEG", quality=60)
-    copy = Image.open(io.BytesIO(buffer.getvalue()))
-    other = render_shape("blue", "square", size=256, seed=6)
-    stored = [(1, image_hashes(original).phash64), (2, image_hashes(copy).phash64),
-              (3, image_hashes(other).phash64)]
-    hits = near_duplicates(None, 1, lambda _session: stored)
-    assert [hit.canvas_id for hit in hits] == [2]

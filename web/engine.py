@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from manuscripts_search.search.filters import FilterError
 from manuscripts_search.models import SearchDocument
 from manuscripts_search.search.engine import SearchContext, SearchError, SearchPage, SearchRequest, run_search
+from manuscripts_search.search.signal_registry import text_only_signals
 
 from .errors import AppError
 from .resources import (NO_INDEX_MESSAGE, encoder_fallback_reason, get_encoder, get_index, has_any_index,
@@ -115,7 +116,7 @@ def execute(setup: SearchSetup, request: SearchRequest) -> SearchPage:
     wants_text_tower = bool(request.text) and context.encoder is not None \
         and not getattr(context.encoder, "supports_text", True)
     if wants_text_tower and request.image is None:
-        request.signals = tuple(s for s in (request.signals or ("fulltext", "semantic")) if s != "visual") or None
+        request.signals = tuple(s for s in (request.signals or text_only_signals()) if s in text_only_signals()) or None
     if context.index is None and request.image is None and not (request.like_canvas_id or request.like_region_id) \
             and not has_text_documents(context.session) and not has_any_index(current_app._get_current_object()):
         raise AppError(NO_INDEX_MESSAGE, 503)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, render_template
 
 from manuscripts_search import __version__ as web_version
+from manuscripts_search.search.signal_registry import signal_names
 
 bp = Blueprint("openapi", __name__)
 
@@ -26,7 +27,7 @@ _SEARCH_PARAMETERS = [
     _param("like", "More like this canvas (database id).", {"type": "integer", "minimum": 1}),
     _param("like_region", "More like this region (database id).", {"type": "integer", "minimum": 1}),
     _param("signal", "Use only these rankings (repeatable).",
-           {"type": "string", "enum": ["visual", "fulltext", "semantic"]}),
+           {"type": "string", "enum": list(signal_names())}),
     _param("collection", "Filter: collection id or IIIF id (repeatable).", {"type": "string"}),
     _param("manifest", "Filter: manifest id, IIIF id or URL (repeatable).", {"type": "string"}),
     _param("provider", "Filter: institution name, part of it (repeatable).", {"type": "string"}),

@@ -5,10 +5,10 @@ import json
 
 import click
 
-from ..cli import CLIState, cli, emit, pass_state
+from .common import CLIState, emit, pass_state
 
 
-@cli.command("init-db")
+@click.command("init-db")
 @pass_state
 def init_db(state: CLIState):
     """Create or upgrade the database schema (alembic upgrade head)."""
@@ -16,7 +16,7 @@ def init_db(state: CLIState):
     click.echo(f"database ready: {state.config.db_url.split('@')[-1]}")
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per manifest, one per line.")
 @click.option("--errors-only", is_flag=True, help="Only manifests that could not be used.")
 @pass_state
@@ -44,7 +44,7 @@ def manifests(state: CLIState, as_json, errors_only):
                 click.echo(f"[v{row['iiif_version'] or '?'}] {row['label'] or row['id']} — {status}")
 
 
-@cli.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def stats(state: CLIState, as_json):

@@ -9,14 +9,14 @@ from contextlib import contextmanager
 
 import click
 
-from ..cli import CLIState, cli, emit, pass_state, ray_engine_options, refuse_without_ray
+from .common import CLIState, emit, pass_state, ray_engine_options, refuse_without_ray
 
 
 def _default_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
 
-@cli.command()
+@click.command()
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True,
               help="Images per model call and per database transaction.")
 @click.option("--threads", type=click.IntRange(1, 256), default=_default_threads, show_default="CPU cores, at most 8",

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..cli import CLIState, cli, emit, pass_state, ray_engine_options, refuse_without_ray
+from .common import CLIState, emit, pass_state, ray_engine_options, refuse_without_ray
 
 
 def _grid_levels(ctx, param, value):
@@ -124,7 +124,7 @@ def _summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-@cli.command()
+@click.command()
 @click.argument("sources", nargs=-1)
 @click.option("--changes", "change_streams", multiple=True, metavar="URL",
               help="A IIIF Change Discovery activity stream to follow (repeatable).")
@@ -200,7 +200,7 @@ def _harvest_on_ray(state: CLIState, sources, change_streams, images, annotation
         _release(factory)
 
 
-@cli.command()
+@click.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--base-url", envvar="MSEARCH_PUBLIC_URL", default="http://127.0.0.1:5000", show_default=True,
               help="Public URL of the web app (`msearch serve`) that will serve the files. "

@@ -8,7 +8,8 @@ from typing import Optional
 
 import click
 
-from ..cli import CLIState, cli, emit, pass_state
+from ..search.signal_registry import signal_names
+from .common import CLIState, emit, pass_state
 
 MAX_QUERY_IMAGE_BYTES = 32 * 1024 * 1024
 
@@ -34,7 +35,7 @@ def _hnsw_options(command):
 
 # -- index ------------------------------------------------------------------------------------
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--text/--no-text", "with_text", default=True, show_default=True,
               help="Also refresh search documents, their sentence vectors (MiniLM) and their index.")
@@ -185,7 +186,7 @@ def _text_resources(state: CLIState):
         return None, None
 
 
-@cli.command()
+@click.command()
 @click.argument("query", required=False)
 @click.option("--image", "image_source", metavar="PATH|URL", help="Find canvases that look like this image.")
 @click.option("--like", "like_canvas", type=click.IntRange(1), metavar="CANVAS_ID",
@@ -203,7 +204,7 @@ def _text_resources(state: CLIState):
 @click.option("--page", type=click.IntRange(1, 10_000), default=1, show_default=True)
 @click.option("-k", "--k", "--per-page", "per_page", type=click.IntRange(1, 200), default=10, show_default=True,
               help="Results per page.")
-@click.option("--signal", "signals", multiple=True, type=click.Choice(["visual", "fulltext", "semantic"]),
+@click.option("--signal", "signals", multiple=True, type=click.Choice(signal_names()),
               help="Use only these rankings (default: all that apply).")
 @click.option("--ef", type=click.IntRange(1, 100_000), default=None, help="HNSW query beam width.")
 @click.option("--explain", is_flag=True, help="Show each hit's signals, regions and snippets.")
@@ -321,7 +322,7 @@ def _search_duplicates(state: CLIState, canvas_id: int, max_distance: Optional[i
 
 # -- classify ---------------------------------------------------------------------------------
 
-@cli.group()
+@click.group()
 def classify():
     """Categories defined by text prompts and example images; canvases labelled by the nearest."""
 

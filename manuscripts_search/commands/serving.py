@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..cli import CLIState, cli, pass_state
+from .common import CLIState, pass_state
 
 
-@cli.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=5000, show_default=True)
 @click.option("--debug", is_flag=True)

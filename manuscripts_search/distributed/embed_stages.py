@@ -53,7 +53,7 @@ class StoreImages:
 
     def open(self, min_side: int) -> ImageLoader:
         from ..store.derivatives import DerivativeStore
-        from ..embedding.worker import store_loader
+        from ..embedding.image_loading import store_loader
 
         return store_loader(DerivativeStore(Path(self.derivatives_dir)), min_side)
 
@@ -144,7 +144,7 @@ class PrepareImages:
 
     def __call__(self, batch: dict) -> dict:
         from ..embedding.perceptual_hashes import image_hashes
-        from ..embedding.worker import ITEM_ERRORS
+        from ..embedding.image_loading import ITEM_ERRORS
 
         prepared, hashes, errors = [], [], []
         for item in _items(batch):

@@ -54,7 +54,7 @@ def _start_child(spec: DecodeSpec) -> None:
 
     from ..store.derivatives import DerivativeStore
     from .registry import load_image_preparer
-    from .worker import store_loader
+    from .image_loading import store_loader
 
     torch.set_num_threads(1)  # the processes themselves are the parallelism
     _PREPARER = load_image_preparer(spec.model)
@@ -64,7 +64,7 @@ def _start_child(spec: DecodeSpec) -> None:
 def decode_item(item: WorkItem) -> DecodedItem:
     """In a child: the item's hashes and prepared input, or the reason its image is unusable."""
     from .perceptual_hashes import image_hashes
-    from .worker import ITEM_ERRORS
+    from .image_loading import ITEM_ERRORS
 
     try:
         image = _LOAD(item)

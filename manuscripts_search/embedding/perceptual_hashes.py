@@ -3,18 +3,14 @@
 institutions.
 
 The embedding worker computes the hashes (:func:`image_hashes`) while it decodes each image and
-stores them with :func:`store_hashes`. Two searches read them:
-
-- :func:`load_canvas_hashes` gives ``(canvas_id, 64-bit hash)`` pairs for
-  :mod:`manuscripts_search.near_duplicates` (Hamming distance of 64 bits: re-encodings and resizes);
-- :func:`find_near_duplicates` compares the 256-bit crop hashes both ways (whole image against
+stores them with :func:`store_hashes`. :func:`find_near_duplicates` compares the 256-bit crop hashes both ways (whole image against
   the other's crops), which also finds copies cut by a few percent (see :mod:`.phash`).
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -93,13 +89,6 @@ def _written() -> None:
     global _generation
     with _stored_lock:
         _generation += 1
-
-
-def load_canvas_hashes(session: Session) -> Iterator[tuple[int, int]]:
-    """``(canvas_id, signed 64-bit hash)`` of every canvas hashed with the current recipe."""
-    yield from session.execute(select(PerceptualHash.canvas_id, PerceptualHash.phash64).where(
-        PerceptualHash.region_id.is_(None), PerceptualHash.algorithm == HASH_ALGORITHM)
-        .order_by(PerceptualHash.canvas_id))
 
 
 def _words(hashes) -> np.ndarray:

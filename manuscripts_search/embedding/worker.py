@@ -34,18 +34,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..store.claims import (DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, WorkItem,
                      write_transaction)
 from ..store.derivatives import DerivativeStore
+from .image_loading import ITEM_ERRORS, MIN_DECODE_SIDE, ImageLoader, decode_side, store_loader  # noqa: F401
 from .registry import register_space
 from ..models import Embedding, PerceptualHash
 from ..models.base import utcnow
 from .perceptual_hashes import HASH_ALGORITHM, ImageHashes, image_hashes, store_many_hashes
 
 log = logging.getLogger(__name__)
-
-ImageLoader = Callable[[WorkItem], Image.Image]
-# What an item's image may fail with; anything else is a bug and stops the run.
-ITEM_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
-_MIN_DECODE_SIDE = 128  # the hashes and handcrafted features want this much even for tiny models
-
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -125,27 +120,6 @@ class _Stages:
         if getattr(self.encoder, "compiled_image_features", None) is not None:
             return self.encoder.encode_prepared(prepared, pad_to=pad_to)
         return self.encoder.encode_prepared(prepared)
-
-
-def decode_side(encoder) -> int:
-    """The short side derivatives are decoded to for ``encoder`` (libjpeg scales down by 1/2,
-    1/4, 1/8 while that leaves this much): the model's input side, and never below what the
-    hashes and handcrafted features need."""
-    return max(_MIN_DECODE_SIDE, int(getattr(encoder, "input_side", 224) or 224))
-
-
-def store_loader(derivatives: DerivativeStore, min_side: int = _MIN_DECODE_SIDE) -> ImageLoader:
-    """Loads an item's derivative from the store. JPEGs are decoded at reduced scale (libjpeg's
-    DCT scaling) when that still leaves ``min_side`` pixels on the short side: several times
-    faster, and the model resizes to its own input anyway."""
-
-    def load(item: WorkItem) -> Image.Image:
-        with Image.open(derivatives.path_for(item.derivative_sha256)) as image:
-            image.draft("RGB", (min_side, min_side))
-            image.load()
-            return image.convert("RGB")
-
-    return load
 
 
 class _Pipeline:

@@ -1,10 +1,6 @@
 """Search: queries in, ranked canvases out, with everything the web page and the CLI show.
 
-Two entry points:
-
-- :func:`search_text` (kept for the web app's simple search): a text query through the model's
-  text tower, k-NN in the HNSW index, one hit per vector, score = cosine similarity;
-- :func:`run_search`: the full engine. A :class:`SearchRequest` may carry text (searched by the
+:func:`run_search` is the engine. A :class:`SearchRequest` may carry text (searched by the
   vision-language text tower, full-text and MiniLM semantic search), an image, or "more like" an
   existing canvas or region; filters; grouping by canvas (region hits grouped under their canvas)
   or by manifest; pagination. Rankings are fused by weighted reciprocal rank fusion
@@ -29,32 +25,9 @@ from .fusion import RRF_K, RankedSignal, reciprocal_rank_fusion
 from ..iiif.language import first_value
 from ..index.vector_index import IndexReadError, VectorIndex
 from ..models import CanvasLabel, Canvas, Category, Embedding, Manifest, Region
+from .errors import SearchError
+from .signal_registry import BY_NAME, SIGNALS as SIGNAL_TABLE, signal_names, stored_vector  # noqa: F401
 from .signals import CanvasEvidence, CanvasRanking, RegionMatch
-
-
-@dataclass
-class SearchHit:
-    rank: int
-    score: float
-    embedding_id: int
-    canvas_id: int  # database id
-    canvas: str  # IIIF canvas id
-    canvas_label: Optional[str]
-    manifest: str  # IIIF manifest id
-    manifest_id: int
-    manifest_label: Optional[str]
-    xywh: Optional[str]  # region in canvas coordinates; None for a whole-canvas hit
-    service_id: Optional[str]
-    service_api_version: Optional[int]
-    image_url: Optional[str]
-    thumbnail: Optional[str]
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-class SearchError(ValueError):
-    """A query cannot be answered; the message tells the user why (no index yet, empty query)."""
 
 
 def thumbnail_url(canvas: Canvas, long_edge: int = 256) -> Optional[str]:
@@ -82,50 +55,9 @@ def load_index(index_dir: Path, space: str) -> VectorIndex:
     return index
 
 
-def resolve_hits(session: Session, scored: list[tuple[int, float]]) -> list[SearchHit]:
-    """Turn (embedding id, score) pairs into hits; labels no longer live in the DB are dropped."""
-    if not scored:
-        return []
-    rows = session.execute(
-        select(Embedding, Canvas, Manifest, Region)
-        .join(Canvas, Canvas.id == Embedding.canvas_id)
-        .join(Manifest, Manifest.id == Canvas.manifest_id)
-        .outerjoin(Region, Region.id == Embedding.region_id)
-        .where(Embedding.id.in_([label for label, _ in scored]))
-        .where(Embedding.stale.is_(False))).all()
-    by_id = {row[0].id: row for row in rows}
-    hits = []
-    for label, score in scored:
-        if label not in by_id:
-            continue  # stale or deleted since the index was saved: never return it
-        embedding, canvas, manifest, region = by_id[label]
-        hits.append(SearchHit(
-            rank=len(hits) + 1, score=round(score, 6), embedding_id=embedding.id,
-            canvas_id=canvas.id, canvas=canvas.iiif_id, canvas_label=first_value(canvas.label),
-            manifest=manifest.iiif_id, manifest_id=manifest.id,
-            manifest_label=first_value(manifest.label), xywh=region.xywh if region else None,
-            service_id=canvas.service_id, service_api_version=canvas.service_api_version,
-            image_url=canvas.image_url, thumbnail=thumbnail_url(canvas)))
-    return hits
-
-
-def search_text(session: Session, encoder, index: VectorIndex, query: str, k: int = 10) -> list[SearchHit]:
-    query = (query or "").strip()
-    if not query:
-        raise SearchError("the query is empty")
-    if len(query) > 1000:
-        raise SearchError("the query is longer than 1000 characters")
-    if k < 1 or k > 1000:
-        raise SearchError("k must be between 1 and 1000")
-    vector = encoder.encode_texts([query])[0]
-    # Ask for a few more than k so that labels dropped as stale do not shorten the page.
-    scored = index.query(vector, k + 16)
-    return resolve_hits(session, scored)[:k]
-
-
 # -- the full engine -----------------------------------------------------------------------------
 
-SIGNALS = ("visual", "fulltext", "semantic")
+SIGNALS = signal_names()  # every signal, in the order they run
 GROUPS = ("canvas", "manifest")
 MAX_LIMIT = 200
 DEFAULT_WINDOW = 500
@@ -149,7 +81,7 @@ class SearchRequest:
     offset: int = 0
     limit: int = 20
     signals: Optional[tuple[str, ...]] = None
-    weights: dict = field(default_factory=lambda: {"visual": 1.0, "fulltext": 1.0, "semantic": 1.0})
+    weights: dict = field(default_factory=lambda: {name: 1.0 for name in signal_names()})
     window: int = DEFAULT_WINDOW
     ef: Optional[int] = None
 
@@ -257,77 +189,18 @@ class SearchPage:
                 "groups": [group.as_dict() for group in self.groups]}
 
 
-def stored_vector(session: Session, space: str, canvas_id: Optional[int] = None,
-                  region_id: Optional[int] = None) -> tuple[np.ndarray, int]:
-    """The live vector of a canvas (whole page) or region in ``space``, and its canvas id.
-
-    Raises SearchError when there is none (unknown id, or not embedded in this space).
-    """
-    condition = (Embedding.region_id == region_id) if region_id else (
-        (Embedding.canvas_id == canvas_id) & Embedding.region_id.is_(None))
-    row = session.execute(select(Embedding.vector, Embedding.canvas_id).where(
-        Embedding.space == space, Embedding.stale.is_(False), condition)).first()
-    if row is None:
-        what = f"region {region_id}" if region_id else f"canvas {canvas_id}"
-        raise SearchError(f"{what} has no vector in the model space {space}: unknown id, or not embedded yet")
-    return np.frombuffer(row[0], dtype="<f4").astype(np.float32), int(row[1])
-
-
 def _wanted_signals(request: SearchRequest, context: SearchContext) -> list[str]:
     requested = set(request.signals or SIGNALS)
-    wanted = []
-    visual_query = bool(request.text) or request.image is not None or request.like_canvas_id or request.like_region_id
-    image_query = request.image is not None or request.like_canvas_id or request.like_region_id
-    if not image_query and not _reads_text(context.encoder):
-        visual_query = False  # handcrafted features have no text side: text goes to the text signals
-    if "visual" in requested and visual_query:
-        if context.index is None:
-            if image_query:
-                raise SearchError("image search needs the vector index: run `msearch embed` and `msearch index`")
-        elif request.image is not None and context.encoder is None:
-            raise SearchError("the vision-language model is not loaded, so the image cannot be encoded")
-        elif context.encoder is not None or image_query:
-            wanted.append("visual")
-        # else: a text query without the model: full-text and semantic search still answer it.
-    if request.text and "fulltext" in requested:
-        wanted.append("fulltext")
-    if request.text and "semantic" in requested and context.text_index is not None \
-            and context.text_encoder is not None:
-        wanted.append("semantic")
+    wanted = [signal.name for signal in SIGNAL_TABLE if signal.name in requested and signal.wanted(request, context)]
     if not wanted:
         raise SearchError("no search signal can answer this query (no index for images, "
                           "and no text to search)")
     return wanted
 
 
-def _reads_text(encoder) -> bool:
-    return encoder is not None and bool(getattr(encoder, "supports_text", True))
-
-
-def _query_vector(request: SearchRequest, context: SearchContext) -> tuple[np.ndarray, Optional[int]]:
-    """The visual query vector and the canvas to leave out ("more like this" is not itself)."""
-    if request.like_canvas_id or request.like_region_id:
-        vector, canvas_id = stored_vector(context.session, context.index.space,
-                                          request.like_canvas_id, request.like_region_id)
-        return vector, (canvas_id if request.like_canvas_id else None)
-    vectors = []
-    if request.image is not None:
-        vectors.append(context.encoder.encode_images([request.image])[0])
-    if request.text and context.encoder is not None and _reads_text(context.encoder):
-        vectors.append(context.encoder.encode_texts([request.text])[0])
-    if context.index is not None and vectors[0].shape[0] != context.index.dim:
-        raise SearchError(f"the model makes {vectors[0].shape[0]}-d vectors but the index holds "
-                          f"{context.index.dim}-d ones: run `msearch index rebuild`")
-    # Text and image together: the mean of the two unit vectors looks for both at once.
-    vector = np.mean(vectors, axis=0)
-    return vector / max(float(np.linalg.norm(vector)), 1e-12), None
-
-
 def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
     """Answer ``request``; raises SearchError for a request that cannot be answered (the message
     says why: empty, unknown canvas, no index, bad page...)."""
-    from .signals import fulltext_ranking, semantic_ranking, visual_ranking
-
     request.validate()
     session = context.session
     wanted = _wanted_signals(request, context)
@@ -338,20 +211,9 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
     # Every page inside the same window is a slice of one ranking; deeper pages widen the window
     # in whole steps, so neighbouring pages still share their candidates.
     depth = request.window * -(-(request.offset + request.limit + 1) // request.window)
-    rankings: list[CanvasRanking] = []
-    if "visual" in wanted:
-        vector, exclude = _query_vector(request, context)
-        rankings.append(visual_ranking(session, context.index, vector, depth, canvas_filter,
-                                       exclude_canvas=exclude, ef=request.ef))
-    if "fulltext" in wanted:
-        try:
-            rankings.append(fulltext_ranking(session, request.text, depth, canvas_filter))
-        except ValueError:
-            pass  # no searchable word (punctuation only): the other signals still answer
-    if "semantic" in wanted:
-        text_vector = context.text_encoder.encode([request.text])[0]
-        rankings.append(semantic_ranking(session, context.text_index, text_vector, request.text, depth,
-                                         canvas_filter))
+    rankings: list[CanvasRanking] = [
+        ranking for name in wanted
+        if (ranking := BY_NAME[name].rank(request, context, depth, canvas_filter)) is not None]
     # A signal that found nothing takes no part (and a lone remaining signal keeps its own score).
     rankings = [r for r in rankings if r.canvases] or rankings[:1]
     evidence: dict[str, dict[int, CanvasEvidence]] = {
@@ -373,8 +235,7 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
     return SearchPage(group=request.group, offset=request.offset, limit=request.limit, hits=page_hits,
                       groups=groups, has_more=has_more, candidates=candidates,
                       signals=[r.name for r in rankings],
-                      score="rrf" if not single else {"visual": "cosine", "semantic": "cosine",
-                                                      "fulltext": "bm25"}[rankings[0].name],
+                      score="rrf" if not single else BY_NAME[rankings[0].name].score,
                       facets=facets, strategies={r.name: r.strategy for r in rankings})
 
 
