@@ -23,7 +23,6 @@ manifest saved on disk), and URL prefixes can be mapped to local folders (``loca
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
+from manuscripts_search.config import environment
 from manuscripts_search.netguard import AddressRefusedError, NetworkPolicy
 
 from .politeness import HostLimiter, PolitenessPolicy, backoff_delay, parse_retry_after
@@ -145,7 +145,7 @@ class Fetcher:
         self.limiter = HostLimiter(self.policy)
         self.total_timeout = total_timeout if total_timeout is not None else max(60.0, 4 * timeout)
         self.url_guard = url_guard
-        self.network_policy = network_policy if network_policy is not None else NetworkPolicy.from_env(os.environ)
+        self.network_policy = network_policy if network_policy is not None else NetworkPolicy.from_env(environment())
         self.local_mirrors = {prefix: Path(folder) for prefix, folder in (local_mirrors or {}).items()}
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
         # Per-request headers replace a PoolManager's defaults, so ours are merged in get().

@@ -7,7 +7,6 @@ The CLI is the one place allowed to wire the core to ``harvest`` and ``web``; he
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
@@ -15,7 +14,7 @@ import click
 from . import __version__
 from .commands import catalogue, embedding, harvesting, searching, serving
 from .commands.common import CLIState, emit, pass_state, ray_engine_options, refuse_without_ray  # noqa: F401
-from .config import ConfigError, load_config
+from .config import ConfigError, environment, load_config
 
 
 class MsearchGroup(click.Group):
@@ -58,7 +57,7 @@ def cli(ctx, data_dir, db_url, model, verbose):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {}
     try:
-        env = dict(os.environ)
+        env = environment()
         if data_dir:
             env["MSEARCH_DATA_DIR"] = data_dir
         config = load_config(env)
@@ -71,7 +70,7 @@ def cli(ctx, data_dir, db_url, model, verbose):
         raise click.ClickException(str(exc)) from None
     from .redact import database_password, protect_in_logs
 
-    protect_in_logs(database_password(config.db_url), os.environ.get("MSEARCH_ADMIN_TOKEN"))
+    protect_in_logs(database_password(config.db_url), config.admin_token)
     ctx.obj = CLIState(config)
 
 

@@ -48,7 +48,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MSEARCH_ALLOW_PRIVATE_NETWORKS", "0",
             "1 lets harvesting and image URLs reach loopback and private networks (an intranet "
             "installation); link-local and cloud metadata addresses stay refused. Default 0: public only."),
-    # Read by the web app (web/logging_setup.py, web/ratelimit.py); declared here with the rest.
+    # Used by the web app (web/logging_setup.py, web/ratelimit.py), through Config like the rest.
     Setting("MSEARCH_LOG_FORMAT", "json", "Web server log records: json (one object per line) or text."),
     Setting("MSEARCH_LOG_LEVEL", "INFO", "Web server log level: DEBUG, INFO, WARNING or ERROR."),
     Setting("MSEARCH_SEARCH_RATE_LIMIT", "60/minute",
@@ -72,6 +72,14 @@ class Config:
     http_timeout: float
     max_response_bytes: int
     extra: dict = field(default_factory=dict)
+    # The web server's settings; None where unset, so that the app's own default applies (a test
+    # app, for one, is not rate limited unless asked).
+    admin_token: Optional[str] = field(default=None, repr=False)  # a secret: never printed
+    log_format: Optional[str] = None
+    log_level: Optional[str] = None
+    search_rate_limit: Optional[str] = None
+    search_rate_burst: Optional[str] = None
+    trusted_proxies: Optional[str] = None
     # Which addresses harvesting and image URLs may reach (SSRF rule); public only by default.
     network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
 
@@ -104,6 +112,20 @@ def _int_setting(env: dict, name: str, minimum: int = 1) -> int:
     return value
 
 
+def environment() -> dict:
+    """A copy of this process's environment: the one place that reads it (settings, and what a
+    child process inherits)."""
+    return dict(os.environ)
+
+
+def child_environment(**settings: str) -> dict:
+    """The environment for a child ``msearch`` process: this one's, less the admin token (a child
+    needs no secret it does not use), plus ``settings``."""
+    env = {name: value for name, value in os.environ.items() if name != "MSEARCH_ADMIN_TOKEN"}
+    env.update(settings)
+    return env
+
+
 def load_config(env: Optional[dict] = None, **overrides) -> Config:
     """Build the configuration from environment variables (or ``env``), then ``overrides``."""
     from . import __version__
@@ -130,5 +152,11 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         http_timeout=timeout,
         max_response_bytes=_int_setting(env, "MSEARCH_MAX_RESPONSE_BYTES"),
         network_policy=network_policy,
+        admin_token=(env.get("MSEARCH_ADMIN_TOKEN") or "").strip() or None,
+        log_format=env.get("MSEARCH_LOG_FORMAT") or None,
+        log_level=env.get("MSEARCH_LOG_LEVEL") or None,
+        search_rate_limit=env.get("MSEARCH_SEARCH_RATE_LIMIT") or None,
+        search_rate_burst=env.get("MSEARCH_SEARCH_RATE_BURST") or None,
+        trusted_proxies=env.get("MSEARCH_TRUSTED_PROXIES") or None,
     )
     return config.replace(**overrides) if overrides else config

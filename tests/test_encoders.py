@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import huggingface_hub.constants
 import numpy as np
@@ -50,6 +51,21 @@ def test_loads_through_from_pretrained_with_identity(loaded, request):
     assert encoder.space_id == f"{model_dir}@{encoder.revision}"
     # The revision is a fingerprint of the files: loading again names the same space.
     assert load_vision_language_encoder(model_dir, device="cpu").space_id == encoder.space_id
+
+
+def test_every_encoder_implements_the_one_interface(loaded, request):
+    from manuscripts_search.embedding.handcrafted import HandcraftedEncoder
+    from manuscripts_search.embedding.interface import HANDCRAFTED, VISION_LANGUAGE, ImageEncoder
+
+    fixture_name, encoder = loaded
+    handcrafted = HandcraftedEncoder()
+    assert isinstance(encoder, ImageEncoder) and isinstance(handcrafted, ImageEncoder)
+    assert (encoder.kind, encoder.supports_text) == (VISION_LANGUAGE, True)
+    assert (handcrafted.kind, handcrafted.supports_text) == (HANDCRAFTED, False)
+    # A local model travels to decoding processes and Ray nodes as its absolute path.
+    assert encoder.preparer_source() == str(Path(request.getfixturevalue(fixture_name)).resolve())
+    assert handcrafted.preparer_source() == "handcrafted"
+    assert not isinstance(object(), ImageEncoder)
 
 
 def test_image_and_text_vectors_are_unit_float32_rows(loaded):

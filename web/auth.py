@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from functools import wraps
 from typing import Optional
@@ -40,7 +39,7 @@ def init_app(app: Flask) -> None:
 
 def admin_token(app: Optional[Flask] = None) -> Optional[str]:
     app = app or current_app
-    token = app.config.get("ADMIN_TOKEN") or os.environ.get("MSEARCH_ADMIN_TOKEN") or None
+    token = app.config.get("ADMIN_TOKEN") or getattr(app.config.get("MSEARCH_CONFIG"), "admin_token", None) or None
     return token if token and token.strip() else None
 
 

@@ -71,7 +71,7 @@ def _add_visual(app, setup: SearchSetup, load_model: bool) -> None:
         if reason:
             setup.notices.append(NO_MODEL_NOTICE.format(reason=reason.rstrip(".")) + " Searching by image "
                                  "uses simple colour and texture features.")
-        elif encoder is not None and not getattr(encoder, "supports_text", True):
+        elif encoder is not None and not encoder.supports_text:
             setup.notices.append("The image encoder in use cannot read text, so text queries search "
                                  "metadata and transcriptions only.")
     space = getattr(encoder, "space_id", None) or _only_image_space(app)
@@ -114,7 +114,7 @@ def execute(setup: SearchSetup, request: SearchRequest) -> SearchPage:
     engine refuses (its message says why)."""
     context = setup.context
     wants_text_tower = bool(request.text) and context.encoder is not None \
-        and not getattr(context.encoder, "supports_text", True)
+        and not context.encoder.supports_text
     if wants_text_tower and request.image is None:
         request.signals = tuple(s for s in (request.signals or text_only_signals()) if s in text_only_signals()) or None
     if context.index is None and request.image is None and not (request.like_canvas_id or request.like_region_id) \

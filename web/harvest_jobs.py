@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from manuscripts_search.config import child_environment
+
 STEPS = ("harvest", "embed", "index")
 MAX_LISTED_JOBS = 50
 MAX_LOG_CHARS = 20_000
@@ -37,9 +39,8 @@ def start_job(config, url: str, steps: tuple[str, ...]) -> dict:
     record = {"id": job_id, "url": url, "steps": list(steps), "status": "starting",
               "started_at": _now(), "finished_at": None, "results": []}
     write_record(directory, record)
-    env = {name: value for name, value in os.environ.items() if name != "MSEARCH_ADMIN_TOKEN"}
-    env.update({"MSEARCH_DATA_DIR": str(config.data_dir), "MSEARCH_DB": config.db_url,
-                "MSEARCH_MODEL": config.model, "PYTHONUNBUFFERED": "1"})
+    env = child_environment(MSEARCH_DATA_DIR=str(config.data_dir), MSEARCH_DB=config.db_url,
+                            MSEARCH_MODEL=config.model, PYTHONUNBUFFERED="1")
     if config.device:
         env["MSEARCH_DEVICE"] = config.device
     project_root = str(Path(__file__).resolve().parents[1])

@@ -133,7 +133,7 @@ def _matches(scope: Scope, query: str, version: int) -> list[SearchMatch]:
         hits = []
     setup = prepare_search(session, text=False, visual=True)
     context = setup.context
-    if context.encoder is not None and context.index is not None and getattr(context.encoder, "supports_text", True):
+    if context.encoder is not None and context.index is not None and context.encoder.supports_text:
         vector = context.encoder.encode_texts([query])[0]
         if vector.shape[0] == context.index.dim:
             hits += visual_hits(session, scope, context.index, vector, current_app.config["CONTENT_SEARCH_VISUAL_MATCHES"])

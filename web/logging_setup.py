@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -100,15 +99,16 @@ def configure_logging(fmt: str = "json", level: str = "INFO", stream=None) -> lo
 def app_secrets(app: Flask) -> list[str]:
     """The secrets this app knows: the admin token and the database password."""
     config = app.config.get("MSEARCH_CONFIG")
-    token = app.config.get("ADMIN_TOKEN") or os.environ.get("MSEARCH_ADMIN_TOKEN")
+    token = app.config.get("ADMIN_TOKEN") or getattr(config, "admin_token", None)
     return [s for s in (token, database_password(getattr(config, "db_url", None))) if s]
 
 
 def init_app(app: Flask) -> None:
     """Request ids, access records and secret masking for ``app`` (see the module doc).
     Raises ValueError for a bad LOG_FORMAT / LOG_LEVEL."""
-    fmt = app.config.get("LOG_FORMAT") or os.environ.get("MSEARCH_LOG_FORMAT") or "json"
-    level = app.config.get("LOG_LEVEL") or os.environ.get("MSEARCH_LOG_LEVEL") or "INFO"
+    settings = app.config.get("MSEARCH_CONFIG")
+    fmt = app.config.get("LOG_FORMAT") or getattr(settings, "log_format", None) or "json"
+    level = app.config.get("LOG_LEVEL") or getattr(settings, "log_level", None) or "INFO"
     protect_in_logs(*app_secrets(app))
     if not app.testing and app.config.get("LOG_CONFIGURE", True):
         configure_logging(fmt, level)

@@ -23,7 +23,6 @@ Settings (Flask config, else the environment):
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -98,12 +97,13 @@ class TokenBuckets:
 def init_app(app: Flask) -> None:
     """Limit the search endpoints of ``app`` (see the module doc). Raises ValueError for a
     malformed setting."""
+    settings = app.config.get("MSEARCH_CONFIG")
     rate_text = app.config.get("RATELIMIT_SEARCH")
     if rate_text is None:
-        rate_text = os.environ.get("MSEARCH_SEARCH_RATE_LIMIT") or ("off" if app.testing else DEFAULT_RATE)
+        rate_text = getattr(settings, "search_rate_limit", None) or ("off" if app.testing else DEFAULT_RATE)
     rate = parse_rate(str(rate_text))
-    burst = int(app.config.get("RATELIMIT_BURST") or os.environ.get("MSEARCH_SEARCH_RATE_BURST") or DEFAULT_BURST)
-    proxies = int(app.config.get("RATELIMIT_TRUSTED_PROXIES") or os.environ.get("MSEARCH_TRUSTED_PROXIES") or 0)
+    burst = int(app.config.get("RATELIMIT_BURST") or getattr(settings, "search_rate_burst", None) or DEFAULT_BURST)
+    proxies = int(app.config.get("RATELIMIT_TRUSTED_PROXIES") or getattr(settings, "trusted_proxies", None) or 0)
     if proxies < 0:
         raise ValueError("MSEARCH_TRUSTED_PROXIES must be 0 or more")
     app.config.setdefault("RATELIMIT_PATHS", DEFAULT_PATHS)

@@ -115,7 +115,7 @@ def _highlights(session, canvas: Canvas, region, query: str) -> tuple[list[dict]
 
         setup = prepare_search(session, text=False, visual=True)
         if setup.context.encoder is not None and setup.context.index is not None \
-                and getattr(setup.context.encoder, "supports_text", True):
+                and setup.context.encoder.supports_text:
             for xywh, score in canvas_visual_regions(session, canvas, setup.context.encoder,
                                                      setup.context.index.space, query, limit=3):
                 found.append((xywh, f"Looks like “{query[:40]}” ({score:.3f})", "visual"))

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .interface import VISION_LANGUAGE
+
 DEFAULT_MODEL_ID = "google/siglip2-base-patch16-224"
 
 # SigLIP models were trained on lower-cased text padded to a fixed length, with no attention mask.
@@ -104,6 +106,12 @@ class VisionLanguageEncoder:
         return np.concatenate(batches, axis=0)
 
     supports_text = True  # both towers: text queries land in the image space
+    kind = VISION_LANGUAGE
+
+    def preparer_source(self) -> str:
+        # A local directory travels as an absolute path (the same on every node), else the hub id.
+        local = Path(self.model_id).expanduser()
+        return str(local.resolve()) if local.is_dir() else self.model_id
 
     @property
     def input_side(self) -> int:

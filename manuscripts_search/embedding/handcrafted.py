@@ -19,9 +19,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
+
+from .interface import HANDCRAFTED
 
 HANDCRAFTED_MODEL_ID = "handcrafted/colour-texture-v1"
 HANDCRAFTED_NAME = "handcrafted"  # what MSEARCH_MODEL / --model may say to choose it
@@ -172,15 +175,18 @@ def _dimension() -> int:
 
 @dataclass(frozen=True)
 class HandcraftedEncoder:
-    """Encoder-compatible (``encode_images``, ``space_id``, ``dim``) with no weights and no text
-    tower. Also offers the two pipeline stages the embedding worker runs apart:
+    """An :class:`~.interface.ImageEncoder` with no weights and no text tower. Also offers the two pipeline stages the embedding worker runs apart:
     :meth:`prepare_image` (in decoding threads) and :meth:`encode_prepared` (per batch)."""
 
     model_id: str = HANDCRAFTED_MODEL_ID
     revision: str = _revision()
     device: str = "cpu"
     supports_text: bool = False
+    kind: ClassVar[str] = HANDCRAFTED
     input_side: int = _PARAMETERS["side"]  # the smallest decode that loses nothing
+
+    def preparer_source(self) -> str:
+        return HANDCRAFTED_NAME
 
     @property
     def dim(self) -> int:

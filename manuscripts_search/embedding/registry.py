@@ -1,9 +1,8 @@
 """Which image encoder a run uses: the configured vision-language model, or — when it cannot be
 loaded — the weight-free handcrafted features, with the reason said out loud.
 
-Every encoder offers ``model_id``, ``revision``, ``space_id``, ``dim``, ``supports_text`` and
-``encode_images``; those with a text tower also ``encode_texts``. The embedding worker also uses
-``prepare_image``/``encode_prepared`` when an encoder has them (both kinds here do). Spaces are
+Every encoder implements :class:`.interface.ImageEncoder` (space, dimension, images, optional
+text, preparation in another thread or process). Spaces are
 recorded in ``model_spaces`` (:func:`register_space`) so that tools can list which models made
 the stored vectors. Text search (full text, and MiniLM sentence vectors from
 :mod:`.text_encoder`) needs none of this, so it keeps working whatever happens here.
@@ -19,13 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .handcrafted import HANDCRAFTED_MODEL_ID, HANDCRAFTED_NAME, HandcraftedEncoder
+from .interface import HANDCRAFTED, VISION_LANGUAGE, ImageEncoder
 from ..models import ModelSpace
 from ..models.base import utcnow
 
 log = logging.getLogger(__name__)
 
-VISION_LANGUAGE = "vision-language"
-HANDCRAFTED = "handcrafted"
 
 
 class SpaceMismatchError(RuntimeError):
@@ -103,13 +101,10 @@ def load_image_preparer(model: str):
     return VisionLanguageEncoder(model_id=model, revision="", dim=0, device="cpu", model=None, processor=processor)
 
 
-def preparer_source(encoder: Any) -> str:
+def preparer_source(encoder: ImageEncoder) -> str:
     """What :func:`load_image_preparer` needs to rebuild ``encoder``'s ``prepare_image`` in another
     process: "handcrafted", a local directory as an absolute path, or the hub id."""
-    if isinstance(encoder, HandcraftedEncoder):
-        return HANDCRAFTED_NAME
-    local = Path(encoder.model_id).expanduser()
-    return str(local.resolve()) if local.is_dir() else encoder.model_id
+    return encoder.preparer_source()
 
 
 # Below this many image-tower parameters, splitting each matrix product over CPU threads costs more
@@ -130,11 +125,11 @@ def choose_torch_threads(encoder: Any, requested: int = 0) -> Optional[int]:
     return 1 if sum(parameter.numel() for parameter in tower.parameters()) < SMALL_MODEL_PARAMETERS else None
 
 
-def encoder_kind(encoder: Any) -> str:
-    return HANDCRAFTED if isinstance(encoder, HandcraftedEncoder) else VISION_LANGUAGE
+def encoder_kind(encoder: ImageEncoder) -> str:
+    return encoder.kind
 
 
-def register_space(session: Session, encoder: Any) -> ModelSpace:
+def register_space(session: Session, encoder: ImageEncoder) -> ModelSpace:
     """Record (or touch) the space ``encoder`` writes vectors in.
 
     Raises SpaceMismatchError when that space id is recorded with another model, revision or size.
@@ -144,7 +139,7 @@ def register_space(session: Session, encoder: Any) -> ModelSpace:
     # Two workers may start on a new space at once: insert-or-nothing, then read what is there.
     session.execute(dialect_insert(session)(ModelSpace).values(
         space=encoder.space_id, kind=encoder_kind(encoder), model_id=encoder.model_id,
-        revision=encoder.revision, dim=int(encoder.dim), supports_text=bool(getattr(encoder, "supports_text", True)),
+        revision=encoder.revision, dim=int(encoder.dim), supports_text=bool(encoder.supports_text),
         created_at=utcnow(), last_used_at=utcnow()).on_conflict_do_nothing())
     row = session.get(ModelSpace, encoder.space_id, populate_existing=True)
     if (row.model_id, row.revision, row.dim) != (encoder.model_id, encoder.revision, int(encoder.dim)):

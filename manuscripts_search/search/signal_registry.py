@@ -50,7 +50,7 @@ def stored_vector(session: Session, space: str, canvas_id: Optional[int] = None,
 
 
 def reads_text(encoder) -> bool:
-    return encoder is not None and bool(getattr(encoder, "supports_text", True))
+    return encoder is not None and bool(encoder.supports_text)
 
 
 def _image_query(request) -> bool:
