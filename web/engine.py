@@ -116,7 +116,8 @@ def execute(setup: SearchSetup, request: SearchRequest) -> SearchPage:
     wants_text_tower = bool(request.text) and context.encoder is not None \
         and not context.encoder.supports_text
     if wants_text_tower and request.image is None:
-        request.signals = tuple(s for s in (request.signals or text_only_signals()) if s in text_only_signals()) or None
+        text_signals = text_only_signals()
+        request.signals = tuple(s for s in (request.signals or text_signals) if s in text_signals) or None
     if context.index is None and request.image is None and not (request.like_canvas_id or request.like_region_id) \
             and not has_text_documents(context.session) and not has_any_index(current_app._get_current_object()):
         raise AppError(NO_INDEX_MESSAGE, 503)

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,9 +23,9 @@ from .filters import SearchFilters, canvas_filter_statement
 from .fusion import RRF_K, RankedSignal, reciprocal_rank_fusion
 from ..iiif.language import first_value
 from ..index.vector_index import IndexReadError, VectorIndex
-from ..models import CanvasLabel, Canvas, Category, Embedding, Manifest, Region
+from ..models import CanvasLabel, Canvas, Category, Manifest, Region
 from .errors import SearchError
-from .signal_registry import BY_NAME, SIGNALS as SIGNAL_TABLE, signal_names, stored_vector  # noqa: F401
+from .signal_registry import BY_NAME, SIGNALS as SIGNAL_TABLE, signal_names
 from .signals import CanvasEvidence, CanvasRanking, RegionMatch
 
 
