@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -26,15 +25,12 @@ from manuscripts_search.store.db import session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.iiif.image_api import ImageInfo, parse_info_json, plan_fetch, stitch_tiles
 from manuscripts_search.iiif.model import ImageServiceRef
+from manuscripts_search.image_decoding import MAX_HARVEST_IMAGE_PIXELS, decode_image
 from manuscripts_search.models import Canvas, ImageServiceInfo, utcnow
 
 from .http import Fetcher, FetchError
 
 log = logging.getLogger(__name__)
-
-# Refuse to decode images above this many pixels (a full-resolution page is ~50 MP at most).
-MAX_IMAGE_PIXELS = 250_000_000
-
 
 @dataclass
 class ImageReport:
@@ -147,24 +143,10 @@ def _parse_or_none(doc, service_id: str) -> Optional[ImageInfo]:
         return None
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS):
-    """Decode image bytes to RGB. Raises ValueError for an image of more than ``max_pixels``
-    pixels (a decompression bomb: a few kilobytes that would decode to gigabytes), judged from
-    its header before any pixel is decoded; OSError for bytes that are not a readable image."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb check is a global setting and only a warning below twice its limit.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > max_pixels:
-                raise ValueError(f"image of {image.width}×{image.height} pixels exceeds the limit of "
-                                 f"{max_pixels} pixels (decompression bomb?)")
-            image.load()
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-        raise ValueError(f"image refused as a decompression bomb: {error}") from None
-    return image.convert("RGB")
+def fetch_image(fetcher: Fetcher, url: str):
+    """The RGB image at ``url``. Raises FetchError, ImageTooLargeError (a ValueError: a
+    decompression bomb) or UnreadableImageError (an OSError: not an image)."""
+    return decode_image(fetcher.get(url, expect="image").body, MAX_HARVEST_IMAGE_PIXELS)
 
 
 def normalise_image(image, long_edge: int) -> tuple[bytes, int, int]:
@@ -185,13 +167,13 @@ def fetch_canvas_image(job: CanvasImageJob, fetcher: Fetcher, infos: InfoCache, 
     if job.service is not None:
         try:
             plan = plan_fetch(infos.get(job.service.id), job.service, long_edge)
-            tiles = [decode_image(fetcher.get(request.url, expect="image").body) for request in plan.requests]
+            tiles = [fetch_image(fetcher, request.url) for request in plan.requests]
             return tiles[0] if plan.is_single and plan.crop_box is None else stitch_tiles(plan, tiles)
         except (FetchError, ValueError, OSError) as exc:
             reasons.append(f"image service: {exc}")
     if job.image_url:
         try:
-            return decode_image(fetcher.get(job.image_url, expect="image").body)
+            return fetch_image(fetcher, job.image_url)
         except (FetchError, ValueError, OSError) as exc:
             reasons.append(f"image URL: {exc}")
     raise ValueError("; ".join(reasons) or "canvas paints no image")

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from manuscripts_search.image_decoding import open_bounded
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 CONTEXT_IMAGE_3 = "http://iiif.io/api/image/3/context.json"
 MAX_SOURCE_PIXELS = 400_000_000
@@ -89,8 +91,7 @@ def _open_source(path: Path):
     """The image as RGB, upright (EXIF orientation applied), first frame of a multi-page TIFF."""
     from PIL import Image, ImageOps
 
-    Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
-    with Image.open(path) as image:
+    with open_bounded(path, MAX_SOURCE_PIXELS) as image:
         image.seek(0)
         image = ImageOps.exif_transpose(image)
         if image.mode in ("RGBA", "LA", "P"):

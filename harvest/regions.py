@@ -25,7 +25,7 @@ from manuscripts_search.iiif.model import ImageServiceRef
 from manuscripts_search.models import Canvas, Region
 
 from .http import Fetcher, FetchError
-from .images import InfoCache, decode_image, normalise_image
+from .images import InfoCache, fetch_image, normalise_image
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _fetch_canvas_regions(job: _CanvasRegionsJob, fetcher: Fetcher, infos: InfoC
         tiles = []
         for request in plan.requests:
             if request.url not in tile_cache:
-                tile_cache[request.url] = decode_image(fetcher.get(request.url, expect="image").body)
+                tile_cache[request.url] = fetch_image(fetcher, request.url)
             tiles.append(tile_cache[request.url])
         return stitch_tiles(plan, tiles)
 
@@ -184,7 +184,7 @@ def _fetch_canvas_regions(job: _CanvasRegionsJob, fetcher: Fetcher, infos: InfoC
                 if whole_image is None:
                     if not job.image_url:
                         raise ValueError("no image service with a known size and no image URL")
-                    whole_image = decode_image(fetcher.get(job.image_url, expect="image").body)
+                    whole_image = fetch_image(fetcher, job.image_url)
                 x, y, w, h = canvas_to_image_xywh(box, *job.canvas_size, *whole_image.size, job.target_xywh)
                 crop = whole_image.crop((x, y, x + w, y + h))
             data, _width, _height = normalise_image(crop, long_edge)

@@ -10,21 +10,19 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import struct
 import time
-import zlib
 
 import pytest
 from click.testing import CliRunner
 
 from harvest.documents import FAILED, NOT_IIIF, process_task
 from harvest.http import Fetcher, FetchError
-from harvest.images import decode_image
 from manuscripts_search.config import ConfigError, load_config
 from manuscripts_search.iiif.json_limits import MAX_JSON_DEPTH, check_json_text, nesting_depth
 from manuscripts_search.iiif.model import IIIFParseError
 from manuscripts_search.iiif.presentation import parse_document
 from manuscripts_search.netguard import AddressRefusedError, NetworkPolicy, check_url
+from tests.helpers.images import png_claiming
 from tests.scripted_http_server import Reply, ScriptedServer, json_reply
 
 PUBLIC_ONLY = NetworkPolicy()
@@ -233,35 +231,6 @@ def test_gzip_bomb_is_cut_off_at_the_size_limit(server):
     with pytest.raises(FetchError, match="exceeds the 1000000-byte limit"):
         fetcher(LOOPBACK_ONE, max_bytes=1_000_000).get(server.url("/bomb.json"), expect="json")
     assert time.monotonic() - started < 5
-
-
-# -- images ------------------------------------------------------------------------------------------
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A valid, tiny PNG whose header claims ``width``×``height`` pixels (a decompression bomb:
-    decoding it would allocate width×height×3 bytes)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\0" * 1024)  # far from enough rows, never read
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-
-
-@pytest.mark.parametrize("size", [(20_000, 20_000), (100_000, 100_000), (16_000, 16_000)])
-def test_decompression_bomb_images_are_refused_from_the_header(size):
-    data = png_claiming(*size)
-    assert len(data) < 2000
-    with pytest.raises(ValueError, match="decompression bomb"):
-        decode_image(data, max_pixels=200_000_000)
-
-
-def test_a_normal_image_still_decodes():
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 10, 10)).save(buffer, "PNG")
-    assert decode_image(buffer.getvalue()).size == (64, 48)
 
 
 # -- the web app: uploads, image URLs, query length, rate limit ---------------------------------------

@@ -10,6 +10,7 @@ from typing import Optional
 from flask import Flask
 
 from manuscripts_search.config import Config, load_config
+from manuscripts_search.image_decoding import MAX_QUERY_IMAGE_PIXELS
 
 DEFAULT_SETTINGS = {
     "SEARCH_DEFAULT_K": 24,  # results on the HTML page when ``k`` is not given
@@ -24,7 +25,7 @@ DEFAULT_SETTINGS = {
     "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,  # a larger request body is a 413 before it is read
     "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
     "QUERY_IMAGE_MAX_BYTES": 16 * 1024 * 1024,
-    "QUERY_IMAGE_MAX_PIXELS": 50_000_000,
+    "QUERY_IMAGE_MAX_PIXELS": MAX_QUERY_IMAGE_PIXELS,
     "QUERY_IMAGE_ALLOW_PRIVATE_URLS": False,  # let image_url reach private addresses (tests, intranets)
 }
 

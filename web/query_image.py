@@ -8,10 +8,8 @@ the server must not become a way to reach the private network.
 """
 from __future__ import annotations
 
-import io
 import ipaddress
 import socket
-import warnings
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -37,31 +35,22 @@ def read_query_image(files: MultiDict, form: MultiDict):
 
 def decode_image(data: bytes, what: str):
     """Decode ``data`` into an RGB image; AppError 400 when it is too big or not an image."""
-    from PIL import Image, UnidentifiedImageError
+    from manuscripts_search.image_decoding import ImageTooLargeError, UnreadableImageError, decode_image as decode
 
+    what = what[0].upper() + what[1:]
     max_bytes = current_app.config["QUERY_IMAGE_MAX_BYTES"]
     if len(data) > max_bytes:
-        raise AppError(f"{what[0].upper() + what[1:]} is larger than {max_bytes // (1024 * 1024)} MB.", 400)
+        raise AppError(f"{what} is larger than {max_bytes // (1024 * 1024)} MB.", 400)
     max_pixels = current_app.config["QUERY_IMAGE_MAX_PIXELS"]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > max_pixels:
-                raise AppError(f"{what[0].upper() + what[1:]} has {image.width}×{image.height} pixels; "
-                               f"at most {max_pixels // 1_000_000} megapixels are accepted.", 400)
-            image.load()
-    except AppError:
-        raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise AppError(f"{what[0].upper() + what[1:]} has too many pixels; at most "
+        return decode(data, max_pixels)
+    except ImageTooLargeError as error:
+        raise AppError(f"{what} has {error.width}×{error.height} pixels; at most "
                        f"{max_pixels // 1_000_000} megapixels are accepted.", 400) from None
-    except UnidentifiedImageError:
-        raise AppError(f"{what[0].upper() + what[1:]} is not an image this server can read "
-                       "(JPEG, PNG, WebP, GIF, TIFF…).", 400) from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise AppError(f"{what[0].upper() + what[1:]} cannot be decoded: {error}", 400) from None
-    return image.convert("RGB")
+    except UnreadableImageError as error:
+        raise AppError(f"{what} cannot be decoded: {error.detail}" if error.detail else
+                       f"{what} is not an image this server can read (JPEG, PNG, WebP, GIF, TIFF…).",
+                       400) from None
 
 
 def fetch_image(url: str) -> bytes:

@@ -1,7 +1,6 @@
 """`msearch index ...`, `msearch search` and `msearch classify ...`: indexes, queries, categories."""
 from __future__ import annotations
 
-import io
 import json
 import sys
 from typing import Optional
@@ -137,7 +136,7 @@ def index_verify(state: CLIState, deep, as_json):
 
 def _load_query_image(state: CLIState, source: str):
     """A PIL image from a local path or an http(s) URL; ClickException with the reason otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    from ..image_decoding import MAX_QUERY_IMAGE_PIXELS, ImageDecodeError, decode_image
 
     if source.startswith(("http://", "https://")):
         from harvest.http import FetchError, Fetcher
@@ -159,11 +158,9 @@ def _load_query_image(state: CLIState, source: str):
         if len(body) > MAX_QUERY_IMAGE_BYTES:
             raise click.ClickException(f"the query image is larger than {MAX_QUERY_IMAGE_BYTES} bytes")
     try:
-        image = Image.open(io.BytesIO(body))
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        return decode_image(body, MAX_QUERY_IMAGE_PIXELS)
+    except ImageDecodeError as error:
         raise click.ClickException(f"the query image cannot be decoded: {error}") from None
-    return image.convert("RGB")
 
 
 def _text_resources(state: CLIState):
