@@ -19,7 +19,8 @@ from manuscripts_search.iiif.annotations import (
     parse_annotation_document,
 )
 from manuscripts_search.iiif.model import IIIFParseError, ParsedCollection, ParsedManifest
-from manuscripts_search.iiif.presentation import load_json_object, parse_document_with_text
+from manuscripts_search.iiif.json_decoding import load_json_object
+from manuscripts_search.iiif.presentation import parse_document_with_text
 
 from .crawl_queue import ANNOTATIONS, DOCUMENT, PAGE, ChildLink, CrawlTask
 from .http import Fetcher, FetchError, FetchResult, is_local_source

@@ -19,7 +19,7 @@ from harvest.http import Fetcher, allow_only_hosts
 from harvest.manifests import HarvestOptions, harvest_sources
 from harvest.politeness import PolitenessPolicy
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-from manuscripts_search.iiif.presentation import load_json_object
+from manuscripts_search.iiif.json_decoding import load_json_object
 from manuscripts_search.models import Canvas, FetchedDocument, Manifest, TextAnnotation
 from tests.fixtures_database import module_database
 from tests.scripted_http_server import ScriptedServer, json_reply

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from manuscripts_search.iiif.language import first_value, to_language_map
 from manuscripts_search.iiif.model import IIIFParseError, ParsedCollection, ParsedManifest
+from manuscripts_search.iiif.image_services import image_service_ref
 from manuscripts_search.iiif.presentation import (
-    image_service_ref,
     parse_collection,
     parse_document,
     parse_manifest,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any, Iterator, Optional
 
+from manuscripts_search.iiif.jsonld import as_list, local_name, local_types, reference_id, resolve
 from manuscripts_search.iiif.model import IIIFParseError
 
 MAX_ANNOTATIONS = 50_000  # per document: more is a runaway export, not a page of text
@@ -66,46 +67,6 @@ class ParsedAnnotationDocument:
     annotations: list[ParsedTextAnnotation] = field(default_factory=list)
     pages: list[str] = field(default_factory=list)  # further pages to fetch (next / first)
     warnings: list[str] = field(default_factory=list)
-
-
-# --- small helpers (kept local: this module must not reach into the parser's private names) ---
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _get_id(obj: Any) -> Optional[str]:
-    if isinstance(obj, str):
-        return obj.strip() or None
-    if not isinstance(obj, dict):
-        return None
-    for key in ("id", "@id"):
-        value = obj.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
-
-
-def _local_name(name: str) -> str:
-    return re.split(r"[:#/]", name.strip())[-1].lower()
-
-
-def _local_types(obj: Any) -> list[str]:
-    if not isinstance(obj, dict):
-        return []
-    raw = obj.get("type", obj.get("@type"))
-    return [_local_name(t) for t in _as_list(raw) if isinstance(t, str) and t.strip()]
-
-
-def _resolve(url: str, base: Optional[str]) -> str:
-    from urllib.parse import urljoin
-
-    if base is None or re.match(r"^[A-Za-z][A-Za-z0-9+.\-]+:", url):
-        return url
-    return urljoin(base, url)
 
 
 class _HTMLText(HTMLParser):
@@ -154,7 +115,7 @@ def normalise_text(text: str) -> str:
 
 def _language(obj: dict) -> Optional[str]:
     for key in ("language", "@language"):
-        for value in _as_list(obj.get(key)):
+        for value in as_list(obj.get(key)):
             if isinstance(value, str) and value.strip():
                 return value.strip()[:35]
     return None
@@ -181,7 +142,7 @@ def _textual_bodies(body: Any, warn, depth: int = 0) -> Iterator[tuple[str, Opti
         return
     if not isinstance(body, dict):
         return
-    kinds = _local_types(body)
+    kinds = local_types(body)
     if "choice" in kinds:
         for key in ("default", "item", "items"):
             yield from _textual_bodies(body.get(key), warn, depth + 1)
@@ -201,8 +162,8 @@ def _textual_bodies(body: Any, warn, depth: int = 0) -> Iterator[tuple[str, Opti
     if len(text) > MAX_TEXT_CHARS:
         warn(f"a text body of {len(text)} characters was cut to {MAX_TEXT_CHARS}")
         text = text[:MAX_TEXT_CHARS]
-    purposes = [p for p in _as_list(body.get("purpose")) if isinstance(p, str)]
-    yield text, _language(body), _local_name(purposes[0]) if purposes else None
+    purposes = [p for p in as_list(body.get("purpose")) if isinstance(p, str)]
+    yield text, _language(body), local_name(purposes[0]) if purposes else None
 
 
 def _fragment(text: str) -> Optional[str]:
@@ -217,13 +178,13 @@ def _fragment(text: str) -> Optional[str]:
 def _selector_xywh(selector: Any, depth: int = 0) -> Optional[str]:
     if depth > 4:
         return None
-    for item in _as_list(selector):
+    for item in as_list(selector):
         if isinstance(item, str):
             found = _fragment(item)
         elif isinstance(item, dict):
-            if "choice" in _local_types(item):
-                found = _selector_xywh([item.get("default"), *_as_list(item.get("item"))], depth + 1)
-            elif "imageapiselector" in _local_types(item) and isinstance(item.get("region"), str):
+            if "choice" in local_types(item):
+                found = _selector_xywh([item.get("default"), *as_list(item.get("item"))], depth + 1)
+            elif "imageapiselector" in local_types(item) and isinstance(item.get("region"), str):
                 found = item["region"] if re.fullmatch(r"[0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+", item["region"]) else None
             else:
                 value = item.get("value")
@@ -245,7 +206,7 @@ def _targets(target: Any, base: Optional[str], depth: int = 0) -> Iterator[tuple
         return
     if isinstance(target, str):
         canvas = target.split("#", 1)[0].strip()
-        yield (_resolve(canvas, base) if canvas else None), _fragment(target) if "#" in target else None
+        yield (resolve(canvas, base) if canvas else None), _fragment(target) if "#" in target else None
         return
     if not isinstance(target, dict):
         return
@@ -255,7 +216,7 @@ def _targets(target: Any, base: Optional[str], depth: int = 0) -> Iterator[tuple
         for canvas, own_spec in _targets(source, base, depth + 1):
             yield canvas, spec or own_spec
         return
-    target_id = _get_id(target)
+    target_id = reference_id(target)
     if target_id:
         yield from _targets(target_id, base, depth + 1)
 
@@ -282,9 +243,9 @@ def _box(spec: Optional[str], size: Optional[tuple[int, int]]) -> Optional[tuple
 
 
 def _motivation(annotation: dict) -> Optional[str]:
-    for value in _as_list(annotation.get("motivation")):
+    for value in as_list(annotation.get("motivation")):
         if isinstance(value, str) and value.strip():
-            return _local_name(value)
+            return local_name(value)
     return None
 
 
@@ -302,7 +263,7 @@ def annotation_texts(annotation: Any, base: Optional[str], default_canvas: Optio
     if not bodies:
         return []
     targets = list(_targets(annotation.get("target", annotation.get("on")), base)) or [(default_canvas, None)]
-    annotation_id = _get_id(annotation)
+    annotation_id = reference_id(annotation)
     results = []
     for canvas, spec in targets[:16]:
         canvas = canvas or default_canvas
@@ -334,13 +295,13 @@ class _Collector:
     def reference(self, url: Optional[str], canvas: Optional[str]) -> None:
         if not url or len(self._refs) >= MAX_REFERENCES:
             return
-        url = _resolve(url, self.base)
+        url = resolve(url, self.base)
         if url not in self._refs:
             self._refs.add(url)
             self.result.references.append(AnnotationRef(url, canvas))
 
     def annotations(self, items: Any, canvas: Optional[str], painting_only: bool = False) -> None:
-        for annotation in _as_list(items):
+        for annotation in as_list(items):
             if len(self.result.annotations) >= MAX_ANNOTATIONS:
                 self.warn(f"more than {MAX_ANNOTATIONS} text annotations; the rest ignored")
                 return
@@ -359,7 +320,7 @@ class _Collector:
         scale = None
         if size and isinstance(image_w, int) and isinstance(image_h, int) and image_w > 0 and image_h > 0:
             scale = (size[0] / image_w, size[1] / image_h)
-        for annotation in _as_list(page.get("items", page.get("resources"))):
+        for annotation in as_list(page.get("items", page.get("resources"))):
             for text in annotation_texts(annotation, self.base, canvas, None, self.warn):
                 text.canvas_id = canvas
                 if text.xywh and scale:
@@ -377,24 +338,24 @@ class _Collector:
             return
         if not isinstance(page, dict):
             return
-        kinds = _local_types(page)
+        kinds = local_types(page)
         items = page.get("items", page.get("resources"))
         if items is None or "annotationcollection" in kinds:
-            self.reference(_get_id(page), canvas)
+            self.reference(reference_id(page), canvas)
             return
         self.annotations(items, canvas)
-        for link in _as_list(page.get("next")):
-            self.reference(_get_id(link), canvas)
+        for link in as_list(page.get("next")):
+            self.reference(reference_id(link), canvas)
 
 
 def _image_bodies(body: Any, depth: int = 0) -> Iterator[dict]:
     """Every object body of a painting annotation, Choice items included."""
     if depth > 6:
         return
-    for item in _as_list(body):
+    for item in as_list(body):
         if not isinstance(item, dict):
             continue
-        kinds = _local_types(item)
+        kinds = local_types(item)
         if "choice" in kinds:
             for key in ("default", "item", "items"):
                 yield from _image_bodies(item.get(key), depth + 1)
@@ -405,12 +366,12 @@ def _image_bodies(body: Any, depth: int = 0) -> Iterator[dict]:
 
 
 def _canvases(doc: dict) -> Iterator[dict]:
-    for item in _as_list(doc.get("items")):
-        if "canvas" in _local_types(item):
+    for item in as_list(doc.get("items")):
+        if "canvas" in local_types(item):
             yield item
-    for sequence in _as_list(doc.get("sequences")):
+    for sequence in as_list(doc.get("sequences")):
         if isinstance(sequence, dict):
-            for canvas in _as_list(sequence.get("canvases")):
+            for canvas in as_list(sequence.get("canvases")):
                 if isinstance(canvas, dict):
                     yield canvas
 
@@ -425,36 +386,36 @@ def manifest_text(doc: dict, base: Optional[str] = None,
     collector = _Collector(base, canvas_sizes or {})
     seen: set[str] = set()
     for canvas in _canvases(doc):
-        canvas_id = _get_id(canvas)
-        canvas_id = _resolve(canvas_id, base) if canvas_id else None
+        canvas_id = reference_id(canvas)
+        canvas_id = resolve(canvas_id, base) if canvas_id else None
         if canvas_id in seen:
             continue
         seen.add(canvas_id)
-        for page in _as_list(canvas.get("annotations")) + _as_list(canvas.get("otherContent")):
+        for page in as_list(canvas.get("annotations")) + as_list(canvas.get("otherContent")):
             collector.page(page, canvas_id)
         # Text painted onto the canvas (v3 items pages, v2 images) is text of the canvas too.
-        painting = [a for page in _as_list(canvas.get("items")) if isinstance(page, dict)
-                    for a in _as_list(page.get("items"))] + _as_list(canvas.get("images"))
+        painting = [a for page in as_list(canvas.get("items")) if isinstance(page, dict)
+                    for a in as_list(page.get("items"))] + as_list(canvas.get("images"))
         collector.annotations(painting, canvas_id, painting_only=True)
         # Annotations on one image layer (a Choice item, say) are about that part of the canvas.
         for annotation in painting:
             if isinstance(annotation, dict):
                 for body in _image_bodies(annotation.get("body", annotation.get("resource"))):
-                    for page in _as_list(body.get("annotations")):
+                    for page in as_list(body.get("annotations")):
                         collector.layer_page(page, canvas_id, body)
-    for page in _as_list(doc.get("annotations")):
+    for page in as_list(doc.get("annotations")):
         collector.page(page, None)
     for range_ in _ranges(doc.get("structures")):
-        for supplementary in _as_list(range_.get("supplementary")):
-            collector.reference(_get_id(supplementary), None)
+        for supplementary in as_list(range_.get("supplementary")):
+            collector.reference(reference_id(supplementary), None)
     return collector.result
 
 
 def _ranges(value: Any, depth: int = 0) -> Iterator[dict]:
     if depth > 20:
         return
-    for item in _as_list(value):
-        if isinstance(item, dict) and "range" in _local_types(item):
+    for item in as_list(value):
+        if isinstance(item, dict) and "range" in local_types(item):
             yield item
             yield from _ranges(item.get("items"), depth + 1)
 
@@ -470,14 +431,14 @@ _DOCUMENT_KINDS = {"annotationlist": "AnnotationList", "annotationpage": "Annota
 def annotation_document_kind(doc: Any) -> Optional[str]:
     """"AnnotationList", "AnnotationPage", "AnnotationCollection" or "Annotation" for a document
     of that type (v2 or v3), else None."""
-    for kind in _local_types(doc):
+    for kind in local_types(doc):
         if kind in _DOCUMENT_KINDS:
             return _DOCUMENT_KINDS[kind]
     return None
 
 
 def _is_search_response(doc: dict) -> bool:
-    contexts = [c for c in _as_list(doc.get("@context")) if isinstance(c, str)]
+    contexts = [c for c in as_list(doc.get("@context")) if isinstance(c, str)]
     return any("iiif.io/api/search/" in c for c in contexts) or "hits" in doc
 
 
@@ -493,7 +454,7 @@ def parse_annotation_document(doc: dict, source_url: Optional[str] = None,
     """
     if not isinstance(doc, dict):
         raise IIIFParseError("annotation document is not a JSON object")
-    kinds = _local_types(doc)
+    kinds = local_types(doc)
     if "termlist" in kinds:
         raise IIIFParseError("a IIIF Content Search autocomplete response (TermList), "
                              "not annotations to harvest")
@@ -502,13 +463,13 @@ def parse_annotation_document(doc: dict, source_url: Optional[str] = None,
         if isinstance(doc.get("resources"), list):
             kind = "AnnotationList"
         elif isinstance(doc.get("items"), list) and all(
-                "annotation" in _local_types(i) for i in doc["items"] if isinstance(i, dict)):
+                "annotation" in local_types(i) for i in doc["items"] if isinstance(i, dict)):
             kind = "AnnotationPage"
         else:
             raise IIIFParseError(f"not an annotation list, page or collection (type {kinds or 'missing'})")
     if kind != "Annotation" and _is_search_response(doc):
         raise IIIFParseError("a IIIF Content Search response (search hits), not annotations to harvest")
-    doc_id = _get_id(doc) or source_url or ""
+    doc_id = reference_id(doc) or source_url or ""
     base = source_url or (doc_id or None)
     collector = _Collector(base, canvas_sizes or {})
     pages: list[str] = []
@@ -519,10 +480,10 @@ def parse_annotation_document(doc: dict, source_url: Optional[str] = None,
         if isinstance(first, dict) and isinstance(first.get("items"), list):
             collector.page(first, default_canvas)  # an embedded first page; its `next` is referenced
         else:
-            pages.extend(_resolve(u, base) for u in [_get_id(first)] if u)
+            pages.extend(resolve(u, base) for u in [reference_id(first)] if u)
     else:
         collector.annotations(doc.get("items", doc.get("resources")), default_canvas)
-        pages.extend(_resolve(u, base) for u in (_get_id(link) for link in _as_list(doc.get("next"))) if u)
+        pages.extend(resolve(u, base) for u in (reference_id(link) for link in as_list(doc.get("next"))) if u)
     pages.extend(ref.url for ref in collector.result.references)
     pages = [p for p in dict.fromkeys(pages) if p != doc_id]
     return ParsedAnnotationDocument(id=doc_id, kind=kind, annotations=collector.result.annotations,
