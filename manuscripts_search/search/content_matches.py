@@ -9,7 +9,6 @@ each query term must start a word, compared without case or accents.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
@@ -18,6 +17,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from manuscripts_search.search.fulltext import query_terms
+from manuscripts_search.search.text_folding import fold
 from manuscripts_search.models import Canvas, Manifest, TextAnnotation
 
 MAX_SCOPE_TEXTS = 100_000  # annotation lines read for one search; more is not one object
@@ -52,11 +52,6 @@ class TextHit:
     suffix: str
     annotation_iiif_id: Optional[str] = None
     score: Optional[float] = None
-
-
-def fold(text: str) -> str:
-    """Lower case without accents, one character out per character in (positions stay valid)."""
-    return "".join((unicodedata.normalize("NFKD", c)[:1] or c).casefold()[:1] or c for c in text)
 
 
 def find_term(text: str, terms: list[str]) -> Optional[tuple[int, int]]:

@@ -23,7 +23,7 @@ from .filters import SearchFilters, canvas_filter_statement
 from .fusion import RRF_K, RankedSignal, reciprocal_rank_fusion
 from ..iiif.language import first_value
 from ..index.vector_index import IndexReadError, VectorIndex
-from ..models import CanvasLabel, Canvas, Category, Manifest, Region
+from ..models import CanvasLabel, Canvas, Category, Manifest
 from .errors import SearchError
 from .signal_registry import BY_NAME, SIGNALS as SIGNAL_TABLE, signal_names
 from .signals import CanvasEvidence, CanvasRanking, RegionMatch

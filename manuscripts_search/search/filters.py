@@ -7,7 +7,6 @@ only inside the filter and returns ``k`` results when they exist, instead of fil
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -15,6 +14,7 @@ from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..models import Canvas, CanvasLabel, Category, Collection, CollectionMembership, Manifest, TextAnnotation
+from .text_folding import fold
 
 _DATE_BOUND = re.compile(r"^-?\d{4}(-\d{2}(-\d{2})?)?$")
 
@@ -109,11 +109,6 @@ def _pad(bound: str, digit: str) -> str:
     return bound + {4: f"-{digit}{digit}-{digit}{digit}", 7: f"-{digit}{digit}", 10: ""}[len(bound.lstrip("-"))]
 
 
-def _folded(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
 def _ids_or_iiif(column_id, column_iiif, extra_column, values: tuple[str, ...]):
     ids = [int(v) for v in values if v.isdigit()]
     texts = [v for v in values if not v.isdigit()]
@@ -132,14 +127,14 @@ def _provider_manifest_ids(session: Session, needles: tuple[str, ...]) -> list[i
     # alike (JSON text is stored with escaped non-ASCII characters, so SQL LIKE would miss "è").
     from .documents import language_map_texts
 
-    folded_needles = [_folded(needle) for needle in needles]
+    folded_needles = [fold(needle) for needle in needles]
     matching = []
     for manifest_id, providers in session.execute(select(Manifest.id, Manifest.providers)):
         labels = []
         for provider in providers or []:
             labels += language_map_texts(provider.get("label") if isinstance(provider, dict)
                                          and "label" in provider else provider)
-        haystack = _folded(" | ".join(labels))
+        haystack = fold(" | ".join(labels))
         if any(needle in haystack for needle in folded_needles):
             matching.append(manifest_id)
     return matching

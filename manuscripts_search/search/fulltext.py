@@ -11,7 +11,6 @@ are dropped, because with OR they would match nearly everything.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,6 +18,7 @@ from sqlalchemy import Select, column, func, literal_column, select, table
 from sqlalchemy.orm import Session
 
 from ..models.search import FTS_TABLE, SearchDocument
+from .text_folding import fold
 
 MAX_TERMS = 32
 _PHRASE = re.compile(r'"([^"]+)"')
@@ -104,14 +104,9 @@ def snippet(text_value: str, query: str, width: int = 160) -> str:
     """A window of ``text_value`` around the first searched term (accent- and case-insensitive)."""
     if len(text_value) <= width:
         return text_value
-    folded = _fold(text_value)
-    positions = [folded.find(_fold(term)) for term in query_terms(query)]
+    folded = fold(text_value)
+    positions = [folded.find(fold(term)) for term in query_terms(query)]
     positions = [p for p in positions if p >= 0]
     start = max(0, min(positions) - width // 3) if positions else 0
     piece = text_value[start:start + width]
     return ("…" if start > 0 else "") + piece + ("…" if start + width < len(text_value) else "")
-
-
-def _fold(value: str) -> str:
-    # One character in, one out, so that positions in the folded text are positions in the original.
-    return "".join(unicodedata.normalize("NFKD", c)[0].lower()[0] for c in value)
