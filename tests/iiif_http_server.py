@@ -1,7 +1,7 @@
 """A real IIIF HTTP server on 127.0.0.1 for tests: JSON documents plus Image API 2/3/level-0 images.
 
 It is written from the Image API 2.1 and 3.0 specifications independently of
-``manuscripts_search.iiif.image_api`` (it imports nothing from the product), so tests of the
+``manuscripts_search.iiif.fetch_plans`` (it imports nothing from the product), so tests of the
 client against it can fail when the client gets the syntax wrong.
 
 Flavours of every registered image:

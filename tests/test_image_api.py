@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from manuscripts_search.iiif.image_api import (
+from manuscripts_search.iiif.fetch_plans import (
     FetchPlan,
     ImageInfo,
     TileRequest,
