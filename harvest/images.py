@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from manuscripts_search.store import catalogue as core_store
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
-from manuscripts_search.iiif.image_api import ImageInfo, parse_info_json, plan_fetch, stitch_tiles
+from manuscripts_search.iiif.fetch_plans import plan_fetch
+from manuscripts_search.iiif.info_json import ImageInfo, parse_info_json
+from manuscripts_search.iiif.tile_stitching import stitch_tiles
 from manuscripts_search.iiif.model import ImageServiceRef
 from manuscripts_search.image_decoding import MAX_HARVEST_IMAGE_PIXELS, decode_image
 from manuscripts_search.models import Canvas, ImageServiceInfo, utcnow

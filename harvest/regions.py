@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from manuscripts_search.store import catalogue as core_store
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
-from manuscripts_search.iiif.image_api import canvas_to_image_xywh, plan_fetch, stitch_tiles
+from manuscripts_search.iiif.fetch_plans import plan_fetch
+from manuscripts_search.iiif.image_coordinates import canvas_to_image_xywh
+from manuscripts_search.iiif.tile_stitching import stitch_tiles
 from manuscripts_search.iiif.model import ImageServiceRef
 from manuscripts_search.models import Canvas, Region
 

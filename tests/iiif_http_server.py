@@ -1,8 +1,9 @@
 """A real IIIF HTTP server on 127.0.0.1 for tests: JSON documents plus Image API 2/3/level-0 images.
 
-It is written from the Image API 2.1 and 3.0 specifications independently of
-``manuscripts_search.iiif.image_api`` (it imports nothing from the product), so tests of the
-client against it can fail when the client gets the syntax wrong.
+It is written from the Image API 2.1 and 3.0 specifications independently of the product's Image
+API client (``manuscripts_search.iiif.info_json``, ``image_requests``, ``fetch_plans``; it imports
+nothing from the product), so tests of the client against it can fail when the client gets the
+syntax wrong.
 
 Flavours of every registered image:
 

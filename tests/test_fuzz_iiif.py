@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from manuscripts_search.iiif.annotations import parse_annotation_document
-from manuscripts_search.iiif.image_api import parse_info_json
+from manuscripts_search.iiif.info_json import parse_info_json
 from manuscripts_search.iiif.model import IIIFParseError, ParsedCollection, ParsedManifest
 from manuscripts_search.iiif.presentation import parse_document, parse_document_with_text
 

@@ -16,18 +16,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from manuscripts_search.iiif.image_api import (
-    FetchPlan,
-    ImageInfo,
-    TileRequest,
-    TileSpec,
-    canvas_to_image_xywh,
-    image_request_url,
-    image_to_canvas_xywh,
-    parse_info_json,
-    plan_fetch,
-    stitch_tiles,
-)
+from manuscripts_search.iiif.fetch_plans import FetchPlan, TileRequest, plan_fetch
+from manuscripts_search.iiif.image_coordinates import canvas_to_image_xywh, image_to_canvas_xywh
+from manuscripts_search.iiif.image_requests import image_request_url
+from manuscripts_search.iiif.info_json import ImageInfo, TileSpec, parse_info_json
+from manuscripts_search.iiif.tile_stitching import stitch_tiles
 from manuscripts_search.iiif.model import ImageServiceRef
 from tests import fixtures_iiif_server
 

@@ -211,7 +211,7 @@ def image_region(canvas: Canvas, rect: CanvasRect) -> Optional[tuple[int, int, i
 def region_thumbnail_url(canvas: Canvas, xywh: Optional[str], long_edge: int = 256) -> Optional[str]:
     """An Image API URL of just the region ``xywh`` of the canvas (for region hits), or None when
     the canvas has no service that can crop (level 0, or a plain image)."""
-    from manuscripts_search.iiif.image_api import image_request_url
+    from manuscripts_search.iiif.image_requests import image_request_url
 
     service = http_url(canvas.service_id)
     if not xywh or not service or canvas.service_level == 0:

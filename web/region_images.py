@@ -46,7 +46,7 @@ def _from_derivative(canvas: Canvas, rect: CanvasRect):
 
 
 def _from_service(canvas: Canvas, rect: CanvasRect):
-    from manuscripts_search.iiif.image_api import image_request_url
+    from manuscripts_search.iiif.image_requests import image_request_url
 
     from .query_image import decode_image
 

@@ -158,7 +158,7 @@ def _canvas(prezi, manifest_url: str, position: int, canvas: ExportCanvas):
 
 
 def _image_body(prezi, image: ExportImage, width: int, height: int):
-    from manuscripts_search.iiif.image_api import image_request_url
+    from manuscripts_search.iiif.image_requests import image_request_url
 
     image_width, image_height = image.width or width, image.height or height
     if image.service_id and _is_http(image.service_id):

@@ -32,7 +32,7 @@ from .signals import CanvasEvidence, CanvasRanking, RegionMatch
 def thumbnail_url(canvas: Canvas, long_edge: int = 256) -> Optional[str]:
     """An image URL a browser can show for ``canvas``: its Image API service at a small size
     (level 0 services can only serve listed sizes, so they fall back to the direct image)."""
-    from ..iiif.image_api import image_request_url
+    from ..iiif.image_requests import image_request_url
 
     if canvas.service_id and canvas.service_level != 0:
         # Image API 2.1 level 1 only promises "w,"; "!w,h" needs level 2 (or an unknown level,
