@@ -21,7 +21,7 @@ from manuscripts_search.store import catalogue as core_store
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.iiif.fetch_plans import plan_fetch
-from manuscripts_search.iiif.image_coordinates import canvas_to_image_xywh
+from manuscripts_search.iiif.image_coordinates import XYWH, canvas_to_image_xywh
 from manuscripts_search.iiif.tile_stitching import stitch_tiles
 from manuscripts_search.iiif.model import ImageServiceRef
 from manuscripts_search.models import Canvas, Region
@@ -30,8 +30,6 @@ from .http import Fetcher, FetchError
 from .images import InfoCache, fetch_image, normalise_image
 
 log = logging.getLogger(__name__)
-
-XYWH = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)

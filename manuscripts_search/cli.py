@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .commands import catalogue, embedding, harvesting, searching, serving
-from .commands.common import CLIState, emit, pass_state, ray_engine_options, refuse_without_ray  # noqa: F401
+from .commands.common import CLIState
 from .config import ConfigError, environment, load_config
 
 

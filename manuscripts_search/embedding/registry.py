@@ -84,8 +84,6 @@ def load_image_preparer(model: str):
     """The encoder half that runs apart from the model (Ray's CPU actors, decoding processes):
     ``prepare_image`` and ``input_side``, loaded without model weights (the image processor only).
     Raises EncoderLoadError when the model's processor cannot be loaded."""
-    from pathlib import Path
-
     from .encoders import EncoderLoadError, VisionLanguageEncoder
 
     if is_handcrafted_name(model):

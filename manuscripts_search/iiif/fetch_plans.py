@@ -18,7 +18,8 @@ from typing import Any
 
 from manuscripts_search.iiif.image_coordinates import XYWH, outer_box
 from manuscripts_search.iiif.image_requests import checked_xywh, image_request_url, strip_service_id
-from manuscripts_search.iiif.info_json import ImageInfo, positive_int
+from manuscripts_search.iiif.info_json import ImageInfo
+from manuscripts_search.iiif.parsing import pixel_count
 from manuscripts_search.iiif.model import ImageServiceRef
 
 
@@ -76,7 +77,7 @@ def plan_fetch(
         ValueError: target_long_edge is not a positive integer, or the region is malformed or
             lies outside the image.
     """
-    target = positive_int(target_long_edge)
+    target = pixel_count(target_long_edge)
     if target is None or isinstance(target_long_edge, str):
         raise ValueError(f"target_long_edge must be a positive integer, got {target_long_edge!r}")
     region = checked_xywh(region_xywh, "region_xywh") if region_xywh is not None else None
@@ -100,8 +101,8 @@ def _plan_without_info(service: ImageServiceRef, target: int, region: XYWH | Non
     base, version = strip_service_id(service.id), service.api_version
     if version not in (1, 2, 3):
         version = 2  # unknown versions most often speak the 2.x syntax
-    width = positive_int(service.width)
-    height = positive_int(service.height)
+    width = pixel_count(service.width)
+    height = pixel_count(service.height)
     if width is not None and height is not None:
         region = _clamp_region(region, width, height)
 

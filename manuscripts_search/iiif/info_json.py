@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from manuscripts_search.iiif.image_requests import strip_service_id
+from manuscripts_search.iiif.parsing import pixel_count
 
 _CONTEXT_VERSION = re.compile(r"iiif\.io/api/image/([123])/context\.json")
 _PROFILE_V2_V3 = re.compile(r"iiif\.io/api/image/([123])/level([012])(?:\.json)?$")
@@ -65,8 +66,8 @@ def parse_info_json(doc: Any) -> ImageInfo:
     if service_id is None:
         raise ValueError("info.json has no @id/id string naming the image service")
     service_id = strip_service_id(service_id)
-    width = positive_int(doc.get("width"))
-    height = positive_int(doc.get("height"))
+    width = pixel_count(doc.get("width"))
+    height = pixel_count(doc.get("height"))
     if width is None or height is None:
         raise ValueError(
             f"info.json for {service_id} needs positive integer width and height, "
@@ -89,7 +90,7 @@ def parse_info_json(doc: Any) -> ImageInfo:
 
     def limit(key: str) -> int | None:
         for source in [doc, *profile_objects]:
-            value = positive_int(source.get(key))
+            value = pixel_count(source.get(key))
             if value is not None:
                 return value
         return None
@@ -155,7 +156,7 @@ def _parse_sizes(raw: Any) -> tuple[tuple[int, int], ...]:
     sizes = set()
     for entry in raw if isinstance(raw, list) else []:
         if isinstance(entry, dict):
-            w, h = positive_int(entry.get("width")), positive_int(entry.get("height"))
+            w, h = pixel_count(entry.get("width")), pixel_count(entry.get("height"))
             if w is not None and h is not None:
                 sizes.add((w, h))
     return tuple(sorted(sizes, key=lambda wh: (wh[0] * wh[1], wh)))
@@ -167,36 +168,22 @@ def _parse_tiles(doc: dict) -> tuple[TileSpec, ...]:
     for entry in raw if isinstance(raw, list) else []:
         if not isinstance(entry, dict):
             continue
-        width = positive_int(entry.get("width"))
-        height = positive_int(entry.get("height")) or width  # height defaults to width
+        width = pixel_count(entry.get("width"))
+        height = pixel_count(entry.get("height")) or width  # height defaults to width
         factors = _scale_factors(entry.get("scaleFactors"))
         if width is not None and factors:
             tiles.append(TileSpec(width, height, factors))
     # Image API 1.1 describes one tile set with flat properties.
-    v1_width = positive_int(doc.get("tile_width"))
+    v1_width = pixel_count(doc.get("tile_width"))
     v1_factors = _scale_factors(doc.get("scale_factors"))
     if not tiles and v1_width is not None and v1_factors:
-        tiles.append(TileSpec(v1_width, positive_int(doc.get("tile_height")) or v1_width, v1_factors))
+        tiles.append(TileSpec(v1_width, pixel_count(doc.get("tile_height")) or v1_width, v1_factors))
     return tuple(tiles)
 
 
 def _scale_factors(raw: Any) -> tuple[int, ...]:
-    values = {positive_int(v) for v in raw} if isinstance(raw, list) else set()
+    values = {pixel_count(v) for v in raw} if isinstance(raw, list) else set()
     return tuple(sorted(v for v in values if v is not None))
-
-
-def positive_int(value: Any) -> int | None:
-    """An integer > 0 from an int, an integral float or a digit string; None for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, float) and value.is_integer():
-        return int(value) if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-        return number if number > 0 else None
-    return None
 
 
 def _string_list(value: Any) -> list[str]:

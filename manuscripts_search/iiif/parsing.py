@@ -37,21 +37,29 @@ class ParseWarnings:
         return self.messages + summary
 
 
-def positive_int(value: Any, warn: ParseWarnings, where: str) -> Optional[int]:
-    """A pixel size: ints, whole floats and digit strings (with a warning) that are > 0."""
-    if value is None:
+def pixel_count(value: Any) -> Optional[int]:
+    """A size in pixels as publishers write it: an int, a whole float or a string of ASCII digits,
+    when it is > 0; None for anything else (booleans, "²", "12.5", 10**30 written out)."""
+    if isinstance(value, bool):
         return None
     number: Optional[int] = None
-    if isinstance(value, bool):
-        number = None
-    elif isinstance(value, int):
+    if isinstance(value, int):
         number = value
     elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
         number = int(value)
     elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         number = int(value.strip())
-        warn.tally("pixel sizes given as strings of digits")
-    if number is None or number <= 0:
-        warn(f"{where} is {value!r}, not a positive integer; treated as unknown")
+    return number if number is not None and number > 0 else None
+
+
+def positive_int(value: Any, warn: ParseWarnings, where: str) -> Optional[int]:
+    """:func:`pixel_count`, with a warning for a value that is not one (a digit string is
+    accepted and tallied: some publishers write every size that way)."""
+    if value is None:
         return None
+    number = pixel_count(value)
+    if number is None:
+        warn(f"{where} is {value!r}, not a positive integer; treated as unknown")
+    elif isinstance(value, str):
+        warn.tally("pixel sizes given as strings of digits")
     return number
