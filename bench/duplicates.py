@@ -26,7 +26,7 @@ def build(path: Path, count: int, planted: int = 5) -> int:
     import numpy as np
     from sqlalchemy import insert, select
 
-    from manuscripts_search.embedding import phash
+    from manuscripts_search.embedding import perceptual_hashes as phash
     from manuscripts_search.store.db import session_scope
     from manuscripts_search.models import Canvas, Manifest, PerceptualHash
     from manuscripts_search.models.base import utcnow

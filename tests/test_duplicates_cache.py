@@ -50,7 +50,7 @@ def test_hashes_are_read_once_and_again_after_any_change(factory, tmp_path, monk
     assert perceptual_hashes.loads == reads + 2
 
     # Another process's write (here: SQL behind the cache's back) is seen once the check is due.
-    words = perceptual_hashes.phash.pack_hashes(image_hashes(page).crop_hashes)
+    words = perceptual_hashes.pack_hashes(image_hashes(page).crop_hashes)
     with session_scope(factory) as session:
         session.execute(update(PerceptualHash).where(PerceptualHash.canvas_id == another_id)
                         .values(crop_hashes=words, created_at=perceptual_hashes.utcnow()))
@@ -65,12 +65,10 @@ def test_hashes_are_read_once_and_again_after_any_change(factory, tmp_path, monk
 
 
 def test_chunked_distances_match_the_pairwise_definition():
-    from manuscripts_search.embedding import phash
-
     rng = np.random.default_rng(7)
-    hashes = [tuple(int(v) for v in rng.integers(0, 2**63, size=phash.CROP_VARIANTS)) for _ in range(50)]
-    stored = phash.hashes_as_words([phash.pack_hashes(h) for h in hashes])
+    hashes = [tuple(int(v) for v in rng.integers(0, 2**63, size=perceptual_hashes.CROP_VARIANTS)) for _ in range(50)]
+    stored = perceptual_hashes.hashes_as_words([perceptual_hashes.pack_hashes(h) for h in hashes])
     query = stored[3]
     distances = perceptual_hashes.crop_distances(query, stored, chunk=7)
     assert distances[3] == 0
-    assert list(distances) == [phash.crop_distance(hashes[3], other) for other in hashes]
+    assert list(distances) == [perceptual_hashes.crop_distance(hashes[3], other) for other in hashes]

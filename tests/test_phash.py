@@ -9,7 +9,7 @@ import itertools
 import pytest
 from PIL import Image
 
-from manuscripts_search.embedding import phash
+from manuscripts_search.embedding import perceptual_hashes as phash
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.embedding.perceptual_hashes import (HashLookupError, find_near_duplicates, image_hashes)
 from manuscripts_search.embedding.worker import WorkerOptions, embed_pending

@@ -302,7 +302,7 @@ def _search_duplicates(state: CLIState, canvas_id: int, max_distance: Optional[i
     comparing each image's hash with the other's crops both ways."""
     from ..store.db import session_scope
     from ..embedding.perceptual_hashes import find_near_duplicates
-    from ..embedding.phash import CROP_MATCH_BITS
+    from ..embedding.perceptual_hashes import CROP_MATCH_BITS
 
     try:
         with session_scope(state.session_factory()) as session:

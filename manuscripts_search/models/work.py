@@ -58,7 +58,7 @@ class EmbeddingClaim(Base):
 
 class PerceptualHash(Base):
     """Perceptual hashes of one canvas's (``region_id`` NULL) or region's derivative image, for
-    near-duplicate search (see :mod:`manuscripts_search.embedding.phash`). ``derivative_sha256`` is the
+    near-duplicate search (see :mod:`manuscripts_search.embedding.perceptual_hashes`). ``derivative_sha256`` is the
     image they were computed from: a new derivative makes them outdated."""
 
     __tablename__ = "perceptual_hashes"
