@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .cluster_fetch import FetcherSettings, cluster_fetcher
 from .http import is_local_source
+from manuscripts_search.store.db import connectable_url, session_factory_for
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +109,11 @@ def host_groups(sources: list[str]) -> list[list[str]]:
 
 # -- the tasks (run in Ray worker processes) ------------------------------------------------------
 
-def _task_factory(db_url: str) -> sessionmaker[Session]:
-    from manuscripts_search.store.db import make_engine, make_sessionmaker
-
-    return make_sessionmaker(make_engine(db_url))
-
-
 def crawl_group(db_url: str, sources: list[str], fetch: FetcherSettings, limiter, options: RayHarvestOptions) -> dict:
     """One task: crawl ``sources`` with the ordinary crawler; returns its report and request count."""
     from .manifests import HarvestOptions, harvest_sources
 
-    factory = _task_factory(db_url)
+    factory = session_factory_for(db_url)
     fetcher = cluster_fetcher(fetch, limiter)
     try:
         report = harvest_sources(sources, factory, fetcher, options=HarvestOptions(
@@ -137,13 +132,13 @@ def fetch_image_chunk(db_url: str, derivatives_dir: str, long_edge: int, jobs: l
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from manuscripts_search.store.claims import write_transaction
+    from manuscripts_search.store.db import write_transaction
     from manuscripts_search.store.derivatives import DerivativeStore
 
     from .http import FetchError
     from .images import InfoCache, fetch_canvas_image, normalise_image, record_canvas_image
 
-    factory = _task_factory(db_url)
+    factory = session_factory_for(db_url)
     fetcher = cluster_fetcher(fetch, limiter)
     derivatives = DerivativeStore(Path(derivatives_dir))
     infos = InfoCache(fetcher, factory)
@@ -204,7 +199,7 @@ def harvest_with_ray(config, session_factory: sessionmaker[Session], sources: li
     from manuscripts_search.distributed.runtime import ray_connection
 
     engine = session_factory.kw["bind"]
-    db_url = engine.url.render_as_string(hide_password=False)
+    db_url = connectable_url(engine)
     sqlite = engine.dialect.name == "sqlite"
     report = RayHarvestReport()
     with ray_connection(address, num_cpus=options.num_cpus) as ray:

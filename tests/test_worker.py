@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
-from manuscripts_search.store.claims import ClaimQueue, clear_failures, new_worker_id, worker_is_gone, write_transaction
+from manuscripts_search.store.claims import ClaimQueue, clear_failures, new_worker_id, worker_is_gone
+from manuscripts_search.store.db import write_transaction
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.embedding.registry import recorded_spaces, resolve_image_encoder
 from manuscripts_search.models import Embedding, EmbeddingClaim, HarvestError, PerceptualHash
-from manuscripts_search.embedding.worker import WorkerOptions, embed_pending, make_claim_queue, store_loader
+from manuscripts_search.embedding.image_loading import store_loader
+from manuscripts_search.embedding.worker import WorkerOptions, embed_pending, make_claim_queue
 from tests.worker_catalogue import (as_vector, assert_each_item_once, build_catalogue, claim_rows, migrated_factory,
                                     shape_images, vector_rows)
 

@@ -71,6 +71,7 @@ def embed(state: CLIState, batch_size, threads, prefetch, decode_processes, regi
     from tqdm import tqdm
 
     from ..store.claims import ClaimError, clear_failures
+    from ..store.db import UnsupportedDatabaseError
     from ..store.derivatives import DerivativeStore
     from ..embedding.registry import SpaceMismatchError, choose_torch_threads, resolve_image_encoder
     from ..embedding.encoders import EncoderLoadError
@@ -118,7 +119,7 @@ def embed(state: CLIState, batch_size, threads, prefetch, decode_processes, regi
             else:
                 report = embed_pending(factory, encoder, DerivativeStore(state.config.derivatives_dir), options,
                                        progress=bar.update, claims=claims)
-    except (ClaimError, SpaceMismatchError) as error:
+    except (ClaimError, SpaceMismatchError, UnsupportedDatabaseError) as error:
         raise click.ClickException(str(error)) from None
     except SQLAlchemyError as error:
         raise click.ClickException(f"the database failed during embedding ({error.__class__.__name__}: "

@@ -23,11 +23,12 @@ from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 from PIL import Image
-from sqlalchemy.orm import Session, sessionmaker
 
 from ..store.claims import ClaimQueue, WorkItem
+from ..store.db import session_factory_for
 from ..embedding.registry import load_image_preparer
-from ..embedding.worker import EmbedReport, decode_side  # the local worker's rule: the same vectors
+from ..embedding.image_loading import decode_side  # the local worker's rule: the same vectors
+from ..embedding.worker import EmbedReport
 
 ImageLoader = Callable[[WorkItem], Image.Image]
 NO_REGION = -1  # region_id of a canvas item in the pipeline's rows (columns hold no None)
@@ -111,12 +112,6 @@ def _objects(values: list) -> np.ndarray:
 
 # -- the stages ----------------------------------------------------------------------------------
 
-def _session_factory(db_url: str) -> sessionmaker[Session]:
-    from ..store.db import make_engine, make_sessionmaker
-
-    return make_sessionmaker(make_engine(db_url))
-
-
 class ClaimItems:
     """Claims the items of each ticket (``want`` of them) as the run's worker."""
 
@@ -124,7 +119,7 @@ class ClaimItems:
                  hashes: bool):
         from ..embedding.perceptual_hashes import HASH_ALGORITHM
 
-        self.claims = ClaimQueue(_session_factory(db_url), space, worker_id, lease_seconds=lease_seconds,
+        self.claims = ClaimQueue(session_factory_for(db_url), space, worker_id, lease_seconds=lease_seconds,
                                  regions=regions, hash_algorithm=HASH_ALGORITHM if hashes else None)
 
     def __call__(self, batch: dict) -> dict:
@@ -226,7 +221,7 @@ class WriteResults:
     """Writes each batch in one transaction through the local worker's write path."""
 
     def __init__(self, db_url: str, space: SpaceRecord, worker_id: str, retry_after: float):
-        self.factory = _session_factory(db_url)
+        self.factory = session_factory_for(db_url)
         self.space = space
         self.retry_after = retry_after
         # Only take_ownership and mark_failed are used: they need the worker id, not a claim cursor.

@@ -14,7 +14,7 @@ commit left nothing behind. Local ``msearch embed`` processes may work the same 
 
 The vectors are the local engine's (stages in :mod:`.embed_stages`): the same encoder code (``prepare_image`` on CPU actors that
 load only the image processor, ``encode_prepared`` in the model actors), the same decoding of
-derivatives (:func:`..worker.store_loader`), the same write path (:func:`..worker.write_batch`).
+derivatives (:func:`..embedding.image_loading.store_loader`), the same write path (:func:`..embedding.worker.write_batch`).
 Every model actor checks that its model files make the driver's space, so a node with other
 weights stops the run instead of mixing vectors.
 
@@ -33,7 +33,8 @@ from typing import Any, Callable, Optional
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..store.claims import DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, write_transaction
+from ..store.claims import DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper
+from ..store.db import connectable_url, write_transaction
 from ..embedding.worker import EmbedReport
 from .embed_stages import EmbedStages, ImageSource, ModelSpec, SpaceRecord
 
@@ -176,7 +177,7 @@ def embed_with_ray(session_factory: sessionmaker[Session], resolved, images: Ima
 
     encoder = resolved.encoder
     engine = session_factory.kw["bind"]
-    db_url = engine.url.render_as_string(hide_password=False)
+    db_url = connectable_url(engine)
     if engine.dialect.name == "sqlite" and address not in (None, "", "local"):
         log.warning("a Ray cluster with SQLite works only when every worker runs on this machine; "
                     "use PostgreSQL (MSEARCH_DB=postgresql+psycopg://...) for workers on other machines")

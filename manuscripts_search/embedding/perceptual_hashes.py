@@ -231,7 +231,7 @@ def store_many_hashes(session: Session, rows: list[tuple[int, Optional[int], str
     """Insert or replace the hashes of ``(canvas id, region id or None, derivative, hashes)`` rows:
     one upsert statement for canvases, one for regions (workers of two model spaces may hash the
     same image at the same time; rows are written in id order so their locks never cross)."""
-    from ..store.claims import dialect_insert
+    from ..store.db import dialect_insert
 
     for regions in (False, True):
         values = [{"canvas_id": canvas_id, "region_id": region_id, "derivative_sha256": sha,

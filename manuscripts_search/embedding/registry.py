@@ -132,7 +132,7 @@ def register_space(session: Session, encoder: ImageEncoder) -> ModelSpace:
 
     Raises SpaceMismatchError when that space id is recorded with another model, revision or size.
     """
-    from ..store.claims import dialect_insert
+    from ..store.db import dialect_insert
 
     # Two workers may start on a new space at once: insert-or-nothing, then read what is there.
     session.execute(dialect_insert(session)(ModelSpace).values(

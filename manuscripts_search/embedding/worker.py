@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..store.claims import (DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, WorkItem,
                      write_transaction)
 from ..store.derivatives import DerivativeStore
-from .image_loading import ITEM_ERRORS, ImageLoader, decode_side, store_loader  # noqa: F401 (decode_side, store_loader: the worker's public rule)
+from .image_loading import ITEM_ERRORS, ImageLoader, decode_side, store_loader
 from .registry import register_space
 from ..models import Embedding, PerceptualHash
 from ..models.base import utcnow

@@ -22,15 +22,14 @@ import socket
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from sqlalchemy import and_, delete, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import session_scope
+from .db import dialect_insert, dialect_name, write_transaction
 from ..models import Canvas, Embedding, EmbeddingClaim, PerceptualHash, Region
 from ..models.base import utcnow
 
@@ -105,40 +104,11 @@ def worker_is_gone(worker_id: str) -> bool:
     return False
 
 
-def dialect_name(session: Session) -> str:
-    return session.get_bind().dialect.name
-
-
-@contextmanager
-def write_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A transaction that will write: commit on success, roll back on any error.
-
-    On SQLite it begins with BEGIN IMMEDIATE: a transaction that reads and then writes could
-    otherwise fail at once with "database is locked" when another process wrote in between.
-    """
-    with session_scope(factory) as session:
-        if dialect_name(session) == "sqlite":
-            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
-        yield session
-
-
 def database_now(session: Session) -> float:
     """Unix time in seconds: the server's clock on PostgreSQL, this machine's on SQLite."""
     if dialect_name(session) == "postgresql":
         return float(session.scalar(select(func.extract("epoch", func.clock_timestamp()))))
     return time.time()
-
-
-def dialect_insert(session: Session):
-    """The INSERT construct of the session's dialect (for ON CONFLICT); raises ClaimError for others."""
-    name = dialect_name(session)
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise ClaimError(f"the embedding worker supports SQLite and PostgreSQL, not {name}")
-    return insert
 
 
 class _ItemKind:

@@ -50,6 +50,17 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def connectable_url(engine: Engine) -> str:
+    """``engine``'s URL with its password: what another process (a Ray task or actor, Alembic)
+    needs to open the same database. Never log it (messages use the password-hidden form)."""
+    return engine.url.render_as_string(hide_password=False)
+
+
+def session_factory_for(db_url: str) -> sessionmaker[Session]:
+    """A session factory on a new engine for ``db_url``: how a worker process reconnects."""
+    return make_sessionmaker(make_engine(db_url))
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A transaction: commit on success, roll back on any error."""
@@ -82,7 +93,7 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` with Alembic (``alembic upgrade head``)."""
     from alembic import command
 
-    cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    cfg = alembic_config(connectable_url(engine))
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
@@ -91,7 +102,40 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
 def downgrade_database(engine: Engine, revision: str) -> None:
     from alembic import command
 
-    cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    cfg = alembic_config(connectable_url(engine))
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
+
+
+class UnsupportedDatabaseError(RuntimeError):
+    """A database other than SQLite or PostgreSQL, met where the SQL differs by dialect."""
+
+
+def dialect_name(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+@contextmanager
+def write_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that will write: commit on success, roll back on any error.
+
+    On SQLite it begins with BEGIN IMMEDIATE: a transaction that reads and then writes could
+    otherwise fail at once with "database is locked" when another process wrote in between.
+    """
+    with session_scope(factory) as session:
+        if dialect_name(session) == "sqlite":
+            session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        yield session
+
+
+def dialect_insert(session: Session):
+    """The INSERT construct of the session's dialect (for ON CONFLICT); raises UnsupportedDatabaseError for others."""
+    name = dialect_name(session)
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise UnsupportedDatabaseError(f"manuscripts-search supports SQLite and PostgreSQL, not {name}")
+    return insert
