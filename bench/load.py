@@ -133,7 +133,7 @@ def build_catalogue(workdir: Path, vectors: int) -> dict:
         documents = sync_documents(session)
     print(f"full-text documents: {documents.total} in {time.perf_counter() - started:.0f} s", flush=True)
     started = time.perf_counter()
-    index = VectorIndex(encoder.space_id, DIM, capacity=vectors)
+    index = VectorIndex.create(encoder.space_id, DIM, capacity=vectors)
     for start in range(0, vectors, 20_000):
         block = np.arange(start + 1, min(vectors, start + 20_000) + 1)
         index.add(block, vectors_array[start:start + len(block)])

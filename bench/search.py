@@ -118,7 +118,7 @@ def bench_ours(data, queries, truth, params: IndexParams, efs, workdir: Path, re
     gc.collect()
     before = rss_bytes()
     start = time.perf_counter()
-    index = VectorIndex("bench@synthetic", DIM, params, capacity=stop)
+    index = VectorIndex.create("bench@synthetic", DIM, params, capacity=stop)
     for block in range(0, stop, 50_000):
         index.add(labels[block:min(stop, block + 50_000)], data[block:min(stop, block + 50_000)])
     if one_build:
@@ -140,7 +140,7 @@ def bench_ours(data, queries, truth, params: IndexParams, efs, workdir: Path, re
     start = time.perf_counter()
     index = VectorIndex.load(workdir, "bench@synthetic")
     result["hnswlib_load_s"] = time.perf_counter() - start
-    index._index.set_num_threads(1)
+    index.set_query_threads(1)
     for ef in efs:
         found, times = timed_queries(lambda q: [label for label, _ in index.query(q, K, ef=ef)], queries)
         p50, p99 = percentiles_ms(times)
@@ -203,7 +203,7 @@ def bench_incremental(data, params: IndexParams, result: dict, full_build_s: flo
     split = int(len(data) * 0.99)
     labels = np.arange(len(data), dtype=np.int64)
     start = time.perf_counter()
-    index = VectorIndex("bench@incremental", DIM, params, capacity=split)
+    index = VectorIndex.create("bench@incremental", DIM, params, capacity=split)
     for block in range(0, split, 50_000):
         index.add(labels[block:min(split, block + 50_000)], data[block:min(split, block + 50_000)])
     result["build_99pct_s"] = time.perf_counter() - start
@@ -259,7 +259,7 @@ def run_size(n: int, args) -> dict:
         if kept is not None and (kept / "bench").exists():
             # Re-measure queries on an index kept by an earlier run (same seed, same data).
             index = VectorIndex.load(kept / "bench", "bench@synthetic")
-            index._index.set_num_threads(1)
+            index.set_query_threads(1)
             result["reused_index"] = str(kept)
         else:
             index = bench_ours(data, queries, truth, params, efs, Path(workdir), result, args.one_build)

@@ -54,6 +54,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MSEARCH_SEARCH_RATE_LIMIT", "60/minute",
             "Searches per client IP and worker process (n/second|minute|hour); 0 or off disables."),
     Setting("MSEARCH_SEARCH_RATE_BURST", "20", "Searches a client may make at once before the rate applies."),
+    Setting("MSEARCH_INDEX_MEMORY", None,
+            "Memory the vector index of a space may use (e.g. 8GiB, 512MB); `msearch index --layout auto` "
+            "picks the best-recall layout that fits (default: half of this machine's memory)."),
     Setting("MSEARCH_TRUSTED_PROXIES", "0",
             "Reverse proxies in front of the web server that set X-Forwarded-For (for the client's IP)."),
 )
@@ -80,6 +83,7 @@ class Config:
     search_rate_limit: Optional[str] = None
     search_rate_burst: Optional[str] = None
     trusted_proxies: Optional[str] = None
+    index_memory: Optional[int] = None  # bytes; None: half of this machine's memory
     # Which addresses harvesting and image URLs may reach (SSRF rule); public only by default.
     network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
 
@@ -141,6 +145,14 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         network_policy = NetworkPolicy.from_env(env)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    index_memory = None
+    if env.get("MSEARCH_INDEX_MEMORY"):
+        from .index.layouts import parse_memory
+
+        try:
+            index_memory = parse_memory(env["MSEARCH_INDEX_MEMORY"])
+        except ValueError as error:
+            raise ConfigError(f"MSEARCH_INDEX_MEMORY: {error}") from None
     config = Config(
         data_dir=data_dir,
         db_url=db_url,
@@ -158,5 +170,6 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         search_rate_limit=env.get("MSEARCH_SEARCH_RATE_LIMIT") or None,
         search_rate_burst=env.get("MSEARCH_SEARCH_RATE_BURST") or None,
         trusted_proxies=env.get("MSEARCH_TRUSTED_PROXIES") or None,
+        index_memory=index_memory,
     )
     return config.replace(**overrides) if overrides else config

@@ -34,7 +34,7 @@ def exact_top(vectors: np.ndarray, labels: np.ndarray, query: np.ndarray, k: int
 
 def test_query_returns_nearest_labels_with_cosine_scores():
     vectors = unit_vectors(500)
-    index = VectorIndex(SPACE, 16)
+    index = VectorIndex.create(SPACE, 16)
     index.add(range(1000, 1500), vectors)
     hits = index.query(vectors[7], 5)
     assert hits[0][0] == 1007 and hits[0][1] == pytest.approx(1.0, abs=1e-5)
@@ -46,7 +46,7 @@ def test_query_returns_nearest_labels_with_cosine_scores():
 
 def test_capacity_grows_and_removed_labels_are_never_returned():
     vectors = unit_vectors(3000)
-    index = VectorIndex(SPACE, 16, capacity=16)
+    index = VectorIndex.create(SPACE, 16, capacity=16)
     for start in range(0, 3000, 100):  # many small incremental adds
         index.add(range(start, start + 100), vectors[start:start + 100])
     assert len(index) == 3000
@@ -57,7 +57,7 @@ def test_capacity_grows_and_removed_labels_are_never_returned():
     for query in vectors[:50]:
         assert not {label for label, _ in index.query(query, 20)} & removed
     # k larger than what is live: every live label once, none removed.
-    small = VectorIndex(SPACE, 16)
+    small = VectorIndex.create(SPACE, 16)
     small.add(range(10), vectors[:10])
     small.remove([0, 1, 2])
     assert sorted(label for label, _ in small.query(vectors[0], 50)) == list(range(3, 10))
@@ -65,7 +65,7 @@ def test_capacity_grows_and_removed_labels_are_never_returned():
 
 def test_a_removed_label_added_again_comes_back_with_its_new_vector():
     vectors = unit_vectors(20)
-    index = VectorIndex(SPACE, 16)
+    index = VectorIndex.create(SPACE, 16)
     index.add(range(20), vectors)
     index.remove([5])
     index.add([5], vectors[9:10])
@@ -74,7 +74,7 @@ def test_a_removed_label_added_again_comes_back_with_its_new_vector():
 
 
 def test_bad_input_is_refused_with_a_clear_error():
-    index = VectorIndex(SPACE, 16)
+    index = VectorIndex.create(SPACE, 16)
     with pytest.raises(ValueError, match=r"shape \(2, 16\)"):
         index.add([1, 2], unit_vectors(2, dim=8))
     with pytest.raises(ValueError, match="NaN"):
@@ -94,7 +94,7 @@ def test_bad_input_is_refused_with_a_clear_error():
 
 def test_save_and_load_keep_labels_deletions_and_parameters(tmp_path):
     vectors = unit_vectors(400)
-    index = VectorIndex(SPACE, 16, IndexParams(M=12, ef_construction=80, ef_search=40))
+    index = VectorIndex.create(SPACE, 16, IndexParams(M=12, ef_construction=80, ef_search=40))
     index.add(range(400), vectors)
     index.remove(range(0, 400, 2))
     index.save(tmp_path)
@@ -109,7 +109,7 @@ def test_save_and_load_keep_labels_deletions_and_parameters(tmp_path):
 
 
 def test_unreadable_files_raise_a_read_error_that_says_to_rebuild(tmp_path):
-    index = VectorIndex(SPACE, 16)
+    index = VectorIndex.create(SPACE, 16)
     index.add(range(50), unit_vectors(50))
     index.save(tmp_path)
     graph, meta = index_paths(tmp_path, SPACE)
@@ -124,7 +124,7 @@ def test_unreadable_files_raise_a_read_error_that_says_to_rebuild(tmp_path):
 
 def test_a_save_interrupted_between_its_two_renames_never_serves_deleted_vectors(tmp_path):
     vectors = unit_vectors(300)
-    old = VectorIndex(SPACE, 16)
+    old = VectorIndex.create(SPACE, 16)
     old.add(range(200), vectors[:200])
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
     old.save(old_dir)
@@ -172,7 +172,7 @@ _SAVER = textwrap.dedent("""
 
 def test_killing_the_writer_during_saves_never_breaks_the_index(tmp_path):
     base_vectors = unit_vectors(20_000, dim=128)
-    index = VectorIndex(SPACE, 128, IndexParams(M=8, ef_construction=16))
+    index = VectorIndex.create(SPACE, 128, IndexParams(M=8, ef_construction=16))
     index.add(range(20_000), base_vectors)
     index.save(tmp_path)  # about 14 MB: a save takes tens of milliseconds
     rng = np.random.default_rng(3)
@@ -204,7 +204,7 @@ def test_killing_the_writer_during_saves_never_breaks_the_index(tmp_path):
 
 def test_live_index_picks_up_adds_and_deletes_without_restart(tmp_path):
     vectors = unit_vectors(100)
-    writer = VectorIndex(SPACE, 16)
+    writer = VectorIndex.create(SPACE, 16)
     writer.add(range(50), vectors[:50])
     writer.save(tmp_path)
     reader = LiveIndex(tmp_path, SPACE, check_interval=0)
@@ -227,7 +227,7 @@ def test_queries_are_answered_from_the_index_in_service_while_another_thread_rel
     import threading
 
     vectors = unit_vectors(40)
-    writer = VectorIndex(SPACE, 16)
+    writer = VectorIndex.create(SPACE, 16)
     writer.add(range(20), vectors[:20])
     writer.save(tmp_path)
     reader = LiveIndex(tmp_path, SPACE, check_interval=0)
@@ -259,7 +259,7 @@ def test_queries_are_answered_from_the_index_in_service_while_another_thread_rel
 
 
 def test_live_index_keeps_serving_when_the_new_files_are_unreadable(tmp_path, caplog):
-    writer = VectorIndex(SPACE, 16)
+    writer = VectorIndex.create(SPACE, 16)
     writer.add(range(10), unit_vectors(10))
     writer.save(tmp_path)
     reader = LiveIndex(tmp_path, SPACE, check_interval=0)
@@ -283,7 +283,7 @@ def test_live_index_keeps_serving_when_the_new_files_are_unreadable(tmp_path, ca
 def test_filtered_knn_returns_k_allowed_results(fraction, strategy):
     vectors = unit_vectors(5000, dim=24, seed=4)
     labels = np.arange(10_000, 15_000)
-    index = VectorIndex(SPACE, 24, IndexParams(M=16, ef_construction=100, ef_search=32))
+    index = VectorIndex.create(SPACE, 24, IndexParams(M=16, ef_construction=100, ef_search=32))
     index.add(labels, vectors)
     rng = np.random.default_rng(9)
     allowed = np.sort(rng.choice(labels, size=int(5000 * fraction), replace=False))
@@ -302,7 +302,7 @@ def test_filtered_knn_returns_k_allowed_results(fraction, strategy):
 
 def test_filtered_knn_without_enough_allowed_returns_all_of_them():
     vectors = unit_vectors(300)
-    index = VectorIndex(SPACE, 16)
+    index = VectorIndex.create(SPACE, 16)
     index.add(range(300), vectors)
     index.remove([1])
     result = knn(index, vectors[0], 10, allowed=np.array([1, 2, 3, 400]))

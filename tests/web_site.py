@@ -154,7 +154,7 @@ def build_site(config: Config, encoder, image_server=None) -> WebSite:
             session.flush()
             sync_documents(session)
             rows = session.scalars(select(Embedding).where(Embedding.space == encoder.space_id)).all()
-            index = VectorIndex(encoder.space_id, encoder.dim)
+            index = VectorIndex.create(encoder.space_id, encoder.dim)
             index.add([row.id for row in rows], np.stack([np.frombuffer(row.vector, dtype="<f4") for row in rows]))
             index.save(config.index_dir)
     finally:

@@ -51,6 +51,7 @@ def stats(state: CLIState, as_json):
     """Counts of manifests, canvases, embeddings and errors."""
     from sqlalchemy import func, select
 
+    from ..index.layouts import format_bytes
     from ..store.db import session_scope
     from ..models import Canvas, Collection, Embedding, HarvestError, Manifest, Region
 
@@ -70,4 +71,33 @@ def stats(state: CLIState, as_json):
             "stale_embeddings": count(Embedding, Embedding.stale.is_(True)),
             "errors": count(HarvestError),
         }
-    emit(result, as_json, "\n".join(f"{k:>26}: {v}" for k, v in result.items()))
+        result["indexes"] = _index_stats(state, session)
+    lines = [f"{k:>26}: {v}" for k, v in result.items() if k != "indexes"]
+    budget = result["indexes"]["budget_bytes"]
+    lines.append(f"{'index memory budget':>26}: {format_bytes(budget)}")
+    for entry in result["indexes"]["spaces"]:
+        lines.append(f"{'index':>26}: {entry['space']} [{entry['layout'] or 'none'}] {entry['vectors']} vectors, "
+                     f"{format_bytes(entry['bytes_on_disk'])} on disk, ~{format_bytes(entry['resident_estimate_bytes'])} "
+                     f"in memory" + (f" ({entry['problem']})" if entry.get("problem") else ""))
+    emit(result, as_json, "\n".join(lines))
+
+
+def _index_stats(state: CLIState, session) -> dict:
+    """Each space's saved index: layout, vectors, bytes on disk and the resident estimate."""
+    from ..index.layouts import default_budget, estimate_bytes
+    from ..index.sync import spaces
+    from ..index.vector_index import IndexReadError, VectorIndex
+
+    entries = []
+    for space in spaces(session):
+        entry = {"space": space, "layout": None, "vectors": 0, "bytes_on_disk": 0, "resident_estimate_bytes": 0}
+        try:
+            index = VectorIndex.load(state.config.index_dir, space)
+        except IndexReadError as error:
+            index, entry["problem"] = None, str(error)
+        if index is not None:
+            entry.update(layout=index.layout, vectors=len(index), bytes_on_disk=index.bytes_on_disk(state.config.index_dir),
+                         resident_estimate_bytes=estimate_bytes(index.layout, index.element_count, index.dim,
+                                                                index.params.M))
+        entries.append(entry)
+    return {"budget_bytes": state.config.index_memory or default_budget(), "spaces": entries}

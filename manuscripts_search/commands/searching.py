@@ -22,6 +22,16 @@ def _index_params(m, ef_construction, ef):
         raise click.BadParameter(str(error)) from None
 
 
+def _layout_option(default):
+    from ..index.layouts import LAYOUTS
+
+    return click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default=default,
+                        help="Index layout: auto picks the best recall that fits MSEARCH_INDEX_MEMORY "
+                             "(hnsw float32 for small spaces, hnsw-f16, ivfpq for millions, hnsw-i8). "
+                             + ("Default: keep each index's layout (auto for a new one)." if default is None
+                                else "Default: auto."))
+
+
 def _hnsw_options(command):
     command = click.option("--ef", type=click.IntRange(1, 100_000), default=None,
                            help="Query beam width stored with a new index (default 128).")(command)
@@ -39,8 +49,9 @@ def _hnsw_options(command):
 @click.option("--text/--no-text", "with_text", default=True, show_default=True,
               help="Also refresh search documents, their sentence vectors (MiniLM) and their index.")
 @_hnsw_options
+@_layout_option(None)
 @click.pass_context
-def index(ctx, as_json, with_text, m, ef_construction, ef):
+def index(ctx, as_json, with_text, m, ef_construction, ef, layout):
     """Bring the indexes in step with the database (add new, drop stale vectors; no rebuild)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -54,10 +65,13 @@ def index(ctx, as_json, with_text, m, ef_construction, ef):
     if with_text:
         result["text"] = _refresh_text(state, factory)
     with session_scope(factory) as session:
-        result["indexes"] = [sync_index(session, state.config.index_dir, s, params).as_dict()
+        result["indexes"] = [sync_index(session, state.config.index_dir, s, params, layout=layout,
+                                        budget_bytes=state.config.index_memory,
+                                        show_progress=sys.stderr.isatty()).as_dict()
                              for s in spaces(session)]
-    lines = [f"{r['space']}: +{r['added']} -{r['removed']} = {r['total']}"
-             + (" (rebuilt)" if r["rebuilt"] else "") for r in result["indexes"]]
+    lines = [f"{r['space']}: +{r['added']} -{r['removed']} = {r['total']} [{r['layout']}]"
+             + (" (rebuilt)" if r["rebuilt"] else "") + (f"\n  {r['reason']}" if r.get("reason") else "")
+             for r in result["indexes"]]
     if "text" in result:
         text = result["text"]
         lines.insert(0, f"documents: +{text['documents']['added']} ~{text['documents']['updated']} "
@@ -97,9 +111,11 @@ def _refresh_text(state: CLIState, factory) -> dict:
 @index.command("rebuild")
 @click.option("--space", "only_space", default=None, help="Rebuild only this space (default: all).")
 @_hnsw_options
+@_layout_option("auto")
 @pass_state
-def index_rebuild(state: CLIState, only_space, m, ef_construction, ef):
-    """Rebuild indexes from the database (drops deleted vectors; applies new HNSW parameters)."""
+def index_rebuild(state: CLIState, only_space, m, ef_construction, ef, layout):
+    """Rebuild indexes from the database (drops deleted vectors; applies new parameters; converts
+    to another layout)."""
     from ..store.db import session_scope
     from ..index.sync import rebuild_index, spaces
 
@@ -109,8 +125,10 @@ def index_rebuild(state: CLIState, only_space, m, ef_construction, ef):
         if only_space and not chosen:
             raise click.ClickException(f"no vectors in space {only_space!r}; `msearch index verify` lists spaces")
         for space in chosen:
-            report = rebuild_index(session, state.config.index_dir, space, params)
-            click.echo(f"{space}: rebuilt with {report.total} vector(s)")
+            report = rebuild_index(session, state.config.index_dir, space, params, layout=layout,
+                                   budget_bytes=state.config.index_memory, show_progress=sys.stderr.isatty())
+            click.echo(f"{space}: rebuilt as {report.layout} with {report.total} vector(s)"
+                       + (f"\n  {report.reason}" if report.reason else ""))
 
 
 @index.command("verify")

@@ -17,12 +17,14 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .layouts import LayoutChoice, choose_layout, default_budget, layout_class
 from .vector_index import IndexParams, IndexReadError, VectorIndex
 from ..models import Embedding, TextVector
 
 TEXT_SPACE_PREFIX = "text:"
 # Deleted vectors still take memory and slow the graph; past this share a sync rebuilds.
 REBUILD_DELETED_FRACTION = 0.25
+CHUNK = 50_000  # vectors read from the database at a time
 
 
 @dataclass
@@ -32,10 +34,15 @@ class SyncReport:
     removed: int
     total: int
     rebuilt: bool = False
+    layout: Optional[str] = None
+    reason: Optional[str] = None  # why ``auto`` chose the layout
 
     def as_dict(self) -> dict:
-        return {"space": self.space, "added": self.added, "removed": self.removed, "total": self.total,
-                "rebuilt": self.rebuilt}
+        report = {"space": self.space, "added": self.added, "removed": self.removed, "total": self.total,
+                  "rebuilt": self.rebuilt, "layout": self.layout}
+        if self.reason:
+            report["reason"] = self.reason
+        return report
 
 
 def _table(space: str):
@@ -57,9 +64,12 @@ def spaces(session: Session) -> list[str]:
     return image + text
 
 
-def live_labels(session: Session, space: str) -> set[int]:
+def live_labels(session: Session, space: str) -> np.ndarray:
+    """The ids of the space's live vectors, sorted (an array: 10M of them fit in 80 MB)."""
     table = _table(space)
-    return set(session.scalars(select(table.id).where(_live_condition(space))))
+    ids = session.scalars(select(table.id).where(_live_condition(space)).order_by(table.id).execution_options(
+        yield_per=100_000))
+    return np.fromiter(ids, dtype=np.int64)
 
 
 def load_vectors(session: Session, space: str, ids: list[int], dim: int) -> np.ndarray:
@@ -81,65 +91,106 @@ def dim_of(session: Session, space: str) -> Optional[int]:
 
 def _load_or_none(index_dir: Path, space: str) -> Optional[VectorIndex]:
     try:
-        return VectorIndex.load(index_dir, space)
+        return VectorIndex.load(index_dir, space, writable=True)
     except IndexReadError:
         return None  # unreadable: the caller rebuilds it
 
 
-def sync_index(session: Session, index_dir: Path, space: str,
-               params: Optional[IndexParams] = None) -> SyncReport:
+def target_layout(session: Session, space: str, layout: Optional[str], budget_bytes: Optional[int],
+                  M: int = 32) -> tuple[str, Optional[LayoutChoice]]:
+    """(layout name, the choice with its reason when ``layout`` is ``auto`` or None). Raises
+    ValueError for an unknown layout name."""
+    if layout not in (None, "auto"):
+        layout_class(layout)  # unknown names fail here, before any work
+        return layout, None
+    dim = dim_of(session, space) or 1
+    count = len(live_labels(session, space))
+    choice = choose_layout(count, dim, budget_bytes or default_budget(), M)
+    return choice.layout, choice
+
+
+def sync_index(session: Session, index_dir: Path, space: str, params: Optional[IndexParams] = None,
+               layout: Optional[str] = None, budget_bytes: Optional[int] = None,
+               show_progress: bool = False) -> SyncReport:
     """Bring the saved index of ``space`` in step with the database; saves only when it changed.
 
     ``params`` apply to a new or rebuilt index; an existing index keeps the parameters it was
-    built with. An unreadable index file is rebuilt.
+    built with. ``layout`` (a name or ``auto``) converts an existing index of another layout;
+    None keeps the layout an index has, and gives a new one the ``auto`` choice for
+    ``budget_bytes`` (default: half this machine's memory). An unreadable index file is rebuilt.
     """
     dim = dim_of(session, space)
     index = _load_or_none(index_dir, space)
     if dim is None and index is None:
         return SyncReport(space, 0, 0, 0)
-    if index is None or (dim is not None and index.dim != dim):
-        return rebuild_index(session, index_dir, space, params)
+    if index is None or (dim is not None and index.dim != dim) or (layout is not None and (
+            target_layout(session, space, layout, budget_bytes)[0] != index.layout)):
+        return rebuild_index(session, index_dir, space, params or (index.params if index else None),
+                             layout=layout, budget_bytes=budget_bytes, show_progress=show_progress)
     wanted = live_labels(session, space)
-    have = index.labels()
-    to_add = sorted(wanted - have)
-    to_remove = have - wanted
+    have = index.live_label_array()
+    to_add = np.setdiff1d(wanted, have, assume_unique=True)
+    to_remove = np.setdiff1d(have, wanted, assume_unique=True)
     deleted_after = index.deleted_count + len(to_remove)
     if deleted_after > REBUILD_DELETED_FRACTION * (index.element_count + len(to_add)) and deleted_after > 100:
-        report = rebuild_index(session, index_dir, space, params or index.params)
+        report = rebuild_index(session, index_dir, space, params or index.params, layout=index.layout,
+                               show_progress=show_progress)
         report.added, report.removed = len(to_add), len(to_remove)
         return report
     index.remove(to_remove)
-    if to_add:
-        index.add(to_add, load_vectors(session, space, to_add, index.dim))
-    if to_add or to_remove:
+    _add_in_chunks(session, index, to_add, show_progress, "adding")
+    if len(to_add) or len(to_remove):
         index.save(index_dir)
-    return SyncReport(space, len(to_add), len(to_remove), len(index))
+    return SyncReport(space, len(to_add), len(to_remove), len(index), layout=index.layout)
 
 
-def rebuild_index(session: Session, index_dir: Path, space: str,
-                  params: Optional[IndexParams] = None) -> SyncReport:
+def _add_in_chunks(session: Session, index: VectorIndex, labels: np.ndarray, show_progress: bool,
+                   what: str) -> None:
+    # Vectors stream from the database in chunks: never the whole space in memory at once.
+    from tqdm import tqdm
+
+    with tqdm(total=len(labels), unit="vec", desc=f"{what} {index.layout}", disable=not show_progress
+              or len(labels) < 10 * CHUNK, leave=False) as bar:
+        for start in range(0, len(labels), CHUNK):
+            block = labels[start:start + CHUNK]
+            index.add(block, load_vectors(session, index.space, block.tolist(), index.dim))
+            bar.update(len(block))
+
+
+def rebuild_index(session: Session, index_dir: Path, space: str, params: Optional[IndexParams] = None,
+                  layout: Optional[str] = "hnsw", budget_bytes: Optional[int] = None,
+                  show_progress: bool = False) -> SyncReport:
     """Build the index of ``space`` from scratch and save it (replacing the old one atomically).
+    ``layout``: a name, or ``auto``/None for the choice that fits ``budget_bytes``.
 
-    Raises ValueError when the space has no vectors.
+    Raises ValueError when the space has no vectors, or for an unknown layout.
     """
     dim = dim_of(session, space)
     if dim is None:
         raise ValueError(f"no vectors in space {space!r}; run `msearch embed` first")
-    labels = sorted(live_labels(session, space))
-    index = VectorIndex(space, dim, params or IndexParams(), capacity=len(labels))
-    for start in range(0, len(labels), 50_000):
-        block = labels[start:start + 50_000]
-        index.add(block, load_vectors(session, space, block, dim))
+    params = params or IndexParams()
+    name, choice = target_layout(session, space, layout, budget_bytes, params.M)
+    labels = live_labels(session, space)
+    index = VectorIndex.create(space, dim, params, capacity=len(labels), layout=name)
+    if not index.is_trained and len(labels):
+        from .ivfpq import TRAINING_SAMPLE
+
+        sample = labels if len(labels) <= TRAINING_SAMPLE else np.sort(
+            np.random.default_rng(0).choice(labels, TRAINING_SAMPLE, replace=False))
+        index.train(load_vectors(session, space, sample.tolist(), dim))
+    _add_in_chunks(session, index, labels, show_progress, "building")
     index.save(index_dir)
-    return SyncReport(space, len(labels), 0, len(index), rebuilt=True)
+    return SyncReport(space, len(labels), 0, len(index), rebuilt=True, layout=name,
+                      reason=choice.reason if choice else None)
 
 
 def verify_index(session: Session, index_dir: Path, space: str, deep: bool = False) -> dict:
     """Compare the saved index of ``space`` with the database.
 
     Always: the index's live labels equal the database's live vectors. With ``deep``: every live
-    label's vector in the index equals (cosine ≥ 0.9999) the stored one and is not marked deleted
-    in the graph. ``ok`` is True only when everything matches.
+    label's vector in the index agrees with the stored one (cosine at least the layout's
+    ``verify_cosine``: 0.9999 for float vectors, less for 8-bit ones) and is reachable.
+    ``ok`` is True only when everything matches.
     """
     problems: list[str] = []
     try:
@@ -148,29 +199,27 @@ def verify_index(session: Session, index_dir: Path, space: str, deep: bool = Fal
         index = None
         problems.append(str(error))
     wanted = live_labels(session, space)
-    have = index.labels() if index else set()
-    result = {"space": space, "index_present": index is not None,
-              "missing_from_index": sorted(wanted - have)[:100], "missing_count": len(wanted - have),
-              "extra_in_index": sorted(have - wanted)[:100], "extra_count": len(have - wanted),
+    have = index.live_label_array() if index else np.zeros(0, dtype=np.int64)
+    missing = np.setdiff1d(wanted, have, assume_unique=True)
+    extra = np.setdiff1d(have, wanted, assume_unique=True)
+    result = {"space": space, "index_present": index is not None, "layout": index.layout if index else None,
+              "missing_from_index": missing[:100].tolist(), "missing_count": len(missing),
+              "extra_in_index": extra[:100].tolist(), "extra_count": len(extra),
               "deleted_in_index": index.deleted_count if index else 0}
     mismatched: list[int] = []
     if deep and index is not None:
-        common = sorted(wanted & have)
+        common = np.intersect1d(wanted, have, assume_unique=True)
         for start in range(0, len(common), 2000):
             block = common[start:start + 2000]
-            stored = load_vectors(session, space, block, index.dim)
+            stored = load_vectors(session, space, block.tolist(), index.dim)
             stored /= np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
-            for label, expected in zip(block, stored):
-                try:
-                    actual = np.asarray(index._index.get_items([label]), dtype=np.float32)[0]
-                except RuntimeError:  # marked deleted in the graph although listed as live
-                    mismatched.append(label)
-                    continue
-                if float(actual @ expected) < 0.9999:
-                    mismatched.append(label)
+            held = index.stored_vectors(block)
+            agreement = np.einsum("ij,ij->i", np.nan_to_num(held, nan=0.0), stored)
+            bad = np.isnan(held).any(axis=1) | (agreement < index.verify_cosine)
+            mismatched.extend(int(label) for label in block[bad])
         result["vectors_checked"] = len(common)
     result["mismatched_vectors"] = mismatched[:100]
     result["mismatched_count"] = len(mismatched)
     result["problems"] = problems
-    result["ok"] = (index is not None and wanted == have and not mismatched)
+    result["ok"] = (index is not None and not len(missing) and not len(extra) and not mismatched)
     return result

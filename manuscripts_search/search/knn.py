@@ -8,10 +8,11 @@ the filter allows (bench/search.py measures each at 100k and 1M vectors):
 - ``overfetch``: otherwise → ask the graph for ``3 k / fraction`` neighbours without a filter and
   keep the allowed ones, doubling the request until ``k`` are left (1M, 5% allowed: 4.8 ms,
   recall@10 0.989);
-- ``filtered``: when over-fetching would need an ``ef`` beyond ``MAX_OVERFETCH`` → hnswlib's filter
-  callback inside the graph search, widening ``ef`` until ``k`` are found. It calls back into
-  Python for every node it visits, so it is the slowest (1M, 0.5% allowed: 139 ms) and only used
-  where the others cannot go. Exact scoring is the last resort, so ``k`` is guaranteed.
+- ``filtered``: when over-fetching would need an ``ef`` beyond ``MAX_OVERFETCH`` → the layout's own
+  filtered search (hnswlib's filter callback, faiss's ID selector inside the probed lists, usearch's
+  widening over-fetch), widening ``ef`` until ``k`` are found. hnswlib calls back into Python for
+  every node it visits, so it is the slowest (1M, 0.5% allowed: 139 ms) and only used where the
+  others cannot go. Exact scoring is the last resort, so ``k`` is guaranteed on every layout.
 """
 from __future__ import annotations
 
@@ -125,9 +126,8 @@ def _keep_allowed(candidates: list[tuple[int, float]], allowed: np.ndarray) -> l
 
 def _filtered(index, vector, k, wanted, allowed, vectors_of, ef) -> KnnResult:
     ef = max(ef, wanted)
-    allowed_set = set(allowed.tolist())
     while True:
-        found = index.query(vector, wanted, ef=ef, filter_fn=allowed_set.__contains__)
+        found = index.query(vector, wanted, ef=ef, allowed=allowed)
         if len(found) >= wanted:
             return KnnResult(_stable(found)[:k], "filtered", ef)
         if ef >= MAX_EF:

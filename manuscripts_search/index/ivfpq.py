@@ -1,0 +1,328 @@
+"""The ``ivfpq`` layout: faiss IVF + product quantisation, candidates re-ranked exactly.
+
+For spaces of millions of vectors. The inverted lists hold ``dim/8``-byte PQ codes (96 bytes at
+768-d, a thirty-fifth of hnswlib's float32 graph); a query probes ``ef_search/4`` of the lists,
+takes the best ``RERANK`` candidates by PQ score, and re-scores them exactly from an 8-bit copy
+of the vectors (per-dimension min/max scalar quantisation), so the scores are cosine similarities
+like every other layout's, and recall does not depend on PQ's coarse distances. faiss's own
+refine indexes cannot be memory-mapped; these files can: readers open the lists with
+``IO_FLAG_MMAP`` and the 8-bit rows and the label lookup as ``numpy`` memory maps, so web workers
+share them and only the candidates' rows are ever read from disk.
+
+Files per save (generation-named, committed by the metadata, see :mod:`.vector_index`):
+``.faiss`` (quantisers and inverted lists), ``.sq8.npy`` (rows × dim, uint8), ``.rows.npy``
+(row → label), ``.lookup.npy`` (2 × live: sorted live labels and their rows), ``.quant.npy``
+(per-dimension offset and scale). A removed or replaced vector's row stays in ``.sq8.npy`` until a
+rebuild; it is unreachable because the lists and the lookup no longer hold it.
+
+Training needs data: :meth:`IvfPqIndex.train` takes a sample (``rebuild_index`` draws one from the
+database); an index first given vectors by ``add`` trains on that batch.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from .vector_index import (IndexParams, IndexReadError, VectorIndex, check_batch, check_query, generation_path,
+                           index_paths, next_generation)
+
+RERANK = 256  # candidates re-scored exactly; beyond ~200 recall@10 stops improving (bench/scale.py)
+TRAINING_SAMPLE = 100_000  # vectors the quantisers learn from; more costs time, not recall
+SUFFIXES = ("faiss", "sq8.npy", "rows.npy", "lookup.npy", "quant.npy")
+
+
+def default_lists(vectors: int) -> int:
+    """Inverted lists for ``vectors``: about 4·√n, so a list holds ~√n/4 codes."""
+    return int(min(65536, max(8, 4 * math.sqrt(max(int(vectors), 1)))))
+
+
+def _pq_subquantizers(dim: int) -> int:
+    """The largest divisor of ``dim`` not above dim/8: one byte of code per 8 dimensions."""
+    target = max(1, dim // 8)
+    return max(m for m in range(1, target + 1) if dim % m == 0)
+
+
+def _pq_bits(training: int) -> int:
+    # k-means wants ~40 points per centroid; a small space gets fewer centroids per sub-vector.
+    for bits in (8, 7, 6, 5, 4):
+        if training >= 39 * 2 ** bits:
+            return bits
+    return 4
+
+
+class IvfPqIndex(VectorIndex):
+    layout = "ivfpq"
+    verify_cosine = 0.995
+
+    def __init__(self, space: str, dim: int, params: IndexParams = IndexParams(), capacity: int = 1024,
+                 lists: Optional[int] = None):
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.space, self.dim, self.params = space, int(dim), params
+        self._lists_wanted = lists or default_lists(capacity)
+        self._faiss = None  # built at training
+        self._quant: Optional[np.ndarray] = None  # (2, dim): offset, scale
+        self._old_codes = np.zeros((0, self.dim), dtype=np.uint8)  # rows of the saved file
+        self._old_rows = np.zeros(0, dtype=np.int64)
+        self._new_codes: list[np.ndarray] = []  # rows added since, in order
+        self._new_rows: list[np.ndarray] = []
+        self._lookup = np.zeros((2, 0), dtype=np.int64)  # sorted live labels, their rows
+        self._writable = True
+        self._threads = 0
+        self._generation: Optional[int] = None
+
+    # -- training --------------------------------------------------------------------------------
+    @property
+    def is_trained(self) -> bool:
+        return self._faiss is not None
+
+    def train(self, sample: np.ndarray) -> None:
+        """Learn the coarse lists, the PQ codebooks and the 8-bit ranges from ``sample``
+        (L2-normalised rows; :data:`TRAINING_SAMPLE` of them is plenty)."""
+        import faiss
+
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        if sample.ndim != 2 or sample.shape[1] != self.dim or len(sample) < 2:
+            raise ValueError(f"training needs at least 2 vectors of {self.dim} dimensions, got {sample.shape}")
+        if len(sample) > TRAINING_SAMPLE:
+            sample = sample[np.random.default_rng(0).choice(len(sample), TRAINING_SAMPLE, replace=False)]
+        lists = int(max(1, min(self._lists_wanted, len(sample) // 39)))
+        m, bits = _pq_subquantizers(self.dim), _pq_bits(len(sample))
+        index = faiss.index_factory(self.dim, f"IVF{lists},PQ{m}x{bits}", faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.cp.niter = 10
+        ivf.pq.cp.niter = 10  # with exact re-ranking, coarse PQ distances only need to shortlist
+        ivf.cp.verbose = ivf.pq.cp.verbose = False
+        index.train(sample)
+        low = np.quantile(sample, 0.0005, axis=0).astype(np.float32)
+        high = np.quantile(sample, 0.9995, axis=0).astype(np.float32)
+        self._quant = np.stack([low, np.maximum(high - low, 1e-6) / 255.0])
+        self._faiss = index
+
+    # -- contents ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._lookup.shape[1]
+
+    @property
+    def element_count(self) -> int:
+        return len(self._old_rows) + sum(len(rows) for rows in self._new_rows)
+
+    @property
+    def deleted_count(self) -> int:
+        return self.element_count - len(self)
+
+    def live_label_array(self) -> np.ndarray:
+        return np.asarray(self._lookup[0])
+
+    def _require_writable(self) -> None:
+        if not self._writable:
+            raise RuntimeError(f"the index of {self.space} is opened read-only (memory-mapped); "
+                               "open it with writable=True to change it")
+
+    def _encode(self, vectors: np.ndarray) -> np.ndarray:
+        offset, scale = self._quant
+        return np.clip(np.rint((vectors - offset) / scale), 0, 255).astype(np.uint8)
+
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        offset, scale = self._quant
+        return codes.astype(np.float32) * scale + offset
+
+    def add(self, labels: Iterable[int], vectors: np.ndarray) -> None:
+        labels, vectors = check_batch(labels, vectors, self.dim)
+        if len(labels) == 0:
+            return
+        self._require_writable()
+        if not self.is_trained:
+            self.train(vectors)
+        import faiss
+
+        present = self._present(labels)
+        if present.any():
+            self._faiss.remove_ids(faiss.IDSelectorBatch(labels[present]))
+        first = self.element_count
+        rows = np.arange(first, first + len(labels), dtype=np.int64)
+        self._faiss.add_with_ids(vectors, labels)
+        self._new_codes.append(self._encode(vectors))
+        self._new_rows.append(labels.copy())
+        kept = ~np.isin(self._lookup[0], labels)
+        merged_labels = np.concatenate([self._lookup[0][kept], labels])
+        merged_rows = np.concatenate([self._lookup[1][kept], rows])
+        order = np.argsort(merged_labels, kind="stable")
+        self._lookup = np.stack([merged_labels[order], merged_rows[order]])
+
+    def _present(self, labels: np.ndarray) -> np.ndarray:
+        live = self._lookup[0]
+        if len(live) == 0:
+            return np.zeros(len(labels), dtype=bool)
+        positions = np.minimum(np.searchsorted(live, labels), len(live) - 1)
+        return live[positions] == labels
+
+    def remove(self, labels: Iterable[int]) -> int:
+        labels = np.unique(np.asarray([int(label) for label in labels], dtype=np.int64))
+        present = labels[self._present(labels)] if len(labels) else labels
+        if len(present) == 0:
+            return 0
+        self._require_writable()
+        import faiss
+
+        self._faiss.remove_ids(faiss.IDSelectorBatch(present))
+        self._lookup = self._lookup[:, ~np.isin(self._lookup[0], present)]
+        return len(present)
+
+    def _codes_of(self, rows: np.ndarray) -> np.ndarray:
+        """The 8-bit rows ``rows`` (positions in the row file plus the rows added since)."""
+        old = len(self._old_rows)
+        out = np.empty((len(rows), self.dim), dtype=np.uint8)
+        in_old = rows < old
+        if in_old.any():
+            # Sorted reads keep a memory-mapped file's access sequential.
+            wanted = rows[in_old]
+            order = np.argsort(wanted)
+            block = np.empty((len(wanted), self.dim), dtype=np.uint8)
+            block[order] = self._old_codes[wanted[order]]
+            out[in_old] = block
+        if (~in_old).any():
+            recent = np.concatenate(self._new_codes) if len(self._new_codes) != 1 else self._new_codes[0]
+            out[~in_old] = recent[rows[~in_old] - old]
+        return out
+
+    def _rows_of(self, labels: np.ndarray) -> np.ndarray:
+        live = self._lookup[0]
+        positions = np.minimum(np.searchsorted(live, labels), max(len(live) - 1, 0))
+        if len(live) == 0 or not (live[positions] == labels).all():
+            raise KeyError("a label is not in the index")
+        return np.asarray(self._lookup[1][positions])
+
+    def query(self, vector: np.ndarray, k: int, ef: Optional[int] = None,
+              allowed: Optional[np.ndarray] = None) -> list[tuple[int, float]]:
+        import faiss
+
+        live = len(self)
+        if live == 0 or k <= 0 or not self.is_trained:
+            return []
+        vector = check_query(vector, self.dim)
+        k = min(int(k), live)
+        ivf = faiss.extract_index_ivf(self._faiss)
+        probes = int(min(ivf.nlist, max(1, int(ef or self.params.ef_search) // 4)))
+        candidates = min(live, max(RERANK, 2 * k))
+        wanted = k if allowed is None else min(k, len(allowed))
+        while True:
+            parameters = faiss.SearchParametersIVF()
+            parameters.nprobe = probes
+            if allowed is not None:
+                parameters.sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            _scores, found = self._faiss.search(vector, candidates, params=parameters)
+            found = found[0][found[0] >= 0]
+            if len(found) >= wanted or probes >= ivf.nlist:
+                break
+            probes = ivf.nlist  # too few allowed vectors in the probed lists: probe them all
+        if len(found) == 0:
+            return []
+        exact = self._decode(self._codes_of(self._rows_of(found))) @ vector[0]
+        order = np.argsort(-exact, kind="stable")[:k]
+        return [(int(found[i]), float(exact[i])) for i in order]
+
+    def stored_vectors(self, labels: np.ndarray) -> np.ndarray:
+        labels = np.asarray(labels, dtype=np.int64)
+        rows = np.full((len(labels), self.dim), np.nan, dtype=np.float32)
+        present = self._present(labels) if len(labels) else np.zeros(0, dtype=bool)
+        if present.any():
+            decoded = self._decode(self._codes_of(self._rows_of(labels[present])))
+            rows[present] = decoded / np.maximum(np.linalg.norm(decoded, axis=1, keepdims=True), 1e-12)
+        return rows
+
+    def set_query_threads(self, threads: int) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, int(threads)) if threads else os.cpu_count() or 1)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        meta = super().metadata()
+        if self.is_trained:
+            import faiss
+
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(self._faiss))
+            meta.update(lists=int(ivf.nlist), pq_m=int(ivf.pq.M), pq_bits=int(ivf.pq.nbits), rerank=RERANK)
+        return meta
+
+    def file_paths(self, directory: Path) -> list[Path]:
+        paths = [index_paths(directory, self.space)[1]]
+        if self._generation is not None:
+            paths += [generation_path(directory, self.space, self._generation, s) for s in SUFFIXES]
+        return paths
+
+    def save(self, directory: Path) -> Path:
+        import faiss
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._require_writable()
+        if not self.is_trained:
+            raise ValueError(f"the ivfpq index of {self.space} holds no vectors yet; nothing to save")
+        generation = next_generation(directory, self.space)
+        paths = {s: generation_path(directory, self.space, generation, s) for s in SUFFIXES}
+        faiss.write_index(self._faiss, str(paths["faiss"]))
+        rows = np.concatenate([self._old_rows, *self._new_rows])
+        codes = np.lib.format.open_memmap(paths["sq8.npy"], mode="w+", dtype=np.uint8, shape=(len(rows), self.dim))
+        for start in range(0, len(self._old_rows), 262_144):  # the saved rows, copied in chunks
+            codes[start:start + 262_144] = self._old_codes[start:start + 262_144]
+        position = len(self._old_rows)
+        for block in self._new_codes:
+            codes[position:position + len(block)] = block
+            position += len(block)
+        codes.flush()
+        del codes
+        np.save(paths["rows.npy"], rows)
+        np.save(paths["lookup.npy"], np.ascontiguousarray(self._lookup))
+        np.save(paths["quant.npy"], self._quant)
+        for path in paths.values():
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+        meta_path = self._commit_generation(directory, {**self.metadata(), "generation": generation}, SUFFIXES)
+        self._generation = generation
+        # From here on the saved file holds every row: map it instead of keeping them in memory.
+        self._old_codes = np.load(paths["sq8.npy"], mmap_mode="r")
+        self._old_rows = np.load(paths["rows.npy"], mmap_mode="r")
+        self._new_codes, self._new_rows = [], []
+        return meta_path
+
+    @classmethod
+    def open(cls, directory: Path, space: str, meta: dict, params: IndexParams, writable: bool) -> "IvfPqIndex":
+        import faiss
+
+        dim = int(meta["dim"])
+        try:
+            generation = int(meta["generation"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise IndexReadError(f"the index metadata of {space} names no data files ({error}); "
+                                 "run `msearch index rebuild`") from error
+        paths = {s: generation_path(directory, space, generation, s) for s in SUFFIXES}
+        try:
+            index = faiss.read_index(str(paths["faiss"]), 0 if writable else faiss.IO_FLAG_MMAP)
+            codes = np.load(paths["sq8.npy"], mmap_mode="r")
+            rows = np.load(paths["rows.npy"], mmap_mode="r")
+            lookup = np.load(paths["lookup.npy"], mmap_mode=None if writable else "r")
+            quant = np.load(paths["quant.npy"])
+        except (RuntimeError, OSError, ValueError) as error:
+            raise IndexReadError(f"the index files of {space} (generation {generation}) cannot be read "
+                                 f"({error}); run `msearch index rebuild`") from error
+        if index.d != dim or codes.shape[1:] != (dim,) or len(rows) != len(codes) or lookup.shape[0] != 2 \
+                or quant.shape != (2, dim) or index.ntotal != lookup.shape[1]:
+            raise IndexReadError(f"the index files of {space} (generation {generation}) do not agree with "
+                                 "each other or with the metadata; run `msearch index rebuild`")
+        self = cls.__new__(cls)
+        self.space, self.dim, self.params = space, dim, params
+        self._lists_wanted = int(meta.get("lists", 1))
+        self._faiss, self._quant = index, quant
+        self._old_codes, self._old_rows = codes, rows
+        self._new_codes, self._new_rows = [], []
+        self._lookup = lookup
+        self._writable = writable
+        self._threads = 0
+        self._generation = generation
+        return self

@@ -1,0 +1,136 @@
+"""Which index layout a space gets: chosen by a memory budget, like autofaiss.
+
+Each layout declares what one vector costs in memory that must stay resident for fast queries,
+and where it stands in recall; ``auto`` takes the best-recall layout whose estimate for the
+space's size fits ``MSEARCH_INDEX_MEMORY``, and says which and why. The figures are measured by
+``bench/scale.py`` on the project's clustered 768-d data (docs/scale-out.md).
+
+- ``hnsw``: float32 graph in each process: 4·dim + 8·M + 64 bytes per vector (3.4 KB at 768-d);
+- ``hnsw-f16``: float16 graph, memory-mapped and shared: 2·dim + 8·M + 32 (1.8 KB);
+- ``ivfpq``: OPQ + IVF + PQ codes of dim/8 bytes, ids and list overhead, about dim/8 + 24 bytes
+  (~120 B) resident; the 8-bit re-rank file (dim bytes) is memory-mapped and only the
+  candidates' rows are read;
+- ``hnsw-i8``: 8-bit graph: dim + 8·M + 32 (1.1 KB), lowest recall (~0.93), for budgets that
+  nothing else fits and a space too small for ``ivfpq`` to train.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+# Below this many vectors IVF cannot train well (the lists and the PQ codebooks need data).
+IVF_MIN_VECTORS = 20_000
+# Room left for growth and the process itself: a layout fits when its estimate is within this
+# share of the budget.
+HEADROOM = 0.8
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    recall_rank: int  # 0 = best recall@10 on bench/scale.py's data
+    resident_bytes: Callable[[int, int, int], int]  # (vectors, dim, M) -> bytes
+    summary: str
+
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
+    Layout("hnsw", 0, lambda n, d, m: n * (4 * d + 8 * m + 64),
+           "hnswlib float32 graph, exact-quality recall, loaded into each process"),
+    Layout("hnsw-f16", 1, lambda n, d, m: n * (2 * d + 8 * m + 32),
+           "usearch float16 graph, memory-mapped and shared by all web workers"),
+    Layout("ivfpq", 2, lambda n, d, m: n * (d // 8 + 24) + 4096 * d * 4,
+           "faiss OPQ+IVF+PQ with exact re-ranking from a memory-mapped 8-bit file"),
+    Layout("hnsw-i8", 3, lambda n, d, m: n * (d + 8 * m + 32),
+           "usearch 8-bit graph, memory-mapped; lowest recall"),
+)}
+
+
+def layout_class(name: str):
+    """The class implementing layout ``name``. Raises ValueError for an unknown name."""
+    if name == "hnsw":
+        from .hnsw import HnswIndex
+        return HnswIndex
+    if name in ("hnsw-f16", "hnsw-i8"):
+        from .usearch_graph import UsearchF16Index, UsearchI8Index
+        return UsearchF16Index if name == "hnsw-f16" else UsearchI8Index
+    if name == "ivfpq":
+        from .ivfpq import IvfPqIndex
+        return IvfPqIndex
+    raise ValueError(f"unknown index layout {name!r}; choose from {', '.join(LAYOUTS)} or auto")
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    layout: str
+    reason: str
+    estimate_bytes: int
+    budget_bytes: int
+
+    def as_dict(self) -> dict:
+        return {"layout": self.layout, "reason": self.reason, "estimate_bytes": self.estimate_bytes,
+                "budget_bytes": self.budget_bytes}
+
+
+def estimate_bytes(layout: str, vectors: int, dim: int, M: int = 32) -> int:
+    return int(LAYOUTS[layout].resident_bytes(int(vectors), int(dim), int(M)))
+
+
+def choose_layout(vectors: int, dim: int, budget_bytes: int, M: int = 32) -> LayoutChoice:
+    """The best-recall layout whose resident estimate for ``vectors`` fits ``budget_bytes``
+    (with headroom); when none fits, the smallest, with a reason that says it does not fit."""
+    candidates = sorted(LAYOUTS.values(), key=lambda layout: layout.recall_rank)
+    usable = [layout for layout in candidates if layout.name != "ivfpq" or vectors >= IVF_MIN_VECTORS]
+    for layout in usable:
+        estimate = estimate_bytes(layout.name, vectors, dim, M)
+        if estimate <= HEADROOM * budget_bytes:
+            better = [c.name for c in usable if c.recall_rank < layout.recall_rank]
+            why = (f"{vectors:,} vectors of {dim} dimensions need about {format_bytes(estimate)} as {layout.name} "
+                   f"({layout.summary}), within the {format_bytes(budget_bytes)} budget")
+            if better:
+                why += f"; {', '.join(better)} would need more than {int(HEADROOM * 100)}% of it"
+            return LayoutChoice(layout.name, why, estimate, budget_bytes)
+    smallest = min(usable, key=lambda layout: estimate_bytes(layout.name, vectors, dim, M))
+    estimate = estimate_bytes(smallest.name, vectors, dim, M)
+    return LayoutChoice(smallest.name, f"no layout fits the {format_bytes(budget_bytes)} budget for {vectors:,} "
+                        f"vectors; {smallest.name} is the smallest (about {format_bytes(estimate)}): "
+                        "raise MSEARCH_INDEX_MEMORY or split the space", estimate, budget_bytes)
+
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000 ** 2, "mb": 1000 ** 2,
+          "mib": 1024 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3, "gib": 1024 ** 3, "t": 1000 ** 4,
+          "tb": 1000 ** 4, "tib": 1024 ** 4, "ki": 1024, "mi": 1024 ** 2, "gi": 1024 ** 3, "ti": 1024 ** 4}
+
+
+def parse_memory(text: str) -> int:
+    """``8GiB``, ``512 MB``, ``2g``, ``1000000`` → bytes. Raises ValueError for anything else."""
+    match = _SIZE.match(str(text))
+    unit = (match.group(2) or "").lower() if match else None
+    if not match or unit not in _UNITS:
+        raise ValueError(f"not a memory size: {text!r} (write e.g. 8GiB, 512MB or a number of bytes)")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"a memory size must be positive, got {text!r}")
+    return value
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes (4 GiB when the system will not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 1024 ** 3
+
+
+def default_budget() -> int:
+    """Half of this machine's memory: the rest is for the database, the page cache and the model."""
+    return machine_memory() // 2
+
+
+def format_bytes(value: int) -> str:
+    for unit, size in (("TiB", 1024 ** 4), ("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"
