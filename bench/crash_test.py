@@ -54,13 +54,13 @@ _RUN_CLI = ("import json, sys, time\n"
             "print(json.dumps(timings))\n")
 _SAVE_LOOP = ("import sys\n"
               "from pathlib import Path\n"
-              "from manuscripts_search.index.vector_index import VectorIndex\n"
+              "from manuscripts_search.index.layouts import open_index\n"
               "import hnswlib\n"
               "Path(sys.argv.pop(1)).touch()\n"
               "directory, spaces = Path(sys.argv[1]), sys.argv[2:]\n"
               "while True:\n"
               "    for space in spaces:\n"
-              "        index = VectorIndex.load(directory, space)\n"
+              "        index = open_index(directory, space)\n"
               "        if index is not None:\n"
               "            index.save(directory)\n")
 
@@ -269,7 +269,8 @@ class CrashTest:
     # -- checks ------------------------------------------------------------------------------------
 
     def torn_indexes(self) -> list[str]:
-        from manuscripts_search.index.vector_index import IndexReadError, VectorIndex
+        from manuscripts_search.index.layouts import open_index
+        from manuscripts_search.index.vector_index import IndexReadError
 
         torn = []
         for meta in sorted(self.index_dir.glob("*.json")):
@@ -278,7 +279,7 @@ class CrashTest:
                 torn.append(f"{meta.name}: metadata unreadable")
                 continue
             try:
-                VectorIndex.load(self.index_dir, space)
+                open_index(self.index_dir, space)
             except IndexReadError as error:
                 torn.append(str(error))
         return torn

@@ -82,7 +82,7 @@ def build_catalogue(workdir: Path, vectors: int) -> dict:
     from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
     from manuscripts_search.search.documents import sync_documents
     from manuscripts_search.embedding.encoders import load_vision_language_encoder
-    from manuscripts_search.index.vector_index import VectorIndex
+    from manuscripts_search.index.layouts import new_index
     from manuscripts_search.models import Canvas, Embedding, Manifest, Source, utcnow
 
     data_dir = workdir / "data"
@@ -133,7 +133,7 @@ def build_catalogue(workdir: Path, vectors: int) -> dict:
         documents = sync_documents(session)
     print(f"full-text documents: {documents.total} in {time.perf_counter() - started:.0f} s", flush=True)
     started = time.perf_counter()
-    index = VectorIndex.create(encoder.space_id, DIM, capacity=vectors)
+    index = new_index(encoder.space_id, DIM, capacity=vectors)
     for start in range(0, vectors, 20_000):
         block = np.arange(start + 1, min(vectors, start + 20_000) + 1)
         index.add(block, vectors_array[start:start + len(block)])
@@ -282,10 +282,10 @@ def client_loop(port: int, seed: int, stop_at: float, results: list, lock: threa
 def replace_index_files(info: dict) -> float:
     """Save the index again (new files, atomically, as `msearch index` does after a rebuild);
     returns the seconds it took."""
-    from manuscripts_search.index.vector_index import VectorIndex
+    from manuscripts_search.index.layouts import open_index
 
     started = time.perf_counter()
-    index = VectorIndex.load(Path(info["data_dir"]) / "index", info["space"])
+    index = open_index(Path(info["data_dir"]) / "index", info["space"])
     index.save(Path(info["data_dir"]) / "index")
     return time.perf_counter() - started
 

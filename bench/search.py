@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from manuscripts_search.index.layouts import new_index, open_index
 from manuscripts_search.index.vector_index import IndexParams, VectorIndex  # noqa: E402
 from manuscripts_search.search.knn import knn  # noqa: E402
 
@@ -118,7 +119,7 @@ def bench_ours(data, queries, truth, params: IndexParams, efs, workdir: Path, re
     gc.collect()
     before = rss_bytes()
     start = time.perf_counter()
-    index = VectorIndex.create("bench@synthetic", DIM, params, capacity=stop)
+    index = new_index("bench@synthetic", DIM, params, capacity=stop)
     for block in range(0, stop, 50_000):
         index.add(labels[block:min(stop, block + 50_000)], data[block:min(stop, block + 50_000)])
     if one_build:
@@ -138,7 +139,7 @@ def bench_ours(data, queries, truth, params: IndexParams, efs, workdir: Path, re
     del index
     gc.collect()
     start = time.perf_counter()
-    index = VectorIndex.load(workdir, "bench@synthetic")
+    index = open_index(workdir, "bench@synthetic")
     result["hnswlib_load_s"] = time.perf_counter() - start
     index.set_query_threads(1)
     for ef in efs:
@@ -203,7 +204,7 @@ def bench_incremental(data, params: IndexParams, result: dict, full_build_s: flo
     split = int(len(data) * 0.99)
     labels = np.arange(len(data), dtype=np.int64)
     start = time.perf_counter()
-    index = VectorIndex.create("bench@incremental", DIM, params, capacity=split)
+    index = new_index("bench@incremental", DIM, params, capacity=split)
     for block in range(0, split, 50_000):
         index.add(labels[block:min(split, block + 50_000)], data[block:min(split, block + 50_000)])
     result["build_99pct_s"] = time.perf_counter() - start
@@ -258,7 +259,7 @@ def run_size(n: int, args) -> dict:
         kept = Path(args.keep_index) / str(n) if args.keep_index else None
         if kept is not None and (kept / "bench").exists():
             # Re-measure queries on an index kept by an earlier run (same seed, same data).
-            index = VectorIndex.load(kept / "bench", "bench@synthetic")
+            index = open_index(kept / "bench", "bench@synthetic")
             index.set_query_threads(1)
             result["reused_index"] = str(kept)
         else:

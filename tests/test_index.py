@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from manuscripts_search.index.vector_index import (IndexParams, IndexReadError, LiveIndex, VectorIndex, index_paths,
+from manuscripts_search.index.layouts import new_index, open_index
+from manuscripts_search.index.live import LiveIndex
+from manuscripts_search.index.vector_index import (IndexParams, IndexReadError, index_paths,
                                       index_signature, remove_stale_temporaries)
 from manuscripts_search.search.knn import knn
 
@@ -34,7 +36,7 @@ def exact_top(vectors: np.ndarray, labels: np.ndarray, query: np.ndarray, k: int
 
 def test_query_returns_nearest_labels_with_cosine_scores():
     vectors = unit_vectors(500)
-    index = VectorIndex.create(SPACE, 16)
+    index = new_index(SPACE, 16)
     index.add(range(1000, 1500), vectors)
     hits = index.query(vectors[7], 5)
     assert hits[0][0] == 1007 and hits[0][1] == pytest.approx(1.0, abs=1e-5)
@@ -46,7 +48,7 @@ def test_query_returns_nearest_labels_with_cosine_scores():
 
 def test_capacity_grows_and_removed_labels_are_never_returned():
     vectors = unit_vectors(3000)
-    index = VectorIndex.create(SPACE, 16, capacity=16)
+    index = new_index(SPACE, 16, capacity=16)
     for start in range(0, 3000, 100):  # many small incremental adds
         index.add(range(start, start + 100), vectors[start:start + 100])
     assert len(index) == 3000
@@ -57,7 +59,7 @@ def test_capacity_grows_and_removed_labels_are_never_returned():
     for query in vectors[:50]:
         assert not {label for label, _ in index.query(query, 20)} & removed
     # k larger than what is live: every live label once, none removed.
-    small = VectorIndex.create(SPACE, 16)
+    small = new_index(SPACE, 16)
     small.add(range(10), vectors[:10])
     small.remove([0, 1, 2])
     assert sorted(label for label, _ in small.query(vectors[0], 50)) == list(range(3, 10))
@@ -65,7 +67,7 @@ def test_capacity_grows_and_removed_labels_are_never_returned():
 
 def test_a_removed_label_added_again_comes_back_with_its_new_vector():
     vectors = unit_vectors(20)
-    index = VectorIndex.create(SPACE, 16)
+    index = new_index(SPACE, 16)
     index.add(range(20), vectors)
     index.remove([5])
     index.add([5], vectors[9:10])
@@ -74,7 +76,7 @@ def test_a_removed_label_added_again_comes_back_with_its_new_vector():
 
 
 def test_bad_input_is_refused_with_a_clear_error():
-    index = VectorIndex.create(SPACE, 16)
+    index = new_index(SPACE, 16)
     with pytest.raises(ValueError, match=r"shape \(2, 16\)"):
         index.add([1, 2], unit_vectors(2, dim=8))
     with pytest.raises(ValueError, match="NaN"):
@@ -94,41 +96,41 @@ def test_bad_input_is_refused_with_a_clear_error():
 
 def test_save_and_load_keep_labels_deletions_and_parameters(tmp_path):
     vectors = unit_vectors(400)
-    index = VectorIndex.create(SPACE, 16, IndexParams(M=12, ef_construction=80, ef_search=40))
+    index = new_index(SPACE, 16, IndexParams(M=12, ef_construction=80, ef_search=40))
     index.add(range(400), vectors)
     index.remove(range(0, 400, 2))
     index.save(tmp_path)
-    loaded = VectorIndex.load(tmp_path, SPACE)
+    loaded = open_index(tmp_path, SPACE)
     assert loaded.params == IndexParams(M=12, ef_construction=80, ef_search=40)
     assert loaded.labels() == set(range(1, 400, 2)) and len(loaded) == 200
     assert [h[0] for h in loaded.query(vectors[3], 5)] == [h[0] for h in index.query(vectors[3], 5)]
     meta = json.loads(index_paths(tmp_path, SPACE)[1].read_text())
     assert (meta["space"], meta["dim"], meta["count"]) == (SPACE, 16, 200)
-    assert VectorIndex.load(tmp_path, "other@space") is None
-    assert VectorIndex.load(tmp_path, SPACE, ef_search=300).params.ef_search == 300
+    assert open_index(tmp_path, "other@space") is None
+    assert open_index(tmp_path, SPACE, ef_search=300).params.ef_search == 300
 
 
 def test_unreadable_files_raise_a_read_error_that_says_to_rebuild(tmp_path):
-    index = VectorIndex.create(SPACE, 16)
+    index = new_index(SPACE, 16)
     index.add(range(50), unit_vectors(50))
     index.save(tmp_path)
     graph, meta = index_paths(tmp_path, SPACE)
     graph.write_bytes(graph.read_bytes()[:1000])  # truncated
     with pytest.raises(IndexReadError, match="msearch index rebuild"):
-        VectorIndex.load(tmp_path, SPACE)
+        open_index(tmp_path, SPACE)
     index.save(tmp_path)
     meta.write_text("{not json")
     with pytest.raises(IndexReadError, match="metadata"):
-        VectorIndex.load(tmp_path, SPACE)
+        open_index(tmp_path, SPACE)
 
 
 def test_a_save_interrupted_between_its_two_renames_never_serves_deleted_vectors(tmp_path):
     vectors = unit_vectors(300)
-    old = VectorIndex.create(SPACE, 16)
+    old = new_index(SPACE, 16)
     old.add(range(200), vectors[:200])
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
     old.save(old_dir)
-    new = VectorIndex.load(old_dir, SPACE)
+    new = open_index(old_dir, SPACE)
     new.remove([7, 8, 9])
     new.add(range(200, 300), vectors[200:])
     new.save(new_dir)
@@ -140,14 +142,14 @@ def test_a_save_interrupted_between_its_two_renames_never_serves_deleted_vectors
     mixed.mkdir()
     (mixed / new_graph.name).write_bytes(new_graph.read_bytes())
     (mixed / old_meta.name).write_bytes(old_meta.read_bytes())
-    loaded = VectorIndex.load(mixed, SPACE)
+    loaded = open_index(mixed, SPACE)
     assert not {label for label, _ in loaded.query(vectors[8], 20)} & {7, 8, 9}
     # New metadata with the previous graph (a reader racing a writer): deletions are re-applied.
     other = tmp_path / "meta-first"
     other.mkdir()
     (other / old_graph.name).write_bytes(old_graph.read_bytes())
     (other / new_meta.name).write_bytes(new_meta.read_bytes())
-    loaded = VectorIndex.load(other, SPACE)
+    loaded = open_index(other, SPACE)
     assert not {label for label, _ in loaded.query(vectors[8], 20)} & {7, 8, 9}
     assert {7, 8, 9}.isdisjoint(loaded.labels())
 
@@ -155,10 +157,10 @@ def test_a_save_interrupted_between_its_two_renames_never_serves_deleted_vectors
 _SAVER = textwrap.dedent("""
     import sys
     import numpy as np
-    from manuscripts_search.index.vector_index import VectorIndex
+    from manuscripts_search.index.layouts import open_index
 
     directory, space = sys.argv[1], sys.argv[2]
-    index = VectorIndex.load(directory, space)
+    index = open_index(directory, space, writable=True)
     rng = np.random.default_rng(1)
     next_label = 100_000
     while True:
@@ -172,7 +174,7 @@ _SAVER = textwrap.dedent("""
 
 def test_killing_the_writer_during_saves_never_breaks_the_index(tmp_path):
     base_vectors = unit_vectors(20_000, dim=128)
-    index = VectorIndex.create(SPACE, 128, IndexParams(M=8, ef_construction=16))
+    index = new_index(SPACE, 128, IndexParams(M=8, ef_construction=16))
     index.add(range(20_000), base_vectors)
     index.save(tmp_path)  # about 14 MB: a save takes tens of milliseconds
     rng = np.random.default_rng(3)
@@ -191,7 +193,7 @@ def test_killing_the_writer_during_saves_never_breaks_the_index(tmp_path):
             process.stdout.close()
         interrupted_saves += bool(list(tmp_path.glob(".*.tmp-*")))
         remove_stale_temporaries(tmp_path, older_than_s=0)
-        loaded = VectorIndex.load(tmp_path, SPACE)  # must never raise
+        loaded = open_index(tmp_path, SPACE)  # must never raise
         assert len(loaded) >= 20_000 and len(loaded) % 500 == 0
         assert loaded.query(base_vectors[42], 1)[0][0] == 42
         assert loaded.labels() == set(range(20_000)) | set(range(100_000, 100_000 + len(loaded) - 20_000))
@@ -204,7 +206,7 @@ def test_killing_the_writer_during_saves_never_breaks_the_index(tmp_path):
 
 def test_live_index_picks_up_adds_and_deletes_without_restart(tmp_path):
     vectors = unit_vectors(100)
-    writer = VectorIndex.create(SPACE, 16)
+    writer = new_index(SPACE, 16)
     writer.add(range(50), vectors[:50])
     writer.save(tmp_path)
     reader = LiveIndex(tmp_path, SPACE, check_interval=0)
@@ -227,7 +229,7 @@ def test_queries_are_answered_from_the_index_in_service_while_another_thread_rel
     import threading
 
     vectors = unit_vectors(40)
-    writer = VectorIndex.create(SPACE, 16)
+    writer = new_index(SPACE, 16)
     writer.add(range(20), vectors[:20])
     writer.save(tmp_path)
     reader = LiveIndex(tmp_path, SPACE, check_interval=0)
@@ -236,14 +238,16 @@ def test_queries_are_answered_from_the_index_in_service_while_another_thread_rel
     writer.save(tmp_path)
 
     loading, release = threading.Event(), threading.Event()
-    real_load = VectorIndex.load
+    from manuscripts_search.index import live
+
+    real_load = live.open_index
 
     def slow_load(*args, **kwargs):  # a big index takes seconds to read
         loading.set()
         assert release.wait(10)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(VectorIndex, "load", staticmethod(slow_load))
+    monkeypatch.setattr(live, "open_index", slow_load)
     reloaded = []
     loader = threading.Thread(target=lambda: reloaded.append(reader.get()))
     loader.start()
@@ -259,7 +263,7 @@ def test_queries_are_answered_from_the_index_in_service_while_another_thread_rel
 
 
 def test_live_index_keeps_serving_when_the_new_files_are_unreadable(tmp_path, caplog):
-    writer = VectorIndex.create(SPACE, 16)
+    writer = new_index(SPACE, 16)
     writer.add(range(10), unit_vectors(10))
     writer.save(tmp_path)
     reader = LiveIndex(tmp_path, SPACE, check_interval=0)
@@ -283,7 +287,7 @@ def test_live_index_keeps_serving_when_the_new_files_are_unreadable(tmp_path, ca
 def test_filtered_knn_returns_k_allowed_results(fraction, strategy):
     vectors = unit_vectors(5000, dim=24, seed=4)
     labels = np.arange(10_000, 15_000)
-    index = VectorIndex.create(SPACE, 24, IndexParams(M=16, ef_construction=100, ef_search=32))
+    index = new_index(SPACE, 24, IndexParams(M=16, ef_construction=100, ef_search=32))
     index.add(labels, vectors)
     rng = np.random.default_rng(9)
     allowed = np.sort(rng.choice(labels, size=int(5000 * fraction), replace=False))
@@ -302,7 +306,7 @@ def test_filtered_knn_returns_k_allowed_results(fraction, strategy):
 
 def test_filtered_knn_without_enough_allowed_returns_all_of_them():
     vectors = unit_vectors(300)
-    index = VectorIndex.create(SPACE, 16)
+    index = new_index(SPACE, 16)
     index.add(range(300), vectors)
     index.remove([1])
     result = knn(index, vectors[0], 10, allowed=np.array([1, 2, 3, 400]))

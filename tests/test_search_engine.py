@@ -17,7 +17,8 @@ from manuscripts_search.search.classification import (ClassificationError, add_i
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.search.documents import sync_documents
 from manuscripts_search.search.filters import SearchFilters, parse_filter_options
-from manuscripts_search.index.vector_index import LiveIndex, VectorIndex
+from manuscripts_search.index.layouts import open_index
+from manuscripts_search.index.live import LiveIndex
 from manuscripts_search.index.sync import sync_index, verify_index
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region,
                                        TextAnnotation)
@@ -46,8 +47,8 @@ class Library:
     collection_iiif: str = "https://lib.test/collection/hours"
 
     def context(self, session, with_text: bool = True) -> SearchContext:
-        index = VectorIndex.load(self.index_dir, self.encoder.space_id)
-        text_index = VectorIndex.load(self.index_dir, self.text_encoder.space_id) if with_text else None
+        index = open_index(self.index_dir, self.encoder.space_id)
+        text_index = open_index(self.index_dir, self.text_encoder.space_id) if with_text else None
         return SearchContext(session, index, self.encoder, text_index, self.text_encoder if with_text else None)
 
     def search(self, **request) -> "object":

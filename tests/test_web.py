@@ -15,7 +15,7 @@ import pytest
 
 from manuscripts_search.config import Config, load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
-from manuscripts_search.index.vector_index import VectorIndex
+from manuscripts_search.index.layouts import new_index
 from manuscripts_search.models import Canvas, Embedding, Manifest
 from tests.browser_helpers import launch_chromium, mean_colour, serve_app, settled_box
 from tests.fixtures_database import module_database
@@ -100,7 +100,7 @@ def _save_index(session, encoder, config: Config) -> None:
     from sqlalchemy import select
 
     rows = session.scalars(select(Embedding).where(Embedding.space == encoder.space_id)).all()
-    index = VectorIndex.create(encoder.space_id, encoder.dim)
+    index = new_index(encoder.space_id, encoder.dim)
     index.add([row.id for row in rows], np.stack([np.frombuffer(row.vector, dtype="<f4") for row in rows]))
     index.save(config.index_dir)
 
@@ -411,7 +411,7 @@ def test_search_with_only_another_models_index_falls_back_to_text_with_a_notice(
                                                                               tmp_path, db_url):
     config = _make_config(tmp_path / "other", trained_clip_dir, db_url)
     _migrate(config)
-    other = VectorIndex.create("someone/else@abc", 4)
+    other = new_index("someone/else@abc", 4)
     other.add([1], np.eye(4, dtype=np.float32)[:1])
     other.save(config.index_dir)
     notices = _text_only_answer(make_app(config).test_client().get("/api/search?q=red"))
@@ -421,7 +421,7 @@ def test_search_with_only_another_models_index_falls_back_to_text_with_a_notice(
 def test_unloadable_model_falls_back_to_text_search_with_a_notice_naming_it(make_app, tmp_path, db_url):
     config = _make_config(tmp_path / "data", tmp_path / "no-such-model", db_url)
     _migrate(config)
-    VectorIndex.create("any@space", 4).save(config.index_dir)
+    new_index("any@space", 4).save(config.index_dir)
     client = make_app(config).test_client()
     notices = _text_only_answer(client.get("/api/search?q=red"))
     assert any("image model is not available" in n and "no-such-model" in n for n in notices), notices
@@ -440,7 +440,7 @@ def test_unreadable_index_falls_back_with_a_notice_that_says_what_to_run(make_ap
 
     config = _make_config(tmp_path / "torn", trained_clip_dir, db_url)
     _migrate(config)
-    index = VectorIndex.create(encoder.space_id, encoder.dim)
+    index = new_index(encoder.space_id, encoder.dim)
     index.add([1], encoder.encode_texts(["a red circle"]))
     graph_path = index.save(config.index_dir)
     graph_path.write_bytes(graph_path.read_bytes()[:100])  # truncated, as by a full disk

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from manuscripts_search.config import Config, load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.search.documents import sync_documents
-from manuscripts_search.index.vector_index import VectorIndex
+from manuscripts_search.index.layouts import new_index
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region, Source,
                                        TextAnnotation)
 from tests.model_factory import render_shape
@@ -154,7 +154,7 @@ def build_site(config: Config, encoder, image_server=None) -> WebSite:
             session.flush()
             sync_documents(session)
             rows = session.scalars(select(Embedding).where(Embedding.space == encoder.space_id)).all()
-            index = VectorIndex.create(encoder.space_id, encoder.dim)
+            index = new_index(encoder.space_id, encoder.dim)
             index.add([row.id for row in rows], np.stack([np.frombuffer(row.vector, dtype="<f4") for row in rows]))
             index.save(config.index_dir)
     finally:

@@ -17,7 +17,8 @@ from typing import Any, Optional
 
 from flask import Flask
 
-from manuscripts_search.index.vector_index import IndexReadError, LiveIndex, VectorIndex
+from manuscripts_search.index.live import LiveIndex
+from manuscripts_search.index.vector_index import IndexReadError, VectorIndex
 
 from .errors import AppError
 

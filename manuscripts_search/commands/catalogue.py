@@ -86,13 +86,14 @@ def _index_stats(state: CLIState, session) -> dict:
     """Each space's saved index: layout, vectors, bytes on disk and the resident estimate."""
     from ..index.layouts import default_budget, estimate_bytes
     from ..index.sync import spaces
-    from ..index.vector_index import IndexReadError, VectorIndex
+    from ..index.layouts import open_index
+    from ..index.vector_index import IndexReadError
 
     entries = []
     for space in spaces(session):
         entry = {"space": space, "layout": None, "vectors": 0, "bytes_on_disk": 0, "resident_estimate_bytes": 0}
         try:
-            index = VectorIndex.load(state.config.index_dir, space)
+            index = open_index(state.config.index_dir, space)
         except IndexReadError as error:
             index, entry["problem"] = None, str(error)
         if index is not None:

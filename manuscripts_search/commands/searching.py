@@ -183,14 +183,15 @@ def _load_query_image(state: CLIState, source: str):
 
 def _text_resources(state: CLIState):
     """(text index, text encoder) when a sentence-vector index exists, else (None, None)."""
-    from ..index.vector_index import IndexReadError, VectorIndex
+    from ..index.layouts import open_index
+    from ..index.vector_index import IndexReadError
     from ..embedding.text_encoder import TextEncoderLoadError, load_text_encoder, text_space_id
 
     space = text_space_id()
     if space is None:
         return None, None
     try:
-        text_index = VectorIndex.load(state.config.index_dir, space)
+        text_index = open_index(state.config.index_dir, space)
     except IndexReadError:
         return None, None
     if text_index is None or len(text_index) == 0:

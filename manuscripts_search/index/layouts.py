@@ -18,7 +18,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
+
+from .hnsw import HnswIndex
+from .ivfpq import IvfPqIndex
+from .usearch_graph import UsearchF16Index, UsearchI8Index
+from .vector_index import IndexParams, IndexReadError, VectorIndex, read_metadata
 
 # Below this many vectors IVF cannot train well (the lists and the PQ codebooks need data).
 IVF_MIN_VECTORS = 20_000
@@ -47,18 +53,39 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
 )}
 
 
-def layout_class(name: str):
+def layout_class(name: str) -> type[VectorIndex]:
     """The class implementing layout ``name``. Raises ValueError for an unknown name."""
-    if name == "hnsw":
-        from .hnsw import HnswIndex
-        return HnswIndex
-    if name in ("hnsw-f16", "hnsw-i8"):
-        from .usearch_graph import UsearchF16Index, UsearchI8Index
-        return UsearchF16Index if name == "hnsw-f16" else UsearchI8Index
-    if name == "ivfpq":
-        from .ivfpq import IvfPqIndex
-        return IvfPqIndex
-    raise ValueError(f"unknown index layout {name!r}; choose from {', '.join(LAYOUTS)} or auto")
+    classes = {"hnsw": HnswIndex, "hnsw-f16": UsearchF16Index, "hnsw-i8": UsearchI8Index, "ivfpq": IvfPqIndex}
+    if name not in classes:
+        raise ValueError(f"unknown index layout {name!r}; choose from {', '.join(LAYOUTS)} or auto")
+    return classes[name]
+
+
+def new_index(space: str, dim: int, params: Optional[IndexParams] = None, capacity: int = 1024,
+              layout: str = "hnsw") -> VectorIndex:
+    """A new, empty index of ``layout``. Raises ValueError for an unknown layout."""
+    return layout_class(layout)(space, dim, params or IndexParams(), capacity=capacity)
+
+
+def open_index(directory: Path, space: str, ef_search: Optional[int] = None,
+               writable: bool = False) -> Optional[VectorIndex]:
+    """Open the saved index of ``space`` from ``directory``, whatever its layout; None when there
+    is none. ``writable`` opens it for adds and removals (memory-mapped layouts then read it whole).
+
+    Raises IndexReadError when a file exists but cannot be read (truncated, foreign, wrong
+    dimension, unknown layout); the message says to run ``msearch index rebuild``.
+    """
+    meta = read_metadata(directory, space)
+    if meta is None:
+        return None
+    try:
+        kind = layout_class(meta.get("layout", "hnsw"))
+        params = IndexParams(int(meta.get("M", 32)), int(meta.get("ef_construction", 200)),
+                             int(ef_search or meta.get("ef_search", 128)))
+    except (ValueError, TypeError) as error:
+        raise IndexReadError(f"the index of {space} cannot be opened ({error}); "
+                             "run `msearch index rebuild`") from error
+    return kind.open(Path(directory), space, meta, params, writable=writable)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .layouts import LayoutChoice, choose_layout, default_budget, layout_class
+from .layouts import LayoutChoice, choose_layout, default_budget, layout_class, new_index, open_index
 from .vector_index import IndexParams, IndexReadError, VectorIndex
 from ..models import Embedding, TextVector
 
@@ -91,7 +91,7 @@ def dim_of(session: Session, space: str) -> Optional[int]:
 
 def _load_or_none(index_dir: Path, space: str) -> Optional[VectorIndex]:
     try:
-        return VectorIndex.load(index_dir, space, writable=True)
+        return open_index(index_dir, space, writable=True)
     except IndexReadError:
         return None  # unreadable: the caller rebuilds it
 
@@ -171,7 +171,7 @@ def rebuild_index(session: Session, index_dir: Path, space: str, params: Optiona
     params = params or IndexParams()
     name, choice = target_layout(session, space, layout, budget_bytes, params.M)
     labels = live_labels(session, space)
-    index = VectorIndex.create(space, dim, params, capacity=len(labels), layout=name)
+    index = new_index(space, dim, params, capacity=len(labels), layout=name)
     if not index.is_trained and len(labels):
         from .ivfpq import TRAINING_SAMPLE
 
@@ -194,7 +194,7 @@ def verify_index(session: Session, index_dir: Path, space: str, deep: bool = Fal
     """
     problems: list[str] = []
     try:
-        index = VectorIndex.load(index_dir, space)
+        index = open_index(index_dir, space)
     except IndexReadError as error:
         index = None
         problems.append(str(error))

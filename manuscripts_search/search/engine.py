@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from .filters import SearchFilters, canvas_filter_statement
 from .fusion import RRF_K, RankedSignal, reciprocal_rank_fusion
 from ..iiif.language import first_value
+from ..index.layouts import open_index
 from ..index.vector_index import IndexReadError, VectorIndex
 from ..models import CanvasLabel, Canvas, Category, Manifest
 from .errors import SearchError
@@ -45,7 +46,7 @@ def thumbnail_url(canvas: Canvas, long_edge: int = 256) -> Optional[str]:
 def load_index(index_dir: Path, space: str) -> VectorIndex:
     """The saved index of ``space``; raises SearchError when there is none or it is unreadable."""
     try:
-        index = VectorIndex.load(index_dir, space)
+        index = open_index(index_dir, space)
     except IndexReadError as error:
         raise SearchError(str(error)) from None
     if index is None:
