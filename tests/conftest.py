@@ -11,11 +11,21 @@ os.environ.setdefault("MSEARCH_ALLOW_HOSTS", "127.0.0.1,localhost")
 
 import pytest  # noqa: E402
 
-from tests.fixtures_database import (  # noqa: E402,F401
-    DATABASE_FIXTURES, close_idle_connections, db_url, msearch_env, used_database)
-from tests.fixtures_iiif_server import iiif_server  # noqa: E402,F401
-from tests.fixtures_models import random_clip_dir, random_siglip_dir, trained_clip_dir  # noqa: E402,F401
-from tests.fixtures_postgres import postgres_server_url, postgres_url  # noqa: E402,F401
+# Plain asserts in the helpers (run_cli, assert_each_item_once...) report like a test's own.
+pytest.register_assert_rewrite("tests.helpers")
+
+from tests.helpers.database import DATABASE_FIXTURES, used_database  # noqa: E402
+
+# Fixture modules (tests/helpers/): their fixtures are available to every test module by name.
+pytest_plugins = [
+    "tests.helpers.database",  # db_url, msearch_env, module_db_url, close_idle_connections
+    "tests.helpers.postgres",  # postgres_server_url, postgres_url
+    "tests.helpers.model_fixtures",  # random_clip_dir, random_siglip_dir, trained_clip_dir
+    "tests.helpers.iiif_server_fixtures",  # iiif_server
+    "tests.helpers.image_servers",  # iipsrv_server, static_level0_server, iiif_reference_server
+    "tests.helpers.ray_cluster",  # ray_cluster
+    "tests.helpers.web_site",  # module_db_url, web_encoder, shapes_site, shapes_app
+]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from manuscripts_search.cli import cli
-from tests.model_factory import render_shape
+from tests.helpers.model_factory import render_shape
 
 # (identifier, colour, shape, how the canvas reaches its image)
 CANVASES = [

@@ -25,7 +25,7 @@ from manuscripts_search.store.db import make_engine, make_sessionmaker, session_
 from manuscripts_search.search.documents import sync_documents
 from manuscripts_search.iiif.presentation import parse_document
 from manuscripts_search.store.catalogue import save_manifest
-from tests.fixtures_database import module_database
+from tests.helpers.database import module_database
 
 FUZZ = settings(max_examples=int(os.environ.get("MSEARCH_FUZZ_EXAMPLES", "40")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

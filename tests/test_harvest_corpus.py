@@ -21,8 +21,8 @@ from harvest.politeness import PolitenessPolicy
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.iiif.presentation import load_json_object
 from manuscripts_search.models import Canvas, FetchedDocument, Manifest, TextAnnotation
-from tests.fixtures_database import module_database
-from tests.scripted_http_server import ScriptedServer, json_reply
+from tests.helpers.database import module_database
+from tests.helpers.scripted_server import ScriptedServer, json_reply
 from tests.test_corpus_parsing import CORPUS, ERROR, EXPECTED
 
 # One harvest for all the checks, in a module database of the suite's flavour (module_db_url).

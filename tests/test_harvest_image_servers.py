@@ -20,13 +20,7 @@ from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas, Region
-from tests.fixtures_image_servers import (  # noqa: F401,F811 (fixtures used by name)
-    _lighttpd_servers,
-    iiif_reference_server,
-    iipsrv_server,
-    static_level0_server,
-)
-from tests.scripted_http_server import ScriptedServer
+from tests.helpers.scripted_server import ScriptedServer
 
 LONG_EDGE = 160
 GRID = RegionGrid((2,), 0.25)
@@ -160,7 +154,7 @@ def image_requests(urls: list[str], server) -> list[str]:
     return found
 
 
-def test_iipsrv_regions_match_local_crops(iipsrv_server, session_factory, tmp_path):  # noqa: F811
+def test_iipsrv_regions_match_local_crops(iipsrv_server, session_factory, tmp_path):
     derivatives, urls = harvest_with_regions(iipsrv_server, session_factory, tmp_path, offset_canvas=False)
     assert check_against_originals(iipsrv_server, session_factory, derivatives) == 8
     # Level 1: one request per region, scaled by the server with the "w," form level 1 promises.
@@ -169,14 +163,14 @@ def test_iipsrv_regions_match_local_crops(iipsrv_server, session_factory, tmp_pa
     assert len(regions) == 8 and all(r.split("/")[0].count(",") == 3 and r.endswith(",") for r in regions)
 
 
-def test_reference_server_regions_match_local_crops(iiif_reference_server, session_factory, tmp_path):  # noqa: F811
+def test_reference_server_regions_match_local_crops(iiif_reference_server, session_factory, tmp_path):
     derivatives, urls = harvest_with_regions(iiif_reference_server, session_factory, tmp_path, offset_canvas=True)
     assert check_against_originals(iiif_reference_server, session_factory, derivatives) == 16
     regions = [r for r in image_requests(urls, iiif_reference_server) if not r.startswith("full/")]
     assert len(regions) == 16
 
 
-def test_static_level0_regions_are_stitched_from_tiles(static_level0_server, session_factory, tmp_path):  # noqa: F811
+def test_static_level0_regions_are_stitched_from_tiles(static_level0_server, session_factory, tmp_path):
     derivatives, urls = harvest_with_regions(static_level0_server, session_factory, tmp_path, offset_canvas=False)
     assert check_against_originals(static_level0_server, session_factory, derivatives) == 8
     requests = image_requests(urls, static_level0_server)

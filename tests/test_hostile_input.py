@@ -23,7 +23,7 @@ from manuscripts_search.iiif.model import IIIFParseError
 from manuscripts_search.iiif.presentation import parse_document
 from manuscripts_search.netguard import AddressRefusedError, NetworkPolicy, check_url
 from tests.helpers.images import png_claiming
-from tests.scripted_http_server import Reply, ScriptedServer, json_reply
+from tests.helpers.scripted_server import Reply, ScriptedServer, json_reply
 
 PUBLIC_ONLY = NetworkPolicy()
 LOOPBACK_ONE = NetworkPolicy.parse("127.0.0.1")

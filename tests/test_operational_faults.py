@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from manuscripts_search.cli import cli
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Canvas, Manifest
-from tests.fixtures_postgres import TempPostgres
-from tests.scripted_http_server import Reply, ScriptedServer
+from tests.helpers.postgres import TempPostgres
+from tests.helpers.scripted_server import Reply, ScriptedServer
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Pg-S3cret-Passw0rd"

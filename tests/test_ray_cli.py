@@ -14,9 +14,8 @@ from manuscripts_search.cli import cli
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Embedding, PerceptualHash
-from tests.fixtures_ray import ray_cluster  # noqa: F401
 from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
-from tests.worker_catalogue import claim_rows, migrated_factory, vectors_by_item
+from tests.helpers.worker_catalogue import claim_rows, migrated_factory, vectors_by_item
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 

@@ -17,10 +17,9 @@ from manuscripts_search.store.db import session_scope
 from manuscripts_search.distributed import embed_stages, ray_embed
 from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Embedding, EmbeddingClaim, PerceptualHash
-from tests.fixtures_ray import ray_cluster  # noqa: F401
-from tests.scripted_http_server import Reply, ScriptedServer
+from tests.helpers.scripted_server import Reply, ScriptedServer
 from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
-from tests.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
+from tests.helpers.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
     migrated_factory, shape_images, vectors_by_item
 
 # Ray warns about its own deprecated settings while it starts; that is Ray's business, not ours.

@@ -11,9 +11,8 @@ from click.testing import CliRunner
 from harvest.cluster_fetch import FetcherSettings
 from harvest.ray_harvest import RayHarvestOptions, harvest_with_ray, host_groups
 from manuscripts_search.config import load_config
-from tests.fixtures_ray import ray_cluster  # noqa: F401
 from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
-from tests.worker_catalogue import migrated_factory
+from tests.helpers.worker_catalogue import migrated_factory
 
 # Ray warns about its own deprecated settings while it starts; that is Ray's business, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")

@@ -11,7 +11,7 @@ from manuscripts_search.cli import cli
 from manuscripts_search.config import load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, upgrade_database
 from manuscripts_search.index.vector_index import index_paths
-from tests.model_factory import render_shape
+from tests.helpers.model_factory import render_shape
 from tests.test_search_engine import build_library, encoder, module_db_url, text_encoder  # noqa: F401
 
 pytestmark = pytest.mark.db  # every test here runs against the test database (SQLite or PostgreSQL)
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.db  # every test here runs against the test database (S
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, trained_clip_dir, encoder, text_encoder, request):  # noqa: F811
-    from tests.fixtures_database import TEST_DB_FLAVOUR
+    from tests.helpers.database import TEST_DB_FLAVOUR
 
     data_dir = tmp_path_factory.mktemp("cli-data")
     env = {"MSEARCH_DATA_DIR": str(data_dir), "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_DEVICE": "cpu",

@@ -23,8 +23,8 @@ from manuscripts_search.models import (Canvas, Collection, CollectionMembership,
                                        TextAnnotation)
 from manuscripts_search.search.engine import SearchContext, SearchError, SearchRequest, run_search
 from manuscripts_search.search.text_vectors import sync_text_vectors
-from tests.fixtures_database import module_database
-from tests.model_factory import render_shape
+from tests.helpers.database import module_database
+from tests.helpers.model_factory import render_shape
 
 GRID_CELLS = [("green", "square"), ("blue", "triangle"), ("yellow", "square"), ("red", "circle")]
 CELL = 48  # canvas units per grid cell (the canvas is 2 x 2 cells)

@@ -17,9 +17,9 @@ from manuscripts_search.config import Config, load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.index.vector_index import VectorIndex
 from manuscripts_search.models import Canvas, Embedding, Manifest
-from tests.browser_helpers import launch_chromium, mean_colour, serve_app, settled_box
-from tests.fixtures_database import module_database
-from tests.model_factory import render_shape
+from tests.helpers.browser import launch_chromium, mean_colour, serve_app, settled_box
+from tests.helpers.database import module_database
+from tests.helpers.model_factory import render_shape
 from web import create_app
 from web.database import dispose_engine
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter, parse_content_state
-from tests.web_site import SCENE_REGION, module_db_url, shapes_app, shapes_site, web_encoder  # noqa: F401
+from tests.helpers.web_site import SCENE_REGION
 
 
 @pytest.fixture()

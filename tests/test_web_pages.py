@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from tests.model_factory import render_shape
-from tests.web_site import SCENE_REGION, module_db_url, shapes_app, shapes_site, web_encoder  # noqa: F401
+from tests.helpers.model_factory import render_shape
+from tests.helpers.web_site import SCENE_REGION
 
 
 @pytest.fixture()
@@ -160,7 +160,7 @@ def test_other_digitisations_are_found_by_perceptual_hash(tmp_path, db_url, trai
     from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
     from manuscripts_search.models import Canvas, Manifest
     from manuscripts_search.embedding.perceptual_hashes import image_hashes, store_hashes
-    from tests.web_site import scene_image, site_config
+    from tests.helpers.web_site import scene_image, site_config
     from web import create_app
     from web.database import dispose_engine
 

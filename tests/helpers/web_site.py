@@ -22,7 +22,7 @@ from manuscripts_search.search.documents import sync_documents
 from manuscripts_search.index.vector_index import VectorIndex
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region, Source,
                                        TextAnnotation)
-from tests.model_factory import render_shape
+from tests.helpers.model_factory import render_shape
 
 CANVAS_W, CANVAS_H = 1000, 1500
 IMAGE_W, IMAGE_H = 500, 750  # the images are half the canvas size: coordinates must be converted
@@ -186,12 +186,12 @@ def _manifest_json(manifest_url: str, base: str, canvases: list) -> dict:
             "label": {"en": ["Book of shapes"]}, "items": items}
 
 
-# -- fixtures the web test modules import ----------------------------------------------------------
+# -- fixtures (a pytest plugin, listed in conftest.py's pytest_plugins) -------------------------
 
 
 import pytest  # noqa: E402
 
-from tests.fixtures_database import module_database  # noqa: E402
+from tests.helpers.database import module_database  # noqa: E402
 
 
 @pytest.fixture(scope="module")

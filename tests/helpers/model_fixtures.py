@@ -1,6 +1,7 @@
 """Session-scoped fixtures: small HF-format models built once per test run (see model_factory).
 
-conftest.py imports these; each yields the directory holding the saved model and processor.
+A pytest plugin (listed in conftest.py's ``pytest_plugins``); each fixture yields the directory
+holding the saved model and processor.
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.model_factory import build_random_clip, build_random_siglip, train_tiny_clip
+from tests.helpers.model_factory import build_random_clip, build_random_siglip, train_tiny_clip
 
 
 @pytest.fixture(scope="session")
