@@ -21,7 +21,6 @@ from harvest.politeness import PolitenessPolicy
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.iiif.presentation import load_json_object
 from manuscripts_search.models import Canvas, FetchedDocument, Manifest, TextAnnotation
-from tests.helpers.database import module_database
 from tests.helpers.scripted_server import ScriptedServer, json_reply
 from tests.test_corpus_parsing import CORPUS, ERROR, EXPECTED
 
@@ -62,12 +61,6 @@ def mirror():
             body = pattern.sub(lambda m: b'"' + local[m.group(1).decode()].encode() + b'"', bodies[rel])
             server.add(f"/corpus/{rel}", json_reply(body))
         yield server
-
-
-@pytest.fixture(scope="module")
-def module_db_url(request, tmp_path_factory):
-    with module_database(request, tmp_path_factory, "corpus") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

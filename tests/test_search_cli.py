@@ -12,7 +12,7 @@ from manuscripts_search.config import load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, upgrade_database
 from manuscripts_search.index.vector_index import index_paths
 from tests.helpers.model_factory import render_shape
-from tests.test_search_engine import build_library, encoder, module_db_url, text_encoder  # noqa: F401
+from tests.test_search_engine import build_library, encoder, text_encoder  # noqa: F401
 
 pytestmark = pytest.mark.db  # every test here runs against the test database (SQLite or PostgreSQL)
 

@@ -23,7 +23,6 @@ from manuscripts_search.models import (Canvas, Collection, CollectionMembership,
                                        TextAnnotation)
 from manuscripts_search.search.engine import SearchContext, SearchError, SearchRequest, run_search
 from manuscripts_search.search.text_vectors import sync_text_vectors
-from tests.helpers.database import module_database
 from tests.helpers.model_factory import render_shape
 
 GRID_CELLS = [("green", "square"), ("blue", "triangle"), ("yellow", "square"), ("red", "circle")]
@@ -163,13 +162,6 @@ def text_encoder():
     from manuscripts_search.embedding.text_encoder import load_text_encoder
 
     return load_text_encoder()
-
-
-@pytest.fixture(scope="module")
-def module_db_url(request, tmp_path_factory):
-    """A database for the whole module (the catalogue is built once)."""
-    with module_database(request, tmp_path_factory, "msearch_search") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from manuscripts_search.store.db import make_engine, make_sessionmaker, session_
 from manuscripts_search.index.vector_index import VectorIndex
 from manuscripts_search.models import Canvas, Embedding, Manifest
 from tests.helpers.browser import launch_chromium, mean_colour, serve_app, settled_box
-from tests.helpers.database import module_database
 from tests.helpers.model_factory import render_shape
 from web import create_app
 from web.database import dispose_engine
@@ -110,14 +109,6 @@ def encoder(trained_clip_dir):
     from manuscripts_search.embedding.encoders import load_vision_language_encoder
 
     return load_vision_language_encoder(str(trained_clip_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def module_db_url(request, tmp_path_factory):
-    """Like the suite's ``db_url`` (SQLite, or PostgreSQL when MSEARCH_TEST_DB=postgresql), but
-    one database for the module: the shared site is read-only for the tests that use it."""
-    with module_database(request, tmp_path_factory, "msearch_test_web") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from manuscripts_search.config import Config, load_config
@@ -187,20 +188,6 @@ def _manifest_json(manifest_url: str, base: str, canvases: list) -> dict:
 
 
 # -- fixtures (a pytest plugin, listed in conftest.py's pytest_plugins) -------------------------
-
-
-import pytest  # noqa: E402
-
-from tests.helpers.database import module_database  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def module_db_url(request, tmp_path_factory):
-    """The suite's database flavour (SQLite, or PostgreSQL when MSEARCH_TEST_DB=postgresql), one
-    database for the module: the shared site is read-only for the tests that use it."""
-    with module_database(request, tmp_path_factory, "msearch_test_web") as url:
-        yield url
-
 
 @pytest.fixture(scope="module")
 def web_encoder(trained_clip_dir):
