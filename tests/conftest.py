@@ -20,11 +20,12 @@ from tests.helpers.database import DATABASE_FIXTURES, used_database  # noqa: E40
 pytest_plugins = [
     "tests.helpers.database",  # db_url, msearch_env, module_db_url, close_idle_connections
     "tests.helpers.postgres",  # postgres_server_url, postgres_url
-    "tests.helpers.model_fixtures",  # random_clip_dir, random_siglip_dir, trained_clip_dir
+    "tests.helpers.model_fixtures",  # random_clip_dir, random_siglip_dir, trained_clip_dir, trained_clip_encoder,
+    #                                  text_encoder
     "tests.helpers.iiif_server_fixtures",  # iiif_server
     "tests.helpers.image_servers",  # iipsrv_server, static_level0_server, iiif_reference_server
     "tests.helpers.ray_cluster",  # ray_cluster
-    "tests.helpers.web_site",  # module_db_url, web_encoder, shapes_site, shapes_app
+    "tests.helpers.web_site",  # shapes_site, shapes_app
 ]
 
 

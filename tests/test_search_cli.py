@@ -1,5 +1,6 @@
 """`msearch index`, `msearch search` and `msearch classify` through the command line, on a real
-database and the tiny trained CLIP (the catalogue comes from test_search_engine's builder)."""
+database and the tiny trained CLIP (the catalogue of tests/helpers/search_library.py, also
+test_search_engine's)."""
 from __future__ import annotations
 
 import json
@@ -12,13 +13,13 @@ from manuscripts_search.config import load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, upgrade_database
 from manuscripts_search.index.vector_index import index_paths
 from tests.helpers.model_factory import render_shape
-from tests.test_search_engine import build_library, encoder, text_encoder  # noqa: F401
+from tests.helpers.search_library import build_library
 
 pytestmark = pytest.mark.db  # every test here runs against the test database (SQLite or PostgreSQL)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, trained_clip_dir, encoder, text_encoder, request):  # noqa: F811
+def site(tmp_path_factory, trained_clip_dir, trained_clip_encoder, text_encoder, request):
     from tests.helpers.database import TEST_DB_FLAVOUR
 
     data_dir = tmp_path_factory.mktemp("cli-data")
@@ -27,7 +28,7 @@ def site(tmp_path_factory, trained_clip_dir, encoder, text_encoder, request):  #
     config = load_config(env)
     engine = make_engine(config.db_url)
     upgrade_database(engine)
-    library = build_library(make_sessionmaker(engine), config.index_dir, encoder, text_encoder,
+    library = build_library(make_sessionmaker(engine), config.index_dir, trained_clip_encoder, text_encoder,
                             make_indexes=False)
     yield env, library, config
     engine.dispose()

@@ -105,14 +105,7 @@ def _save_index(session, encoder, config: Config) -> None:
 
 
 @pytest.fixture(scope="module")
-def encoder(trained_clip_dir):
-    from manuscripts_search.embedding.encoders import load_vision_language_encoder
-
-    return load_vision_language_encoder(str(trained_clip_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, trained_clip_dir, encoder, module_db_url) -> Site:
+def site(tmp_path_factory, trained_clip_dir, trained_clip_encoder, module_db_url) -> Site:
     config = _make_config(tmp_path_factory.mktemp("web-site"), trained_clip_dir, module_db_url)
     canvas_ids, manifest_ids, vectors = {}, {}, {}
     with _database(config) as factory, session_scope(factory) as session:
@@ -127,16 +120,16 @@ def site(tmp_path_factory, trained_clip_dir, encoder, module_db_url) -> Site:
         manifest_ids = {key: manifest.id for key, manifest in manifests.items()}
         for seed, (key, manifest_key, colour, shape, publication) in enumerate(SHAPE_CANVASES):
             position = sum(1 for other in SHAPE_CANVASES[:seed] if other[1] == manifest_key)
-            canvas, _, vector = _add_shape_canvas(session, encoder, manifests[manifest_key], position,
-                                                  colour, shape, publication, seed)
+            canvas, _, vector = _add_shape_canvas(session, trained_clip_encoder, manifests[manifest_key],
+                                                  position, colour, shape, publication, seed)
             canvas_ids[key], vectors[key] = canvas.id, vector
         blank = Canvas(manifest_id=manifests["book"].id, iiif_id="http://iiif.test/canvas/blank", position=3,
                        label={"none": ["Flyleaf"]}, width=1000, height=1500)
         session.add(blank)
         session.flush()
         canvas_ids["blank"] = blank.id
-        _save_index(session, encoder, config)
-    return Site(config, encoder, canvas_ids, manifest_ids, vectors)
+        _save_index(session, trained_clip_encoder, config)
+    return Site(config, trained_clip_encoder, canvas_ids, manifest_ids, vectors)
 
 
 @pytest.fixture(scope="module")
@@ -425,17 +418,17 @@ def test_unloadable_model_falls_back_to_text_search_with_a_notice_naming_it(make
     assert "msearch embed" in upload.get_json()["error"]["message"] or "image model" in upload.get_json()["error"]["message"]
 
 
-def test_unreadable_index_falls_back_with_a_notice_that_says_what_to_run(make_app, encoder, trained_clip_dir,
-                                                                         tmp_path, db_url):
+def test_unreadable_index_falls_back_with_a_notice_that_says_what_to_run(make_app, trained_clip_encoder,
+                                                                         trained_clip_dir, tmp_path, db_url):
     from manuscripts_search.index.vector_index import index_paths
 
     config = _make_config(tmp_path / "torn", trained_clip_dir, db_url)
     _migrate(config)
-    index = VectorIndex(encoder.space_id, encoder.dim)
-    index.add([1], encoder.encode_texts(["a red circle"]))
+    index = VectorIndex(trained_clip_encoder.space_id, trained_clip_encoder.dim)
+    index.add([1], trained_clip_encoder.encode_texts(["a red circle"]))
     graph_path = index.save(config.index_dir)
     graph_path.write_bytes(graph_path.read_bytes()[:100])  # truncated, as by a full disk
-    assert index_paths(config.index_dir, encoder.space_id)[0] == graph_path
+    assert index_paths(config.index_dir, trained_clip_encoder.space_id)[0] == graph_path
     notices = _text_only_answer(make_app(config).test_client().get("/api/search?q=red"))
     assert any("msearch index rebuild" in n for n in notices), notices
 
@@ -455,23 +448,25 @@ def test_unmigrated_database_is_a_503_that_says_what_to_run(make_app, tmp_path, 
 
 # -- index reload -----------------------------------------------------------------------------
 
-def test_a_new_index_on_disk_is_picked_up_without_restart(make_app, trained_clip_dir, encoder, tmp_path, db_url):
+def test_a_new_index_on_disk_is_picked_up_without_restart(make_app, trained_clip_dir, trained_clip_encoder, tmp_path,
+                                                          db_url):
     config = _make_config(tmp_path / "growing", trained_clip_dir, db_url)
     with _database(config) as factory, session_scope(factory) as session:
         manifest = Manifest(url="http://iiif.test/growing.json", iiif_id="http://iiif.test/growing.json",
                             iiif_version=3, label={"en": ["Growing"]})
         session.add(manifest)
         session.flush()
-        _add_shape_canvas(session, encoder, manifest, 0, "red", "circle", "service3", seed=11)
-        _save_index(session, encoder, config)
+        _add_shape_canvas(session, trained_clip_encoder, manifest, 0, "red", "circle", "service3", seed=11)
+        _save_index(session, trained_clip_encoder, config)
     client = make_app(config, INDEX_CHECK_INTERVAL=0).test_client()  # look at the files on every search
     assert len(client.get("/api/search?q=a+blue+triangle").get_json()["hits"]) == 1
 
     with _database(config) as factory, session_scope(factory) as session:  # a later `msearch embed`
         manifest = session.get(Manifest, manifest.id)
-        triangle, _, _ = _add_shape_canvas(session, encoder, manifest, 1, "blue", "triangle", "service3", seed=12)
+        triangle, _, _ = _add_shape_canvas(session, trained_clip_encoder, manifest, 1, "blue", "triangle", "service3",
+                                           seed=12)
         triangle_id = triangle.id
-        _save_index(session, encoder, config)
+        _save_index(session, trained_clip_encoder, config)
     hits = client.get("/api/search?q=a+blue+triangle").get_json()["hits"]
     assert len(hits) == 2 and hits[0]["canvas_id"] == triangle_id
 

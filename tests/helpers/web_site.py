@@ -190,15 +190,10 @@ def _manifest_json(manifest_url: str, base: str, canvases: list) -> dict:
 # -- fixtures (a pytest plugin, listed in conftest.py's pytest_plugins) -------------------------
 
 @pytest.fixture(scope="module")
-def web_encoder(trained_clip_dir):
-    from manuscripts_search.embedding.encoders import load_vision_language_encoder
-
-    return load_vision_language_encoder(str(trained_clip_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def shapes_site(tmp_path_factory, trained_clip_dir, web_encoder, module_db_url) -> WebSite:
-    return build_site(site_config(tmp_path_factory.mktemp("shapes-site"), trained_clip_dir, module_db_url), web_encoder)
+def shapes_site(tmp_path_factory, trained_clip_dir, trained_clip_encoder, module_db_url) -> WebSite:
+    """The book of shapes, built once per module in the module's database."""
+    return build_site(site_config(tmp_path_factory.mktemp("shapes-site"), trained_clip_dir, module_db_url),
+                      trained_clip_encoder)
 
 
 @pytest.fixture(scope="module")
