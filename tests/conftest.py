@@ -25,8 +25,17 @@ pytest_plugins = [
     "tests.helpers.iiif_server_fixtures",  # iiif_server
     "tests.helpers.image_servers",  # iipsrv_server, static_level0_server, iiif_reference_server
     "tests.helpers.ray_cluster",  # ray_cluster
+    "tests.helpers.shapes_collection",  # shapes_collection
     "tests.helpers.web_site",  # shapes_site, shapes_app
 ]
+
+
+@pytest.fixture
+def runner():
+    """click's CliRunner for the ``msearch`` command group (helpers/cli.py's ``run_cli`` drives it)."""
+    from click.testing import CliRunner
+
+    return CliRunner()
 
 
 def pytest_collection_modifyitems(config, items):
