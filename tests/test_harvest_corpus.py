@@ -22,13 +22,13 @@ from manuscripts_search.store.db import make_engine, make_sessionmaker, session_
 from manuscripts_search.iiif.presentation import load_json_object
 from manuscripts_search.models import Canvas, FetchedDocument, Manifest, TextAnnotation
 from tests.helpers.scripted_server import ScriptedServer, json_reply
-from tests.test_corpus_parsing import CORPUS, ERROR, EXPECTED
+from tests.helpers.corpus import CORPUS, ERROR, EXPECTED
 
 # One harvest for all the checks, in a module database of the suite's flavour (module_db_url).
 pytestmark = pytest.mark.db
 
 # Presentation 1 canvases that list their images under `resources`: the harvester reads them
-# (test_corpus_parsing's table predates that and still says 0 images).
+# (the table of tests/helpers/corpus.py predates that and still says 0 images).
 V1_RESOURCES_IMAGES = {"v2/mirador27__walters-bd183mz0176.json": 2}
 FOLDERS = ("v2", "v3", "collections", "annotations")
 

@@ -7,7 +7,6 @@ canvas), so a mix-up of canvas and image coordinates shows as a crop of the wron
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select
@@ -20,13 +19,11 @@ from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas, Region
+from tests.helpers.crops import TOLERANCE, difference, expected_crop
 from tests.helpers.scripted_server import ScriptedServer
 
 LONG_EDGE = 160
 GRID = RegionGrid((2,), 0.25)
-# Mean absolute difference (0-255) allowed between a fetched crop and the local one: JPEG
-# re-encoding and other servers' resampling give 4-8, a level-0 tree's coarser tiles up to ~13.
-TOLERANCE = 15.0
 
 
 @pytest.fixture
@@ -66,21 +63,6 @@ def manifest_for(server, base: str, offset_canvas: bool) -> dict:
                              "format": "image/jpeg", "service": [service_description(server.name, service_id)]}}]}]})
     return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/manifest.json",
             "type": "Manifest", "label": {"en": [server.name]}, "items": canvases}
-
-
-def expected_crop(original: Image.Image, canvas_box, canvas_size, target) -> Image.Image:
-    """The part of the original a canvas box shows, computed here independently of the client."""
-    x, y, w, h = canvas_box
-    tx, ty, tw, th = target or (0, 0, *canvas_size)
-    sx, sy = original.width / tw, original.height / th
-    left, top = max(0, (x - tx) * sx), max(0, (y - ty) * sy)
-    right, bottom = min(original.width, (x + w - tx) * sx), min(original.height, (y + h - ty) * sy)
-    return original.crop((round(left), round(top), round(right), round(bottom)))
-
-
-def difference(fetched: Image.Image, reference: Image.Image) -> float:
-    reference = reference.convert("RGB").resize(fetched.size, Image.Resampling.LANCZOS)
-    return float(np.abs(np.asarray(fetched, dtype=np.float32) - np.asarray(reference, dtype=np.float32)).mean())
 
 
 class RecordingFetcher(Fetcher):
