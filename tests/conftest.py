@@ -26,8 +26,52 @@ pytest_plugins = [
     "tests.helpers.image_servers",  # iipsrv_server, static_level0_server, iiif_reference_server
     "tests.helpers.ray_cluster",  # ray_cluster
     "tests.helpers.shapes_collection",  # shapes_collection
-    "tests.helpers.web_site",  # shapes_site, shapes_app
+    "tests.helpers.web_site",  # shapes_site
 ]
+
+
+@pytest.fixture(scope="module")
+def site(shapes_site):
+    """The catalogue a module's web tests run against: the book of shapes (helpers/web_site.py),
+    unless the module defines a module-scoped ``site`` of its own (test_web does: canvases
+    published in each way the viewer handles). ``app`` serves it."""
+    return shapes_site
+
+
+@pytest.fixture(scope="module")
+def app(site):
+    """The web app on ``site``, once per module, as http://msearch.test/. A test that changes
+    ``app.config`` puts it back; one that needs other settings or data uses ``make_app``."""
+    from web import create_app
+    from web.database import dispose_engine
+
+    app = create_app(config=site.config, test_config={"TESTING": True, "SERVER_NAME": "msearch.test"})
+    yield app
+    dispose_engine(app)
+
+
+@pytest.fixture
+def client(app):
+    """Flask's test client of ``app``."""
+    return app.test_client()
+
+
+@pytest.fixture
+def make_app():
+    """``create_app(config, **settings)`` for one test (TESTING on), its database connections
+    closed afterwards."""
+    from web import create_app
+    from web.database import dispose_engine
+
+    apps = []
+
+    def make(config=None, **settings):
+        apps.append(create_app(config=config, test_config={"TESTING": True, **settings}))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        dispose_engine(app)
 
 
 @pytest.fixture

@@ -12,11 +12,6 @@ from manuscripts_search.iiif.content_state import canvas_content_state, content_
 from tests.helpers.web_site import SCENE_REGION
 
 
-@pytest.fixture()
-def client(shapes_app):
-    return shapes_app.test_client()
-
-
 def _search(client, version, manifest_id, **params):
     response = client.get(f"/iiif/search/{version}/manifest/{manifest_id}", query_string=params)
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -72,10 +67,10 @@ def test_search1_response_is_what_mirador_reads(client, shapes_site):
     assert body["within"]["total"] == len(body["resources"])
 
 
-def test_content_search_pages_through_results(shapes_app, shapes_site):
-    shapes_app.config["CONTENT_SEARCH_PAGE_SIZE"] = 1
+def test_content_search_pages_through_results(app, shapes_site):
+    app.config["CONTENT_SEARCH_PAGE_SIZE"] = 1
     try:
-        client = shapes_app.test_client()
+        client = app.test_client()
         first = _search(client, 2, shapes_site.manifest_ids["book"], q="dragon")
         total = first["partOf"]["total"]
         assert total >= 3 and len(first["items"]) == 1 and "prev" not in first
@@ -93,7 +88,7 @@ def test_content_search_pages_through_results(shapes_app, shapes_site):
         bad = client.get(f"/iiif/search/2/manifest/{shapes_site.manifest_ids['book']}?q=dragon&page=99")
         assert bad.status_code == 400 and "page must be between 1 and" in bad.get_json()["error"]["message"]
     finally:
-        shapes_app.config["CONTENT_SEARCH_PAGE_SIZE"] = 50
+        app.config["CONTENT_SEARCH_PAGE_SIZE"] = 50
 
 
 def test_unsupported_parameters_are_reported_as_ignored(client, shapes_site):

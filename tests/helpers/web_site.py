@@ -195,12 +195,3 @@ def shapes_site(tmp_path_factory, trained_clip_dir, trained_clip_encoder, module
     return build_site(site_config(tmp_path_factory.mktemp("shapes-site"), trained_clip_dir, module_db_url),
                       trained_clip_encoder)
 
-
-@pytest.fixture(scope="module")
-def shapes_app(shapes_site):
-    from web import create_app
-    from web.database import dispose_engine
-
-    app = create_app(config=shapes_site.config, test_config={"TESTING": True, "SERVER_NAME": "msearch.test"})
-    yield app
-    dispose_engine(app)
