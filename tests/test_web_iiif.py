@@ -52,7 +52,13 @@ def test_search2_metadata_matches_target_the_manifest_and_search1_leaves_them_ou
     two = _search(client, 2, book, q="Bibliothèque")  # the provider's name, from the manifest's metadata
     assert [item["target"] for item in two["items"] if item["motivation"] == "describing"] == [shapes_site.manifest_url]
     one = _search(client, 1, book, q="Bibliothèque")
-    assert one["resources"] == [] or all("#xywh=" in r["on"] for r in one["resources"])
+    # Search 1 leaves the manifest match out: what remains are Search 2's visual matches of the
+    # words, the same boxes in the same order, one on each canvas of the book.
+    visual = [item["target"] for item in two["items"] if item["motivation"] == "highlighting"]
+    assert [r["on"] for r in one["resources"]] == visual
+    assert [r["motivation"] for r in one["resources"]] == ["oa:highlighting"] * len(visual)
+    assert sorted(target.split("#xywh=")[0] for target in visual) == sorted(shapes_site.canvas_iiif_ids.values())
+    assert one["within"]["total"] == len(visual)
 
 
 def test_search1_response_is_what_mirador_reads(client, shapes_site):
@@ -98,8 +104,13 @@ def test_unsupported_parameters_are_reported_as_ignored(client, shapes_site):
 
 
 def test_empty_and_wordless_queries_answer_empty_pages(client, shapes_site):
-    assert _search(client, 2, shapes_site.manifest_ids["book"])["items"] == []
-    assert _search(client, 2, shapes_site.manifest_ids["book"], q="!!!")["partOf"]["total"] >= 0
+    empty = _search(client, 2, shapes_site.manifest_ids["book"])
+    assert empty["items"] == [] and empty["partOf"]["total"] == 0
+    # No word to find in the transcriptions or the metadata; the visual matches of the query
+    # (one on each canvas of the book) are all that is left.
+    wordless = _search(client, 2, shapes_site.manifest_ids["book"], q="!!!")
+    assert [item["motivation"] for item in wordless["items"]] == ["highlighting"] * len(shapes_site.canvas_ids)
+    assert wordless["partOf"]["total"] == len(shapes_site.canvas_ids)
 
 
 def test_autocomplete_suggests_words_of_the_transcriptions(client, shapes_site):
