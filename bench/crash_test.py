@@ -12,7 +12,7 @@ other images), so every stage has real work when it is killed. Then:
    derivative on disk and exactly one live embedding per model (regions too); no stale vectors
    left; ``msearch index verify`` clean for every space.
 
-The server is a real HTTP server on 127.0.0.1 (tests/scripted_http_server.py) serving real PNG
+The server is a real HTTP server on 127.0.0.1 (tests/helpers/scripted_server.py) serving real PNG
 images; the models are tiny CLIP and SigLIP in Hugging Face format, loaded by the real path.
 
 Run: ``.venv/bin/python bench/crash_test.py --trials 50 [--db URL] [--seed 1] [--json out.json]``.
@@ -96,7 +96,7 @@ class Library:
         return {self.manifest_url(m): self.canvas_ids(m) for m in self.versions}
 
     def publish(self, m: int) -> None:
-        from tests.scripted_http_server import Reply
+        from tests.helpers.scripted_server import Reply
 
         base, version = self.server.base_url, self.versions[m]
         items = []
@@ -341,7 +341,7 @@ class CrashTest:
     # -- the run -----------------------------------------------------------------------------------
 
     def run(self, trials: int) -> dict:
-        from tests.scripted_http_server import ScriptedServer
+        from tests.helpers.scripted_server import ScriptedServer
 
         rng = random.Random(self.seed)
         started = time.monotonic()
@@ -368,7 +368,7 @@ class CrashTest:
 
 
 def build_models(directory: Path) -> tuple[Path, Path]:
-    from tests.model_factory import build_random_clip, build_random_siglip
+    from tests.helpers.model_factory import build_random_clip, build_random_siglip
 
     return build_random_clip(directory / "clip", seed=1), build_random_siglip(directory / "siglip", seed=2)
 

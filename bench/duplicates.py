@@ -31,7 +31,7 @@ def build(path: Path, count: int, planted: int = 5) -> int:
     from manuscripts_search.models import Canvas, Manifest, PerceptualHash
     from manuscripts_search.models.base import utcnow
     from manuscripts_search.embedding.perceptual_hashes import HASH_ALGORITHM
-    from tests.worker_catalogue import migrated_factory
+    from tests.helpers.worker_catalogue import migrated_factory
 
     factory = migrated_factory(f"sqlite:///{path}")
     rng = np.random.default_rng(0)
@@ -68,7 +68,7 @@ def build(path: Path, count: int, planted: int = 5) -> int:
 def measure(path: Path, canvas_id: int, queries: int) -> dict:
     from manuscripts_search.embedding import perceptual_hashes
     from manuscripts_search.store.db import session_scope
-    from tests.worker_catalogue import migrated_factory
+    from tests.helpers.worker_catalogue import migrated_factory
 
     factory = migrated_factory(f"sqlite:///{path}")
     timings = []

@@ -81,7 +81,7 @@ def _serve(port_queue, stop_event, images_dir: str, latency: float) -> None:
 
 
 def build_tiny_clip(path: Path) -> Path:
-    from tests.model_factory import train_tiny_clip
+    from tests.helpers.model_factory import train_tiny_clip
 
     return train_tiny_clip(path, steps=1)
 
@@ -92,7 +92,7 @@ def build_siglip2_base(path: Path) -> Path:
     import torch
     from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipProcessor
 
-    from tests.model_factory import build_caption_tokenizer
+    from tests.helpers.model_factory import build_caption_tokenizer
 
     config = SiglipConfig(text_config={"vocab_size": 256_000, "max_position_embeddings": 64, "pad_token_id": 0,
                                        "eos_token_id": 1, "bos_token_id": 2},
@@ -116,7 +116,7 @@ DEFAULT_TORCH_THREADS = None  # torch's own choice at start (one per core), set 
 def corpus_images(count: int, long_edge: int = 448):
     """``count`` derivative-sized images cycling through the corpus (each copy shifted a little,
     so that no two files are identical)."""
-    from tests.worker_catalogue import corpus_image_names, load_corpus_image
+    from tests.helpers.worker_catalogue import corpus_image_names, load_corpus_image
 
     names = corpus_image_names()
     base = [load_corpus_image(name, long_edge) for name in names]
@@ -186,7 +186,7 @@ def run_pipeline(encoder, images, batch_size: int, threads: int, latency: float,
     from manuscripts_search.store.db import session_scope
     from manuscripts_search.models import Canvas
     from manuscripts_search.embedding.worker import WorkerOptions, _Stages, embed_pending
-    from tests.worker_catalogue import build_catalogue, migrated_factory
+    from tests.helpers.worker_catalogue import build_catalogue, migrated_factory
 
     with tempfile.TemporaryDirectory(prefix="msearch-bench-") as scratch:
         scratch = Path(scratch)

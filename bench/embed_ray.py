@@ -45,7 +45,7 @@ def _embed_bench():
 def _vectors(factory, space):
     import numpy as np
 
-    from tests.worker_catalogue import vector_rows
+    from tests.helpers.worker_catalogue import vector_rows
 
     return {(row.canvas_id, row.region_id): np.frombuffer(row.vector, dtype="<f4") for row in vector_rows(factory, space)}
 
@@ -60,7 +60,7 @@ def bench_model(name: str, items: int, batch_size: int, threads: int, ray_starte
     from manuscripts_search.embedding.registry import choose_torch_threads, resolve_image_encoder
     from manuscripts_search.models import Embedding, PerceptualHash
     from manuscripts_search.embedding.worker import WorkerOptions, embed_pending
-    from tests.worker_catalogue import build_catalogue, migrated_factory
+    from tests.helpers.worker_catalogue import build_catalogue, migrated_factory
 
     bench = _embed_bench()
     with tempfile.TemporaryDirectory(prefix=f"embed-ray-{name}-") as workdir:

@@ -36,7 +36,7 @@ def _serve(port_queue, stop_event, manifests: int, canvases: int, latency: float
     """Child process: the generated IIIF site."""
     from PIL import Image
 
-    from tests.scripted_http_server import Reply, ScriptedServer, json_reply
+    from tests.helpers.scripted_server import Reply, ScriptedServer, json_reply
 
     server = ScriptedServer(latency=latency)
     base = server.base_url

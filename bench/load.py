@@ -55,7 +55,7 @@ def build_model(path: Path) -> Path:
     """A tiny CLIP with a 768-d projection, saved in Hugging Face format."""
     from transformers import CLIPModel
 
-    from tests.model_factory import _clip_config, _clip_processor, _save, _seeded_model
+    from tests.helpers.model_factory import _clip_config, _clip_processor, _save, _seeded_model
 
     model = _seeded_model(CLIPModel, _clip_config(hidden=32, layers=2, heads=2, projection_dim=DIM), seed=7)
     return _save(model, _clip_processor(), path)

@@ -10,8 +10,8 @@ from manuscripts_search.embedding import perceptual_hashes
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.models import PerceptualHash
 from manuscripts_search.embedding.perceptual_hashes import find_near_duplicates, image_hashes, store_hashes
-from tests.model_factory import render_shape
-from tests.worker_catalogue import build_catalogue, migrated_factory
+from tests.helpers.model_factory import render_shape
+from tests.helpers.worker_catalogue import build_catalogue, migrated_factory
 
 
 @pytest.fixture

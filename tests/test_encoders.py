@@ -11,7 +11,7 @@ from PIL import Image
 
 from manuscripts_search.embedding.encoders import (DEFAULT_MODEL_ID, EncoderLoadError, VisionLanguageEncoder,
                                          load_vision_language_encoder)
-from tests.model_factory import build_random_clip, caption, render_shape, shape_classes
+from tests.helpers.model_factory import build_random_clip, caption, render_shape, shape_classes
 
 MODEL_FIXTURES = ["random_clip_dir", "random_siglip_dir"]
 EXPECTED_DIM = {"random_clip_dir": 24, "random_siglip_dir": 32}

@@ -25,7 +25,6 @@ from manuscripts_search.store.db import make_engine, make_sessionmaker, session_
 from manuscripts_search.search.documents import sync_documents
 from manuscripts_search.iiif.presentation import parse_document
 from manuscripts_search.store.catalogue import save_manifest
-from tests.fixtures_database import module_database
 
 FUZZ = settings(max_examples=int(os.environ.get("MSEARCH_FUZZ_EXAMPLES", "40")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -196,12 +195,6 @@ class HostileSite:
             assert response.status_code in (200, 503), (url, response.status_code, response.data[:500])
             pages[name] = response.get_data(as_text=True)
         return pages
-
-
-@pytest.fixture(scope="module")
-def module_db_url(request, tmp_path_factory):
-    with module_database(request, tmp_path_factory, "msearch_xss") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

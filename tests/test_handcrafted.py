@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from manuscripts_search.embedding.handcrafted import HANDCRAFTED_MODEL_ID, HandcraftedEncoder, TextNotSupportedError
-from tests.model_factory import render_shape
-from tests.worker_catalogue import corpus_image_names, load_corpus_image
+from tests.helpers.model_factory import render_shape
+from tests.helpers.worker_catalogue import corpus_image_names, load_corpus_image
 
 
 @pytest.fixture(scope="module")

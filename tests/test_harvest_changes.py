@@ -15,7 +15,7 @@ from harvest.politeness import PolitenessPolicy
 from manuscripts_search.cli import cli
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import ChangeStream, Manifest
-from tests.scripted_http_server import ScriptedServer
+from tests.helpers.scripted_server import ScriptedServer
 
 CONTEXT = "http://iiif.io/api/discovery/1/context.json"
 

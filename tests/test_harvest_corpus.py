@@ -21,15 +21,14 @@ from harvest.politeness import PolitenessPolicy
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.iiif.json_decoding import load_json_object
 from manuscripts_search.models import Canvas, FetchedDocument, Manifest, TextAnnotation
-from tests.fixtures_database import module_database
-from tests.scripted_http_server import ScriptedServer, json_reply
-from tests.test_corpus_parsing import CORPUS, ERROR, EXPECTED
+from tests.helpers.scripted_server import ScriptedServer, json_reply
+from tests.helpers.corpus import CORPUS, ERROR, EXPECTED
 
 # One harvest for all the checks, in a module database of the suite's flavour (module_db_url).
 pytestmark = pytest.mark.db
 
 # Presentation 1 canvases that list their images under `resources`: the harvester reads them
-# (test_corpus_parsing's table predates that and still says 0 images).
+# (the table of tests/helpers/corpus.py predates that and still says 0 images).
 V1_RESOURCES_IMAGES = {"v2/mirador27__walters-bd183mz0176.json": 2}
 FOLDERS = ("v2", "v3", "collections", "annotations")
 
@@ -62,12 +61,6 @@ def mirror():
             body = pattern.sub(lambda m: b'"' + local[m.group(1).decode()].encode() + b'"', bodies[rel])
             server.add(f"/corpus/{rel}", json_reply(body))
         yield server
-
-
-@pytest.fixture(scope="module")
-def module_db_url(request, tmp_path_factory):
-    with module_database(request, tmp_path_factory, "corpus") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from harvest.manifests import HarvestOptions, harvest_sources
 from harvest.politeness import PolitenessPolicy, backoff_delay, parse_retry_after
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Canvas, Collection, CollectionMembership, HarvestError, Manifest
-from tests.scripted_http_server import Reply, ScriptedServer, json_reply, json_response
+from tests.helpers.scripted_server import Reply, ScriptedServer, json_reply, json_response
 
 
 @pytest.fixture

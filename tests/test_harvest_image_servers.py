@@ -7,7 +7,6 @@ canvas), so a mix-up of canvas and image coordinates shows as a crop of the wron
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select
@@ -20,19 +19,11 @@ from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas, Region
-from tests.fixtures_image_servers import (  # noqa: F401,F811 (fixtures used by name)
-    _lighttpd_servers,
-    iiif_reference_server,
-    iipsrv_server,
-    static_level0_server,
-)
-from tests.scripted_http_server import ScriptedServer
+from tests.helpers.crops import TOLERANCE, difference, expected_crop
+from tests.helpers.scripted_server import ScriptedServer
 
 LONG_EDGE = 160
 GRID = RegionGrid((2,), 0.25)
-# Mean absolute difference (0-255) allowed between a fetched crop and the local one: JPEG
-# re-encoding and other servers' resampling give 4-8, a level-0 tree's coarser tiles up to ~13.
-TOLERANCE = 15.0
 
 
 @pytest.fixture
@@ -72,21 +63,6 @@ def manifest_for(server, base: str, offset_canvas: bool) -> dict:
                              "format": "image/jpeg", "service": [service_description(server.name, service_id)]}}]}]})
     return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/manifest.json",
             "type": "Manifest", "label": {"en": [server.name]}, "items": canvases}
-
-
-def expected_crop(original: Image.Image, canvas_box, canvas_size, target) -> Image.Image:
-    """The part of the original a canvas box shows, computed here independently of the client."""
-    x, y, w, h = canvas_box
-    tx, ty, tw, th = target or (0, 0, *canvas_size)
-    sx, sy = original.width / tw, original.height / th
-    left, top = max(0, (x - tx) * sx), max(0, (y - ty) * sy)
-    right, bottom = min(original.width, (x + w - tx) * sx), min(original.height, (y + h - ty) * sy)
-    return original.crop((round(left), round(top), round(right), round(bottom)))
-
-
-def difference(fetched: Image.Image, reference: Image.Image) -> float:
-    reference = reference.convert("RGB").resize(fetched.size, Image.Resampling.LANCZOS)
-    return float(np.abs(np.asarray(fetched, dtype=np.float32) - np.asarray(reference, dtype=np.float32)).mean())
 
 
 class RecordingFetcher(Fetcher):
@@ -160,7 +136,7 @@ def image_requests(urls: list[str], server) -> list[str]:
     return found
 
 
-def test_iipsrv_regions_match_local_crops(iipsrv_server, session_factory, tmp_path):  # noqa: F811
+def test_iipsrv_regions_match_local_crops(iipsrv_server, session_factory, tmp_path):
     derivatives, urls = harvest_with_regions(iipsrv_server, session_factory, tmp_path, offset_canvas=False)
     assert check_against_originals(iipsrv_server, session_factory, derivatives) == 8
     # Level 1: one request per region, scaled by the server with the "w," form level 1 promises.
@@ -169,14 +145,14 @@ def test_iipsrv_regions_match_local_crops(iipsrv_server, session_factory, tmp_pa
     assert len(regions) == 8 and all(r.split("/")[0].count(",") == 3 and r.endswith(",") for r in regions)
 
 
-def test_reference_server_regions_match_local_crops(iiif_reference_server, session_factory, tmp_path):  # noqa: F811
+def test_reference_server_regions_match_local_crops(iiif_reference_server, session_factory, tmp_path):
     derivatives, urls = harvest_with_regions(iiif_reference_server, session_factory, tmp_path, offset_canvas=True)
     assert check_against_originals(iiif_reference_server, session_factory, derivatives) == 16
     regions = [r for r in image_requests(urls, iiif_reference_server) if not r.startswith("full/")]
     assert len(regions) == 16
 
 
-def test_static_level0_regions_are_stitched_from_tiles(static_level0_server, session_factory, tmp_path):  # noqa: F811
+def test_static_level0_regions_are_stitched_from_tiles(static_level0_server, session_factory, tmp_path):
     derivatives, urls = harvest_with_regions(static_level0_server, session_factory, tmp_path, offset_canvas=False)
     assert check_against_originals(static_level0_server, session_factory, derivatives) == 8
     requests = image_requests(urls, static_level0_server)

@@ -13,7 +13,7 @@ from harvest.manifests import harvest_sources
 from harvest.politeness import PolitenessPolicy
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Canvas, Embedding, FetchedDocument, Manifest, TextAnnotation
-from tests.scripted_http_server import Reply, ScriptedServer
+from tests.helpers.scripted_server import Reply, ScriptedServer
 
 
 @pytest.fixture

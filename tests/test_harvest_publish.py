@@ -23,8 +23,9 @@ from manuscripts_search.config import load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas, Manifest, Region
-from tests.fixtures_image_servers import CORPUS_IMAGES, free_port
-from tests.test_harvest_image_servers import TOLERANCE, difference, expected_crop
+from tests.helpers.corpus import CORPUS_IMAGES
+from tests.helpers.crops import TOLERANCE, difference, expected_crop
+from tests.helpers.image_servers import free_port
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Canvas, CollectionMembership, CrawlItem, Manifest
-from tests.scripted_http_server import ScriptedServer
+from tests.helpers.scripted_server import ScriptedServer
 
 MANIFESTS = 80
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """IIIF Image API: info.json parsing, URL syntax, fetch planning, stitching, canvas mapping.
 
-End-to-end tests fetch from a real HTTP server (tests/iiif_http_server.py) and compare pixels with
+End-to-end tests fetch from a real HTTP server (tests/helpers/iiif_server.py) and compare pixels with
 crops of the original made by Pillow.
 """
 from __future__ import annotations
@@ -22,10 +22,6 @@ from manuscripts_search.iiif.image_requests import image_request_url
 from manuscripts_search.iiif.info_json import ImageInfo, TileSpec, parse_info_json
 from manuscripts_search.iiif.tile_stitching import stitch_tiles
 from manuscripts_search.iiif.model import ImageServiceRef
-from tests import fixtures_iiif_server
-
-# The real-server fixture, also usable when conftest.py provides it (a module-level name wins).
-iiif_server = fixtures_iiif_server.iiif_server
 
 CORPUS = Path("/work/shared/corpus")
 SPEC_BASE = "http://www.example.org/image-service/abcd1234/1E34750D-38DB-4825-A38A-B60A345E591C"

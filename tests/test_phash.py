@@ -14,7 +14,7 @@ from manuscripts_search.store.db import session_scope
 from manuscripts_search.embedding.perceptual_hashes import (HashLookupError, find_near_duplicates, image_hashes)
 from manuscripts_search.embedding.worker import WorkerOptions, embed_pending
 from manuscripts_search.embedding.handcrafted import HandcraftedEncoder
-from tests.worker_catalogue import build_catalogue, corpus_image_names, load_corpus_image, migrated_factory
+from tests.helpers.worker_catalogue import build_catalogue, corpus_image_names, load_corpus_image, migrated_factory
 
 PHASH64_MATCH_BITS = 10  # what `msearch search --duplicates-of` uses by default
 

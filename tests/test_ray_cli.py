@@ -7,25 +7,23 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import delete
 
 from manuscripts_search.cli import cli
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Embedding, PerceptualHash
-from tests.fixtures_ray import ray_cluster  # noqa: F401
-from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
-from tests.worker_catalogue import claim_rows, migrated_factory, vectors_by_item
+from tests.helpers.cli import run_cli
+from tests.helpers.shapes_collection import CANVASES
+from tests.helpers.worker_catalogue import claim_rows, migrated_factory, vectors_by_item
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 
 
-def test_harvest_and_embed_with_the_ray_engine_from_the_command_line(shapes_site, trained_clip_dir, msearch_env,
-                                                                    ray_cluster):
-    server, collection_url = shapes_site
+def test_harvest_and_embed_with_the_ray_engine_from_the_command_line(shapes_collection, runner, trained_clip_dir,
+                                                                    msearch_env, ray_cluster):
+    server, collection_url = shapes_collection
     env = {**msearch_env, "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_IMAGE_SIZE": "128"}
-    runner = CliRunner()
 
     harvested = json.loads(run_cli(runner, env, "harvest", collection_url, "--engine", "ray", "--per-host", "2",
                                 "--regions", "--region-grid", "2", "--json"))
@@ -67,7 +65,7 @@ def test_harvest_and_embed_with_the_ray_engine_from_the_command_line(shapes_site
     (["embed", "--encoders", "2"], "--encoders"),
     (["harvest", "http://127.0.0.1:1/m.json", "--address", "auto"], "--address"),
 ])
-def test_ray_options_without_the_ray_engine_are_refused(command, option, msearch_env):
-    result = CliRunner().invoke(cli, command, env={**msearch_env, "MSEARCH_MODEL": "handcrafted"})
+def test_ray_options_without_the_ray_engine_are_refused(command, option, runner, msearch_env):
+    result = runner.invoke(cli, command, env={**msearch_env, "MSEARCH_MODEL": "handcrafted"})
     assert result.exit_code == 2
     assert f"{option}" in result.output and "--engine ray" in result.output

@@ -10,17 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import delete, select
 
 from manuscripts_search.store.db import session_scope
 from manuscripts_search.distributed import embed_stages, ray_embed
 from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Embedding, EmbeddingClaim, PerceptualHash
-from tests.fixtures_ray import ray_cluster  # noqa: F401
-from tests.scripted_http_server import Reply, ScriptedServer
-from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
-from tests.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
+from tests.helpers.scripted_server import Reply, ScriptedServer
+from tests.helpers.cli import run_cli
+from tests.helpers.shapes_collection import CANVASES
+from tests.helpers.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
     migrated_factory, shape_images, vectors_by_item
 
 # Ray warns about its own deprecated settings while it starts; that is Ray's business, not ours.
@@ -42,14 +41,13 @@ def _derivative_server(derivatives_dir: Path) -> ScriptedServer:
 
 
 def test_ray_engine_gives_the_local_engines_vectors_under_cluster_wide_host_limits(
-        shapes_site, trained_clip_dir, msearch_env, ray_cluster, tmp_path):
+        shapes_collection, runner, trained_clip_dir, msearch_env, ray_cluster, tmp_path):
     from harvest.cluster_fetch import FetcherSettings
     from harvest.remote_derivatives import HttpDerivatives
     from manuscripts_search.distributed.host_limits import ClusterHostLimiter, start_host_limits
 
-    server, collection_url = shapes_site
+    server, collection_url = shapes_collection
     env = {**msearch_env, "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_IMAGE_SIZE": "128"}
-    runner = CliRunner()
     harvested = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "--region-grid", "2", "--json"))
     items = len(CANVASES) * 5  # each canvas and its 2x2 regions
     assert harvested["images"]["fetched"] == len(CANVASES) and harvested["regions"]["fetched"] == items - len(CANVASES)

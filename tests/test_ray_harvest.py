@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from harvest.cluster_fetch import FetcherSettings
 from harvest.ray_harvest import RayHarvestOptions, harvest_with_ray, host_groups
 from manuscripts_search.config import load_config
-from tests.fixtures_ray import ray_cluster  # noqa: F401
-from tests.test_end_to_end import CANVASES, run_cli, shapes_site  # noqa: F401
-from tests.worker_catalogue import migrated_factory
+from tests.helpers.cli import run_cli
+from tests.helpers.shapes_collection import CANVASES
+from tests.helpers.worker_catalogue import migrated_factory
 
 # Ray warns about its own deprecated settings while it starts; that is Ray's business, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
@@ -28,9 +27,9 @@ def test_sources_are_grouped_by_host_the_same_way_every_time():
                                                         ["https://B.example/m1.json", "https://b.example/m2.json"]]
 
 
-def test_two_hosts_harvested_on_ray_then_embedded_and_searched(shapes_site, trained_clip_dir, msearch_env,
-                                                              ray_cluster):
-    server, _collection = shapes_site
+def test_two_hosts_harvested_on_ray_then_embedded_and_searched(shapes_collection, runner, trained_clip_dir,
+                                                              msearch_env, ray_cluster):
+    server, _collection = shapes_collection
     port = server.base_url.rsplit(":", 1)[1]
     # The same server under two host names: two institutions, as far as grouping and limits go.
     sources = [f"{server.base_url}/v3/manifest.json", f"http://localhost:{port}/v2/manifest.json"]
@@ -51,7 +50,6 @@ def test_two_hosts_harvested_on_ray_then_embedded_and_searched(shapes_site, trai
     assert sum(result["hosts"].values()) == result["requests"] > len(CANVASES)
     assert any(path.startswith("/iiif2/rc2/") for path in server.requests)  # through the v2 image service
 
-    runner = CliRunner()
     embedded = json.loads(run_cli(runner, env, "embed", "--json"))
     assert (embedded["canvases"], embedded["regions"]) == (len(CANVASES), 4 * len(CANVASES))
     hits = [json.loads(line) for line in run_cli(runner, env, "search", "red circle", "--k", "2", "--json").splitlines()]

@@ -1,5 +1,6 @@
 """`msearch index`, `msearch search` and `msearch classify` through the command line, on a real
-database and the tiny trained CLIP (the catalogue comes from test_search_engine's builder)."""
+database and the tiny trained CLIP (the catalogue of tests/helpers/search_library.py, also
+test_search_engine's)."""
 from __future__ import annotations
 
 import json
@@ -11,15 +12,15 @@ from manuscripts_search.cli import cli
 from manuscripts_search.config import load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, upgrade_database
 from manuscripts_search.index.vector_index import index_paths
-from tests.model_factory import render_shape
-from tests.test_search_engine import build_library, encoder, module_db_url, text_encoder  # noqa: F401
+from tests.helpers.model_factory import render_shape
+from tests.helpers.search_library import build_library
 
 pytestmark = pytest.mark.db  # every test here runs against the test database (SQLite or PostgreSQL)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, trained_clip_dir, encoder, text_encoder, request):  # noqa: F811
-    from tests.fixtures_database import TEST_DB_FLAVOUR
+def cli_site(tmp_path_factory, trained_clip_dir, trained_clip_encoder, text_encoder, request):
+    from tests.helpers.database import TEST_DB_FLAVOUR
 
     data_dir = tmp_path_factory.mktemp("cli-data")
     env = {"MSEARCH_DATA_DIR": str(data_dir), "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_DEVICE": "cpu",
@@ -27,7 +28,7 @@ def site(tmp_path_factory, trained_clip_dir, encoder, text_encoder, request):  #
     config = load_config(env)
     engine = make_engine(config.db_url)
     upgrade_database(engine)
-    library = build_library(make_sessionmaker(engine), config.index_dir, encoder, text_encoder,
+    library = build_library(make_sessionmaker(engine), config.index_dir, trained_clip_encoder, text_encoder,
                             make_indexes=False)
     yield env, library, config
     engine.dispose()
@@ -44,8 +45,8 @@ def json_lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
-def test_index_then_search_filter_group_and_page(site):
-    env, library, config = site
+def test_index_then_search_filter_group_and_page(cli_site):
+    env, library, config = cli_site
     report = json.loads(run(env, "index", "--json"))
     assert report["text"]["documents"]["added"] >= 5 and report["text"]["encoded"] >= 5
     assert {r["space"] for r in report["indexes"]} == {library.encoder.space_id, library.text_encoder.space_id}
@@ -71,8 +72,8 @@ def test_index_then_search_filter_group_and_page(site):
     assert "fulltext: rank 1" in text and "region 10,20,30,8" in text and "Pâques" in text
 
 
-def test_image_queries_from_a_file_a_url_and_an_existing_canvas(site, tmp_path, iiif_server):
-    env, library, _ = site
+def test_image_queries_from_a_file_a_url_and_an_existing_canvas(cli_site, tmp_path, iiif_server):
+    env, library, _ = cli_site
     run(env, "index", "--no-text")
     path = tmp_path / "query.png"
     render_shape("red", "circle", size=120, seed=31).save(path)
@@ -85,8 +86,8 @@ def test_image_queries_from_a_file_a_url_and_an_existing_canvas(site, tmp_path, 
     assert library.canvases["red1"] not in {h["canvas_id"] for h in hits}
 
 
-def test_bad_search_input_gets_a_clear_message(site, tmp_path):
-    env, _, _ = site
+def test_bad_search_input_gets_a_clear_message(cli_site, tmp_path):
+    env, _, _ = cli_site
     assert "unknown filter 'colour'" in run(env, "search", "red", "--filter", "colour=red", expect=2)
     assert "give a QUERY" in run(env, "search", expect=2)
     assert "cannot read the query image" in run(env, "search", "--image", str(tmp_path / "none.png"), expect=1)
@@ -96,8 +97,8 @@ def test_bad_search_input_gets_a_clear_message(site, tmp_path):
     assert "has no vector" in run(env, "search", "--like", "987654", expect=1)
 
 
-def test_classify_then_filter_by_label(site, tmp_path):
-    env, library, _ = site
+def test_classify_then_filter_by_label(cli_site, tmp_path):
+    env, library, _ = cli_site
     run(env, "index", "--no-text")
     example = tmp_path / "blue.png"
     render_shape("blue", "triangle", size=96, seed=808).save(example)
@@ -114,8 +115,8 @@ def test_classify_then_filter_by_label(site, tmp_path):
     run(env, "classify", "remove", "blue things")
 
 
-def test_verify_and_rebuild_with_new_parameters(site):
-    env, library, config = site
+def test_verify_and_rebuild_with_new_parameters(cli_site):
+    env, library, config = cli_site
     run(env, "index", "--no-text")
     results = json.loads(run(env, "index", "verify", "--deep", "--json"))
     assert results and all(r["ok"] for r in results)
@@ -132,8 +133,8 @@ def test_verify_and_rebuild_with_new_parameters(site):
     assert all(r["ok"] for r in json.loads(run(env, "index", "verify", "--json")))
 
 
-def test_text_search_keeps_working_without_the_image_model(site, tmp_path):
-    env, library, _ = site
+def test_text_search_keeps_working_without_the_image_model(cli_site, tmp_path):
+    env, library, _ = cli_site
     run(env, "index")
     broken = {**env, "MSEARCH_MODEL": str(tmp_path / "no-such-model")}
     result = CliRunner().invoke(cli, ["search", "Pâques", "--json"], env=broken, catch_exceptions=False)

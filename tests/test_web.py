@@ -17,11 +17,10 @@ from manuscripts_search.config import Config, load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.index.layouts import new_index
 from manuscripts_search.models import Canvas, Embedding, Manifest
-from tests.browser_helpers import launch_chromium, mean_colour, serve_app, settled_box
-from tests.fixtures_database import module_database
-from tests.model_factory import render_shape
+from tests.helpers.browser import launch_chromium, mean_colour, serve_app, settled_box
+from tests.helpers.model_factory import render_shape
+from tests.helpers.web_site import site_config
 from web import create_app
-from web.database import dispose_engine
 
 XSS_LABEL = "<script>alert(1)</script>"
 XSS_CANVAS_LABEL = '<img src=x onerror="alert(2)">'
@@ -44,11 +43,6 @@ class Site:
     canvas_ids: dict  # key -> database id
     manifest_ids: dict
     vectors: dict  # key -> stored canvas vector
-
-
-def _make_config(data_dir: Path, model_dir: Path, db_url: str) -> Config:
-    return load_config({"MSEARCH_DATA_DIR": str(data_dir), "MSEARCH_MODEL": str(model_dir),
-                        "MSEARCH_DB": db_url, "MSEARCH_DEVICE": "cpu"})
 
 
 @contextmanager
@@ -106,23 +100,9 @@ def _save_index(session, encoder, config: Config) -> None:
 
 
 @pytest.fixture(scope="module")
-def encoder(trained_clip_dir):
-    from manuscripts_search.embedding.encoders import load_vision_language_encoder
-
-    return load_vision_language_encoder(str(trained_clip_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def module_db_url(request, tmp_path_factory):
-    """Like the suite's ``db_url`` (SQLite, or PostgreSQL when MSEARCH_TEST_DB=postgresql), but
-    one database for the module: the shared site is read-only for the tests that use it."""
-    with module_database(request, tmp_path_factory, "msearch_test_web") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, trained_clip_dir, encoder, module_db_url) -> Site:
-    config = _make_config(tmp_path_factory.mktemp("web-site"), trained_clip_dir, module_db_url)
+def site(tmp_path_factory, trained_clip_dir, trained_clip_encoder, module_db_url) -> Site:
+    """This module's catalogue (it replaces conftest's ``site``, so ``app`` and ``client`` serve it)."""
+    config = site_config(tmp_path_factory.mktemp("web-site"), trained_clip_dir, module_db_url)
     canvas_ids, manifest_ids, vectors = {}, {}, {}
     with _database(config) as factory, session_scope(factory) as session:
         manifests = {
@@ -136,42 +116,16 @@ def site(tmp_path_factory, trained_clip_dir, encoder, module_db_url) -> Site:
         manifest_ids = {key: manifest.id for key, manifest in manifests.items()}
         for seed, (key, manifest_key, colour, shape, publication) in enumerate(SHAPE_CANVASES):
             position = sum(1 for other in SHAPE_CANVASES[:seed] if other[1] == manifest_key)
-            canvas, _, vector = _add_shape_canvas(session, encoder, manifests[manifest_key], position,
-                                                  colour, shape, publication, seed)
+            canvas, _, vector = _add_shape_canvas(session, trained_clip_encoder, manifests[manifest_key],
+                                                  position, colour, shape, publication, seed)
             canvas_ids[key], vectors[key] = canvas.id, vector
         blank = Canvas(manifest_id=manifests["book"].id, iiif_id="http://iiif.test/canvas/blank", position=3,
                        label={"none": ["Flyleaf"]}, width=1000, height=1500)
         session.add(blank)
         session.flush()
         canvas_ids["blank"] = blank.id
-        _save_index(session, encoder, config)
-    return Site(config, encoder, canvas_ids, manifest_ids, vectors)
-
-
-@pytest.fixture(scope="module")
-def app(site):
-    app = create_app(config=site.config, test_config={"TESTING": True})
-    yield app
-    dispose_engine(app)
-
-
-@pytest.fixture()
-def make_app():
-    """create_app for one test, with its database connections closed afterwards."""
-    apps = []
-
-    def make(config=None, **settings):
-        apps.append(create_app(config=config, test_config={"TESTING": True, **settings}))
-        return apps[-1]
-
-    yield make
-    for app in apps:
-        dispose_engine(app)
-
-
-@pytest.fixture()
-def client(app):
-    return app.test_client()
+        _save_index(session, trained_clip_encoder, config)
+    return Site(config, trained_clip_encoder, canvas_ids, manifest_ids, vectors)
 
 
 def _viewer_config(html: str) -> dict:
@@ -386,7 +340,7 @@ def test_unknown_paths_answer_in_the_shape_of_their_surface(client):
 
 
 def test_search_before_any_embed_run_is_a_503(site, make_app, trained_clip_dir, tmp_path, db_url):
-    config = _make_config(tmp_path / "empty", trained_clip_dir, db_url)
+    config = site_config(tmp_path / "empty", trained_clip_dir, db_url)
     _migrate(config)
     client = make_app(config).test_client()
     api = client.get("/api/search?q=a+red+circle")
@@ -409,7 +363,7 @@ def _text_only_answer(response) -> list:
 
 def test_search_with_only_another_models_index_falls_back_to_text_with_a_notice(site, make_app, trained_clip_dir,
                                                                               tmp_path, db_url):
-    config = _make_config(tmp_path / "other", trained_clip_dir, db_url)
+    config = site_config(tmp_path / "other", trained_clip_dir, db_url)
     _migrate(config)
     other = new_index("someone/else@abc", 4)
     other.add([1], np.eye(4, dtype=np.float32)[:1])
@@ -419,7 +373,7 @@ def test_search_with_only_another_models_index_falls_back_to_text_with_a_notice(
 
 
 def test_unloadable_model_falls_back_to_text_search_with_a_notice_naming_it(make_app, tmp_path, db_url):
-    config = _make_config(tmp_path / "data", tmp_path / "no-such-model", db_url)
+    config = site_config(tmp_path / "data", tmp_path / "no-such-model", db_url)
     _migrate(config)
     new_index("any@space", 4).save(config.index_dir)
     client = make_app(config).test_client()
@@ -434,17 +388,17 @@ def test_unloadable_model_falls_back_to_text_search_with_a_notice_naming_it(make
     assert "msearch embed" in upload.get_json()["error"]["message"] or "image model" in upload.get_json()["error"]["message"]
 
 
-def test_unreadable_index_falls_back_with_a_notice_that_says_what_to_run(make_app, encoder, trained_clip_dir,
-                                                                         tmp_path, db_url):
+def test_unreadable_index_falls_back_with_a_notice_that_says_what_to_run(make_app, trained_clip_encoder,
+                                                                         trained_clip_dir, tmp_path, db_url):
     from manuscripts_search.index.vector_index import index_paths
 
-    config = _make_config(tmp_path / "torn", trained_clip_dir, db_url)
+    config = site_config(tmp_path / "torn", trained_clip_dir, db_url)
     _migrate(config)
-    index = new_index(encoder.space_id, encoder.dim)
-    index.add([1], encoder.encode_texts(["a red circle"]))
+    index = new_index(trained_clip_encoder.space_id, trained_clip_encoder.dim)
+    index.add([1], trained_clip_encoder.encode_texts(["a red circle"]))
     graph_path = index.save(config.index_dir)
     graph_path.write_bytes(graph_path.read_bytes()[:100])  # truncated, as by a full disk
-    assert index_paths(config.index_dir, encoder.space_id)[0] == graph_path
+    assert index_paths(config.index_dir, trained_clip_encoder.space_id)[0] == graph_path
     notices = _text_only_answer(make_app(config).test_client().get("/api/search?q=red"))
     assert any("msearch index rebuild" in n for n in notices), notices
 
@@ -464,23 +418,25 @@ def test_unmigrated_database_is_a_503_that_says_what_to_run(make_app, tmp_path, 
 
 # -- index reload -----------------------------------------------------------------------------
 
-def test_a_new_index_on_disk_is_picked_up_without_restart(make_app, trained_clip_dir, encoder, tmp_path, db_url):
-    config = _make_config(tmp_path / "growing", trained_clip_dir, db_url)
+def test_a_new_index_on_disk_is_picked_up_without_restart(make_app, trained_clip_dir, trained_clip_encoder, tmp_path,
+                                                          db_url):
+    config = site_config(tmp_path / "growing", trained_clip_dir, db_url)
     with _database(config) as factory, session_scope(factory) as session:
         manifest = Manifest(url="http://iiif.test/growing.json", iiif_id="http://iiif.test/growing.json",
                             iiif_version=3, label={"en": ["Growing"]})
         session.add(manifest)
         session.flush()
-        _add_shape_canvas(session, encoder, manifest, 0, "red", "circle", "service3", seed=11)
-        _save_index(session, encoder, config)
+        _add_shape_canvas(session, trained_clip_encoder, manifest, 0, "red", "circle", "service3", seed=11)
+        _save_index(session, trained_clip_encoder, config)
     client = make_app(config, INDEX_CHECK_INTERVAL=0).test_client()  # look at the files on every search
     assert len(client.get("/api/search?q=a+blue+triangle").get_json()["hits"]) == 1
 
     with _database(config) as factory, session_scope(factory) as session:  # a later `msearch embed`
         manifest = session.get(Manifest, manifest.id)
-        triangle, _, _ = _add_shape_canvas(session, encoder, manifest, 1, "blue", "triangle", "service3", seed=12)
+        triangle, _, _ = _add_shape_canvas(session, trained_clip_encoder, manifest, 1, "blue", "triangle", "service3",
+                                           seed=12)
         triangle_id = triangle.id
-        _save_index(session, encoder, config)
+        _save_index(session, trained_clip_encoder, config)
     hits = client.get("/api/search?q=a+blue+triangle").get_json()["hits"]
     assert len(hits) == 2 and hits[0]["canvas_id"] == triangle_id
 
@@ -515,7 +471,7 @@ def test_the_query_is_escaped_where_it_is_echoed(client):
 
 
 def test_viewer_config_cannot_close_its_script_element(make_app, trained_clip_dir, tmp_path, db_url):
-    config = _make_config(tmp_path / "tricky", trained_clip_dir, db_url)
+    config = site_config(tmp_path / "tricky", trained_clip_dir, db_url)
     with _database(config) as factory, session_scope(factory) as session:
         manifest = Manifest(url="http://iiif.test/tricky.json", iiif_id="http://iiif.test/tricky.json",
                             iiif_version=3, label={"en": ["Tricky"]})
@@ -579,7 +535,7 @@ def _square_on_white(size: int, square: tuple[int, int, int, int]):
 @pytest.fixture()
 def live_app(tmp_path, db_url):
     """Serve an app over real HTTP on 127.0.0.1; yields (base URL, session factory)."""
-    config = _make_config(tmp_path / "live", tmp_path / "unused-model", db_url)
+    config = site_config(tmp_path / "live", tmp_path / "unused-model", db_url)
     with _database(config) as factory, serve_app(create_app(config=config)) as base_url:
         yield base_url, factory
 

@@ -13,7 +13,7 @@ import pytest
 
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.models import Manifest, Source
-from tests.web_site import site_config
+from tests.helpers.web_site import site_config
 from web import create_app
 from web.database import dispose_engine
 
@@ -144,7 +144,7 @@ def test_api_admin_with_bearer_token(admin_site):
 
 def test_admin_starts_a_real_harvest_and_the_token_is_never_logged(admin_site, iiif_server, caplog):
     app, factory = admin_site
-    from tests.model_factory import render_shape
+    from tests.helpers.model_factory import render_shape
 
     urls = iiif_server.add_image("p1", render_shape("red", "circle", size=64, seed=1))
     manifest_url = iiif_server.add_json("/harvest/manifest.json", {

@@ -16,8 +16,8 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from tests.browser_helpers import launch_chromium, mean_colour, serve_app, settled_box
-from tests.web_site import build_site, site_config
+from tests.helpers.browser import launch_chromium, mean_colour, serve_app, settled_box
+from tests.helpers.web_site import build_site, site_config
 from web import create_app
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"

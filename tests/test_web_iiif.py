@@ -9,12 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter, parse_content_state
-from tests.web_site import SCENE_REGION, module_db_url, shapes_app, shapes_site, web_encoder  # noqa: F401
-
-
-@pytest.fixture()
-def client(shapes_app):
-    return shapes_app.test_client()
+from tests.helpers.web_site import SCENE_REGION
 
 
 def _search(client, version, manifest_id, **params):
@@ -57,7 +52,13 @@ def test_search2_metadata_matches_target_the_manifest_and_search1_leaves_them_ou
     two = _search(client, 2, book, q="Bibliothèque")  # the provider's name, from the manifest's metadata
     assert [item["target"] for item in two["items"] if item["motivation"] == "describing"] == [shapes_site.manifest_url]
     one = _search(client, 1, book, q="Bibliothèque")
-    assert one["resources"] == [] or all("#xywh=" in r["on"] for r in one["resources"])
+    # Search 1 leaves the manifest match out: what remains are Search 2's visual matches of the
+    # words, the same boxes in the same order, one on each canvas of the book.
+    visual = [item["target"] for item in two["items"] if item["motivation"] == "highlighting"]
+    assert [r["on"] for r in one["resources"]] == visual
+    assert [r["motivation"] for r in one["resources"]] == ["oa:highlighting"] * len(visual)
+    assert sorted(target.split("#xywh=")[0] for target in visual) == sorted(shapes_site.canvas_iiif_ids.values())
+    assert one["within"]["total"] == len(visual)
 
 
 def test_search1_response_is_what_mirador_reads(client, shapes_site):
@@ -72,10 +73,10 @@ def test_search1_response_is_what_mirador_reads(client, shapes_site):
     assert body["within"]["total"] == len(body["resources"])
 
 
-def test_content_search_pages_through_results(shapes_app, shapes_site):
-    shapes_app.config["CONTENT_SEARCH_PAGE_SIZE"] = 1
+def test_content_search_pages_through_results(app, shapes_site):
+    app.config["CONTENT_SEARCH_PAGE_SIZE"] = 1
     try:
-        client = shapes_app.test_client()
+        client = app.test_client()
         first = _search(client, 2, shapes_site.manifest_ids["book"], q="dragon")
         total = first["partOf"]["total"]
         assert total >= 3 and len(first["items"]) == 1 and "prev" not in first
@@ -93,7 +94,7 @@ def test_content_search_pages_through_results(shapes_app, shapes_site):
         bad = client.get(f"/iiif/search/2/manifest/{shapes_site.manifest_ids['book']}?q=dragon&page=99")
         assert bad.status_code == 400 and "page must be between 1 and" in bad.get_json()["error"]["message"]
     finally:
-        shapes_app.config["CONTENT_SEARCH_PAGE_SIZE"] = 50
+        app.config["CONTENT_SEARCH_PAGE_SIZE"] = 50
 
 
 def test_unsupported_parameters_are_reported_as_ignored(client, shapes_site):
@@ -103,8 +104,13 @@ def test_unsupported_parameters_are_reported_as_ignored(client, shapes_site):
 
 
 def test_empty_and_wordless_queries_answer_empty_pages(client, shapes_site):
-    assert _search(client, 2, shapes_site.manifest_ids["book"])["items"] == []
-    assert _search(client, 2, shapes_site.manifest_ids["book"], q="!!!")["partOf"]["total"] >= 0
+    empty = _search(client, 2, shapes_site.manifest_ids["book"])
+    assert empty["items"] == [] and empty["partOf"]["total"] == 0
+    # No word to find in the transcriptions or the metadata; the visual matches of the query
+    # (one on each canvas of the book) are all that is left.
+    wordless = _search(client, 2, shapes_site.manifest_ids["book"], q="!!!")
+    assert [item["motivation"] for item in wordless["items"]] == ["highlighting"] * len(shapes_site.canvas_ids)
+    assert wordless["partOf"]["total"] == len(shapes_site.canvas_ids)
 
 
 def test_autocomplete_suggests_words_of_the_transcriptions(client, shapes_site):

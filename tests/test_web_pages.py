@@ -9,13 +9,8 @@ import re
 
 import pytest
 
-from tests.model_factory import render_shape
-from tests.web_site import SCENE_REGION, module_db_url, shapes_app, shapes_site, web_encoder  # noqa: F401
-
-
-@pytest.fixture()
-def client(shapes_app):
-    return shapes_app.test_client()
+from tests.helpers.model_factory import render_shape
+from tests.helpers.web_site import SCENE_REGION
 
 
 def _png(colour="red", shape="circle", size=96) -> bytes:
@@ -87,19 +82,19 @@ def test_image_upload_finds_the_same_picture(client, shapes_site):
     assert re.findall(r'href="/canvas/(\d+)', html)[0] == str(shapes_site.canvas_ids["green_square"])
 
 
-def test_image_by_url_is_fetched_from_a_real_server(shapes_app, shapes_site, iiif_server):
+def test_image_by_url_is_fetched_from_a_real_server(app, shapes_site, iiif_server):
     urls = iiif_server.add_image("query", render_shape("blue", "triangle", size=96, seed=9))
-    client = shapes_app.test_client()
+    client = app.test_client()
     refused = client.post("/api/search", data={"image_url": urls["raw"]})
     assert refused.status_code == 400 and "not a public address" in refused.get_json()["error"]["message"]
-    shapes_app.config["QUERY_IMAGE_ALLOW_PRIVATE_URLS"] = True
+    app.config["QUERY_IMAGE_ALLOW_PRIVATE_URLS"] = True
     try:
         body = client.post("/api/search", data={"image_url": urls["raw"], "k": "1"}).get_json()
         assert body["hits"][0]["canvas_id"] == shapes_site.canvas_ids["blue_triangle"]
         missing = client.post("/api/search", data={"image_url": f"{iiif_server.base_url}/raw/none.jpg"})
         assert missing.status_code == 400 and "could not be fetched" in missing.get_json()["error"]["message"]
     finally:
-        shapes_app.config["QUERY_IMAGE_ALLOW_PRIVATE_URLS"] = False
+        app.config["QUERY_IMAGE_ALLOW_PRIVATE_URLS"] = False
 
 
 @pytest.mark.parametrize("data, status, message", [
@@ -114,10 +109,10 @@ def test_bad_image_queries_are_400s(client, data, status, message):
     assert response.status_code == status and message in response.get_json()["error"]["message"]
 
 
-def test_oversized_uploads_are_refused_before_reading(shapes_app):
-    shapes_app.config["MAX_CONTENT_LENGTH"] = 50_000
+def test_oversized_uploads_are_refused_before_reading(app):
+    app.config["MAX_CONTENT_LENGTH"] = 50_000
     try:
-        client = shapes_app.test_client()
+        client = app.test_client()
         big = {"image": (io.BytesIO(b"\xff" * 60_000), "big.jpg")}
         api = client.post("/api/search", data=big, content_type="multipart/form-data")
         assert api.status_code == 413 and "too large" in api.get_json()["error"]["message"]
@@ -125,15 +120,15 @@ def test_oversized_uploads_are_refused_before_reading(shapes_app):
                            content_type="multipart/form-data")
         assert page.status_code == 413 and "too large" in page.get_data(as_text=True)
     finally:
-        shapes_app.config["MAX_CONTENT_LENGTH"] = 20 * 1024 * 1024
+        app.config["MAX_CONTENT_LENGTH"] = 20 * 1024 * 1024
 
 
-def test_decompression_bombs_are_refused(shapes_app):
+def test_decompression_bombs_are_refused(app):
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.new("1", (12_000, 12_000)).save(buffer, "PNG")  # 144 megapixels in a few kilobytes
-    response = shapes_app.test_client().post("/api/search", data={"image": (io.BytesIO(buffer.getvalue()), "b.png")})
+    response = app.test_client().post("/api/search", data={"image": (io.BytesIO(buffer.getvalue()), "b.png")})
     assert response.status_code == 400 and "megapixels" in response.get_json()["error"]["message"]
 
 
@@ -148,21 +143,19 @@ def test_more_like_this_canvas_and_region(client, shapes_site):
     assert missing.status_code == 404
 
 
-def test_more_like_a_drawn_region_crops_the_image_from_its_server(shapes_app, shapes_site):
+def test_more_like_a_drawn_region_crops_the_image_from_its_server(app, shapes_site):
     # The canvas's image lives at iiif.test (unreachable): without a stored derivative the crop
     # must be fetched, which fails with a clear 503; percent regions are understood.
-    response = shapes_app.test_client().get(
+    response = app.test_client().get(
         f"/api/canvas/{shapes_site.canvas_ids['scene']}/similar?xywh=percent:50,50,50,50")
     assert response.status_code == 503 and "could not be fetched" in response.get_json()["error"]["message"]
 
 
-def test_other_digitisations_are_found_by_perceptual_hash(tmp_path, db_url, trained_clip_dir):
+def test_other_digitisations_are_found_by_perceptual_hash(make_app, tmp_path, db_url, trained_clip_dir):
     from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
     from manuscripts_search.models import Canvas, Manifest
     from manuscripts_search.embedding.perceptual_hashes import image_hashes, store_hashes
-    from tests.web_site import scene_image, site_config
-    from web import create_app
-    from web.database import dispose_engine
+    from tests.helpers.web_site import scene_image, site_config
 
     config = site_config(tmp_path / "dups", trained_clip_dir, db_url)
     engine = make_engine(config.db_url)
@@ -187,17 +180,13 @@ def test_other_digitisations_are_found_by_perceptual_hash(tmp_path, db_url, trai
             store_hashes(session, canvas.id, None, f"{number:064x}", image_hashes(image))
             ids[name] = canvas.id
     engine.dispose()
-    app = create_app(config=config, test_config={"TESTING": True})
-    try:
-        client = app.test_client()
-        found = client.get(f"/api/canvas/{ids['original']}/duplicates").get_json()["duplicates"]
-        assert sorted(d["canvas_id"] for d in found) == sorted([ids["other library's scan"], ids["tighter crop"]])
-        html = client.get(f"/canvas/{ids['original']}/duplicates").get_data(as_text=True)
-        copy_id = ids["other library's scan"]
-        assert f'href="/canvas/{copy_id}"' in html and "similarity" in html
-        assert client.get(f"/api/canvas/{ids['unrelated']}/duplicates").get_json()["duplicates"] == []
-    finally:
-        dispose_engine(app)
+    client = make_app(config).test_client()
+    found = client.get(f"/api/canvas/{ids['original']}/duplicates").get_json()["duplicates"]
+    assert sorted(d["canvas_id"] for d in found) == sorted([ids["other library's scan"], ids["tighter crop"]])
+    html = client.get(f"/canvas/{ids['original']}/duplicates").get_data(as_text=True)
+    copy_id = ids["other library's scan"]
+    assert f'href="/canvas/{copy_id}"' in html and "similarity" in html
+    assert client.get(f"/api/canvas/{ids['unrelated']}/duplicates").get_json()["duplicates"] == []
 
 
 def test_duplicates_of_a_canvas_never_hashed_say_so(client, shapes_site):
@@ -274,12 +263,12 @@ def test_browse_api(client, shapes_site):
 
 # -- OpenAPI --------------------------------------------------------------------------------------
 
-def test_openapi_describes_every_api_route(shapes_app):
-    document = shapes_app.test_client().get("/api/openapi.json").get_json()
+def test_openapi_describes_every_api_route(app):
+    document = app.test_client().get("/api/openapi.json").get_json()
     assert document["openapi"].startswith("3.1")
     described = {(path, method) for path, operations in document["paths"].items() for method in operations}
     routed = set()
-    for rule in shapes_app.url_map.iter_rules():
+    for rule in app.url_map.iter_rules():
         if rule.rule.startswith("/api"):
             path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             for method in rule.methods - {"HEAD", "OPTIONS"}:
@@ -289,7 +278,7 @@ def test_openapi_describes_every_api_route(shapes_app):
         for operation in operations.values():
             for parameter in operation["parameters"]:
                 assert {"name", "in", "schema"} <= set(parameter)
-    docs = shapes_app.test_client().get("/api/docs")
+    docs = app.test_client().get("/api/docs")
     assert docs.status_code == 200 and "/api/search" in docs.get_data(as_text=True)
 
 

@@ -16,7 +16,7 @@ from manuscripts_search.embedding.registry import recorded_spaces, resolve_image
 from manuscripts_search.models import Embedding, EmbeddingClaim, HarvestError, PerceptualHash
 from manuscripts_search.embedding.image_loading import store_loader
 from manuscripts_search.embedding.worker import WorkerOptions, embed_pending, make_claim_queue
-from tests.worker_catalogue import (as_vector, assert_each_item_once, build_catalogue, claim_rows, migrated_factory,
+from tests.helpers.worker_catalogue import (as_vector, assert_each_item_once, build_catalogue, claim_rows, migrated_factory,
                                     shape_images, vector_rows)
 
 OPTIONS = WorkerOptions(batch_size=4, threads=2, prefetch_batches=2)
@@ -253,7 +253,7 @@ def test_worker_options_are_checked():
 
 def test_fp16_is_refused_on_cpu_and_bf16_stays_close(trained_clip_dir):
     encoder = resolve_image_encoder(str(trained_clip_dir), device="cpu", fallback=False).encoder
-    from tests.model_factory import render_shape
+    from tests.helpers.model_factory import render_shape
 
     images = [render_shape("blue", "square", size=64, seed=seed) for seed in range(3)]
     exact = encoder.encode_prepared([encoder.prepare_image(image) for image in images])

@@ -13,7 +13,7 @@ from manuscripts_search.store.db import session_scope
 from manuscripts_search.embedding.registry import preparer_source, resolve_image_encoder
 from manuscripts_search.models import Canvas, Embedding, PerceptualHash
 from manuscripts_search.embedding.worker import WorkerOptions, embed_pending
-from tests.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
+from tests.helpers.worker_catalogue import assert_each_item_once, build_catalogue, claim_rows, hashes_by_item, \
     migrated_factory, shape_images, vector_rows, vectors_by_item
 
 

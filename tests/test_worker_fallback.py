@@ -14,7 +14,7 @@ from manuscripts_search.cli import cli
 from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.embedding.encoders import EncoderLoadError
 from manuscripts_search.embedding.handcrafted import HandcraftedEncoder
-from tests.worker_catalogue import build_catalogue, load_corpus_image, migrated_factory
+from tests.helpers.worker_catalogue import build_catalogue, load_corpus_image, migrated_factory
 
 LABELS = {
     "print_hokusai_great-wave.jpg": "Katsushika Hokusai, The Great Wave off Kanagawa, woodblock print",

@@ -19,7 +19,7 @@ from manuscripts_search.store.db import session_scope
 from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Canvas, Embedding, Region
 from manuscripts_search.embedding.image_loading import store_loader
-from tests.worker_catalogue import (as_vector, assert_each_item_once, build_catalogue, claim_rows, migrated_factory,
+from tests.helpers.worker_catalogue import (as_vector, assert_each_item_once, build_catalogue, claim_rows, migrated_factory,
                                     shape_images, vector_rows)
 
 # Runs `msearch` once the file named by argv[1] exists. Everything slow to start is done first

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from manuscripts_search.config import Config, load_config
@@ -22,7 +23,7 @@ from manuscripts_search.search.documents import sync_documents
 from manuscripts_search.index.layouts import new_index
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region, Source,
                                        TextAnnotation)
-from tests.model_factory import render_shape
+from tests.helpers.model_factory import render_shape
 
 CANVAS_W, CANVAS_H = 1000, 1500
 IMAGE_W, IMAGE_H = 500, 750  # the images are half the canvas size: coordinates must be converted
@@ -186,39 +187,11 @@ def _manifest_json(manifest_url: str, base: str, canvases: list) -> dict:
             "label": {"en": ["Book of shapes"]}, "items": items}
 
 
-# -- fixtures the web test modules import ----------------------------------------------------------
-
-
-import pytest  # noqa: E402
-
-from tests.fixtures_database import module_database  # noqa: E402
-
+# -- fixtures (a pytest plugin, listed in conftest.py's pytest_plugins) -------------------------
 
 @pytest.fixture(scope="module")
-def module_db_url(request, tmp_path_factory):
-    """The suite's database flavour (SQLite, or PostgreSQL when MSEARCH_TEST_DB=postgresql), one
-    database for the module: the shared site is read-only for the tests that use it."""
-    with module_database(request, tmp_path_factory, "msearch_test_web") as url:
-        yield url
+def shapes_site(tmp_path_factory, trained_clip_dir, trained_clip_encoder, module_db_url) -> WebSite:
+    """The book of shapes, built once per module in the module's database."""
+    return build_site(site_config(tmp_path_factory.mktemp("shapes-site"), trained_clip_dir, module_db_url),
+                      trained_clip_encoder)
 
-
-@pytest.fixture(scope="module")
-def web_encoder(trained_clip_dir):
-    from manuscripts_search.embedding.encoders import load_vision_language_encoder
-
-    return load_vision_language_encoder(str(trained_clip_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def shapes_site(tmp_path_factory, trained_clip_dir, web_encoder, module_db_url) -> WebSite:
-    return build_site(site_config(tmp_path_factory.mktemp("shapes-site"), trained_clip_dir, module_db_url), web_encoder)
-
-
-@pytest.fixture(scope="module")
-def shapes_app(shapes_site):
-    from web import create_app
-    from web.database import dispose_engine
-
-    app = create_app(config=shapes_site.config, test_config={"TESTING": True, "SERVER_NAME": "msearch.test"})
-    yield app
-    dispose_engine(app)

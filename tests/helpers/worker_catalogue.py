@@ -15,7 +15,7 @@ from sqlalchemy import select
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas, Embedding, EmbeddingClaim, Manifest, PerceptualHash, Region
-from tests.model_factory import render_shape
+from tests.helpers.model_factory import render_shape
 
 CORPUS_IMAGES = Path("/work/shared/corpus/images")
 
@@ -99,7 +99,7 @@ def _boxes(width: int, height: int, count: int) -> list[tuple[int, int, int, int
 
 def shape_images(count: int, size: int = 96, seed: int = 0) -> list[tuple[str, Image.Image]]:
     """``count`` rendered shapes cycling through colours and shapes, labelled "red circle" etc."""
-    from tests.model_factory import shape_classes
+    from tests.helpers.model_factory import shape_classes
 
     classes = shape_classes()
     return [(f"{colour} {shape}", render_shape(colour, shape, size=size, seed=seed + index))

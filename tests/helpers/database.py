@@ -1,9 +1,9 @@
 """The database every test uses: SQLite by default, PostgreSQL when MSEARCH_TEST_DB=postgresql.
 
 `make test` runs the whole suite on SQLite, then every test marked ``db`` again on PostgreSQL, so
-tests ask for ``db_url`` (or ``msearch_env`` for the CLI, or a module-scoped ``module_db_url``
-built with :func:`module_database`) instead of building a URL themselves; conftest marks every
-test whose fixtures include one of :data:`DATABASE_FIXTURES`.
+tests ask for ``db_url`` (or ``msearch_env`` for the CLI, or ``module_db_url`` for a catalogue
+built once per module) instead of building a URL themselves; conftest marks every test whose
+fixtures include one of :data:`DATABASE_FIXTURES`. A pytest plugin (conftest's ``pytest_plugins``).
 """
 from __future__ import annotations
 
@@ -38,11 +38,21 @@ def msearch_env(db_url, tmp_path):
             "MSEARCH_ALLOW_HOSTS": os.environ.get("MSEARCH_ALLOW_HOSTS", "127.0.0.1,localhost")}
 
 
+@pytest.fixture(scope="module")
+def module_db_url(request, tmp_path_factory) -> Iterator[str]:
+    """Like ``db_url`` (SQLite, or PostgreSQL when MSEARCH_TEST_DB=postgresql), but one database
+    for the whole test module: for a catalogue built once that the module's tests only read."""
+    module = request.module.__name__.rpartition(".")[2]
+    with module_database(request, tmp_path_factory, f"msearch_{module}") as url:
+        yield url
+
+
 @contextmanager
 def module_database(request, tmp_path_factory, prefix: str = "msearch_module") -> Iterator[str]:
     """A fresh database of the suite's flavour for a module- or session-scoped fixture (one
-    that cannot use the function-scoped ``db_url``); dropped afterwards. Name the fixture
-    ``module_db_url`` (or list it in :data:`DATABASE_FIXTURES`) so that its tests are marked."""
+    that cannot use the function-scoped ``db_url``); dropped afterwards. A fixture built on it
+    must be listed in :data:`DATABASE_FIXTURES` so that its tests are marked; ``module_db_url``
+    is the one the suite uses."""
     if TEST_DB_FLAVOUR != "postgresql":
         yield f"sqlite:///{tmp_path_factory.mktemp(prefix) / 'msearch.sqlite3'}"
         return

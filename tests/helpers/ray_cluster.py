@@ -1,7 +1,8 @@
 """One local Ray for the whole test session (starting Ray takes seconds on two cores).
 
-Test modules import ``ray_cluster`` from here; the first to run starts Ray, later ones find it
-running, and the one that started it stops it at the end of the session.
+A pytest plugin (listed in conftest.py's ``pytest_plugins``): the first test that asks for
+``ray_cluster`` starts Ray, later ones find it running, and Ray is stopped at the end of the
+session if this fixture started it.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-CORPUS_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "images"
+from tests.helpers.corpus import CORPUS_IMAGES
+
 # Two pages of different shapes and sizes, small enough to keep the session quick.
 SOURCE_IMAGES = {"hours": "ms_sbb_hdschr-25_047r_book-of-hours.jpg", "scream": "painting_munch_the-scream.jpg"}
 IIPSRV = Path("/usr/lib/iipimage-server/iipsrv.fcgi")

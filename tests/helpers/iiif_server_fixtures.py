@@ -1,11 +1,11 @@
-"""Pytest fixture for :class:`IIIFTestServer`; conftest.py imports ``iiif_server`` from here."""
+"""Pytest fixture for :class:`IIIFTestServer` (a plugin: conftest.py lists it in ``pytest_plugins``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
 
-from tests.iiif_http_server import IIIFTestServer
+from tests.helpers.iiif_server import IIIFTestServer
 
 
 @pytest.fixture
