@@ -270,7 +270,8 @@ class IvfPqIndex(VectorIndex):
         rows = np.concatenate([self._old_rows, *self._new_rows])
         codes = np.lib.format.open_memmap(paths["sq8.npy"], mode="w+", dtype=np.uint8, shape=(len(rows), self.dim))
         for start in range(0, len(self._old_rows), 262_144):  # the saved rows, copied in chunks
-            codes[start:start + 262_144] = self._old_codes[start:start + 262_144]
+            end = min(start + 262_144, len(self._old_rows))
+            codes[start:end] = self._old_codes[start:end]
         position = len(self._old_rows)
         for block in self._new_codes:
             codes[position:position + len(block)] = block
