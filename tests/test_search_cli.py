@@ -147,3 +147,32 @@ def test_text_search_keeps_working_without_the_image_model(cli_site, tmp_path):
     path = tmp_path / "q.png"
     render_shape("red", "circle", size=64, seed=1).save(path)
     assert "cannot load model" in run(broken, "search", "--image", str(path), expect=1)
+
+
+def test_index_layouts_from_the_command_line(cli_site):
+    from manuscripts_search.index.layouts import choose_layout, format_bytes
+
+    env, library, config = cli_site
+    space = library.encoder.space_id
+    run(env, "index", "--no-text")
+    assert f"{space}: rebuilt as hnsw-f16" in run(env, "index", "rebuild", "--space", space, "--layout", "hnsw-f16")
+    stats = json.loads(run(env, "stats", "--json"))["indexes"]
+    entry = next(e for e in stats["spaces"] if e["space"] == space)
+    assert entry["layout"] == "hnsw-f16" and entry["vectors"] > 30 and entry["bytes_on_disk"] > 0
+    assert stats["budget_bytes"] > 0 and "[hnsw-f16]" in run(env, "stats")
+    hits = json_lines(run(env, "search", "a red circle", "--signal", "visual", "-k", "3", "--json"))
+    assert {h["canvas_id"] for h in hits} == {library.canvases[k] for k in ("red1", "red2", "grid")}
+    # A tight budget: auto converts to the layout that fits, and says why.
+    budget = next(b for b in range(256 * 1024, 1024, -1024)
+                  if choose_layout(entry["vectors"], library.encoder.dim, b).layout == "hnsw-i8")
+    expected = choose_layout(entry["vectors"], library.encoder.dim, budget)
+    report = json.loads(run({**env, "MSEARCH_INDEX_MEMORY": str(budget)}, "index", "--no-text", "--layout", "auto",
+                            "--json"))
+    image = next(r for r in report["indexes"] if r["space"] == space)
+    assert image["layout"] == "hnsw-i8" and image["rebuilt"] and image["reason"] == expected.reason
+    assert format_bytes(budget) in image["reason"] and "hnsw, hnsw-f16 would need more" in image["reason"]
+    assert all(r["ok"] for r in json.loads(run(env, "index", "verify", "--deep", "--json")))
+    bad = {**env, "MSEARCH_INDEX_MEMORY": "a lot"}
+    assert "MSEARCH_INDEX_MEMORY" in run(bad, "index", expect=1)
+    assert "Invalid value for '--layout'" in run(env, "index", "--layout", "btree", expect=2)
+    run(env, "index", "rebuild", "--layout", "hnsw")  # as the other tests expect it
