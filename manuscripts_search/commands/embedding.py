@@ -200,7 +200,7 @@ def _sync_index(state: CLIState, factory, space: str):
         with session_scope(factory) as session:
             if dim_of(session, space) is None:
                 return None  # no vectors in this space at all yet
-            return sync_index(session, index_dir, space).as_dict()
+            return sync_index(session, index_dir, space, budget_bytes=state.config.index_memory).as_dict()
 
 
 def _emit_report(result: dict, as_json: bool, resolved) -> None:
