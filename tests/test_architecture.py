@@ -114,3 +114,11 @@ def test_web_server_settings_come_through_config():
     assert "s3cret" not in repr(config)  # a secret is never printed with the configuration
     unset = load_config({})
     assert (unset.admin_token, unset.search_rate_limit) == (None, None)  # the app's own defaults apply
+
+
+def test_test_modules_import_helpers_not_each_other():
+    modules = _modules("tests")
+    offenders = {module: sorted(target for target in _imports(module, path, is_package)
+                                if target.startswith("tests.test_"))
+                 for module, (path, is_package) in modules.items()}
+    assert {module: targets for module, targets in offenders.items() if targets} == {}
