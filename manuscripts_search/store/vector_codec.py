@@ -6,7 +6,9 @@ A stored vector is L2-normalised and written as little-endian float16: 2 bytes p
 component is at most 1 in magnitude and float16's 11-bit significand rounds each to within
 2^-11 of itself (relative): the cosine between a vector and its stored copy is about 0.999999,
 and k-NN over stored vectors finds the same neighbours (``bench/float16_recall.py``). Searches and
-the HNSW index work in float32, from the decoded vectors.
+the HNSW index work in float32, from the decoded vectors, which are scaled back to unit length
+(rounding leaves a float16 vector's norm up to ~5e-4 from 1, about 5e-5 for a 768-d one), so
+dot products stay cosines, as they were with float32 rows.
 
 Databases written before migration 0006 hold float32 rows (4 bytes per dimension), and a
 database stopped halfway through that migration holds both. Every row has its ``dim``, so the
@@ -22,7 +24,8 @@ import numpy as np
 STORED_DTYPE = np.dtype("<f2")  # what is written
 LEGACY_DTYPE = np.dtype("<f4")  # what databases before migration 0006 hold, still read
 # A vector whose norm is this close to 1 is already unit length at float16 precision and is
-# written as it is: encoding a decoded vector again then gives the same bytes.
+# written as it is, so that encoding a decoded vector again gives the same bytes (every time in
+# measurements from 64 dimensions up; a very short vector may move by one float16 step).
 _UNIT_TOLERANCE = 1e-3
 
 
@@ -72,6 +75,16 @@ def encode_vectors(matrix, dim: Optional[int] = None) -> list[bytes]:
     return [row.tobytes() for row in stored]
 
 
+def _unit_length(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (2-D float32) with each non-zero row scaled to unit length, in place."""
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+    nonzero = norms > 0
+    if not nonzero.all():
+        norms[~nonzero] = 1.0
+    matrix /= norms[:, None]
+    return matrix
+
+
 def _dtype_of(size: int, dim: Optional[int]) -> np.dtype:
     if dim is None:
         if size == 0 or size % STORED_DTYPE.itemsize:
@@ -87,7 +100,7 @@ def _dtype_of(size: int, dim: Optional[int]) -> np.dtype:
 
 
 def decode_vector(blob, dim: Optional[int] = None) -> np.ndarray:
-    """A stored vector as a new float32 array.
+    """A stored vector as a new float32 array of unit length (a stored zero vector stays zeros).
 
     ``dim`` (the row's ``dim`` column) tells float16 (``2 * dim`` bytes) from legacy float32
     (``4 * dim``) rows; without it the blob is read as float16, what is written today. Raises
@@ -95,11 +108,12 @@ def decode_vector(blob, dim: Optional[int] = None) -> np.ndarray:
     """
     data = memoryview(blob).cast("B")
     dtype = _dtype_of(len(data), dim)
-    return np.frombuffer(data, dtype=dtype).astype(np.float32)
+    return _unit_length(np.frombuffer(data, dtype=dtype).astype(np.float32).reshape(1, -1))[0]
 
 
 def decode_vectors(blobs: Iterable, dim: int) -> np.ndarray:
-    """Stored vectors of ``dim`` dimensions as a float32 ``(n, dim)`` array, rows in order.
+    """Stored vectors of ``dim`` dimensions as a float32 ``(n, dim)`` array of unit rows, in order
+    (as :func:`decode_vector`).
 
     Float16 and legacy float32 rows may be mixed. Raises ValueError for a blob whose length is
     neither ``2 * dim`` nor ``4 * dim``.
@@ -110,8 +124,9 @@ def decode_vectors(blobs: Iterable, dim: int) -> np.ndarray:
         return np.zeros((0, dim), dtype=np.float32)
     size = stored_size(dim)
     if all(len(view) == size for view in views):  # the usual case: one conversion for the block
-        return np.frombuffer(b"".join(views), dtype=STORED_DTYPE).reshape(len(views), dim).astype(np.float32)
+        joined = np.frombuffer(b"".join(views), dtype=STORED_DTYPE)
+        return _unit_length(joined.reshape(len(views), dim).astype(np.float32))
     out = np.empty((len(views), dim), dtype=np.float32)
     for row, view in enumerate(views):
         out[row] = np.frombuffer(view, dtype=_dtype_of(len(view), dim))
-    return out
+    return _unit_length(out)
