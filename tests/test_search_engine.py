@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from manuscripts_search.search.classification import (ClassificationError, add_image_prototype, add_text_prototype,
                                                classify_canvases, get_or_create_category)
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.vector_codec import encode_vector
 from manuscripts_search.search.documents import sync_documents
 from manuscripts_search.search.filters import SearchFilters, parse_filter_options
 from manuscripts_search.index.vector_index import LiveIndex, VectorIndex
@@ -68,7 +69,7 @@ def _embed(session, encoder, canvas_id: int, image: Image.Image, region_id=None)
     vector = encoder.encode_images([image])[0]
     row = Embedding(space=encoder.space_id, model_id=encoder.model_id, model_revision=encoder.revision,
                     canvas_id=canvas_id, region_id=region_id, dim=encoder.dim,
-                    vector=vector.astype("<f4").tobytes())
+                    vector=encode_vector(vector))
     session.add(row)
     session.flush()
     return row
