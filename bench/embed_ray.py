@@ -43,11 +43,10 @@ def _embed_bench():
 
 
 def _vectors(factory, space):
-    import numpy as np
-
+    from manuscripts_search.store.vector_codec import decode_vector
     from tests.helpers.worker_catalogue import vector_rows
 
-    return {(row.canvas_id, row.region_id): np.frombuffer(row.vector, dtype="<f4") for row in vector_rows(factory, space)}
+    return {(row.canvas_id, row.region_id): decode_vector(row.vector, row.dim) for row in vector_rows(factory, space)}
 
 
 def bench_model(name: str, items: int, batch_size: int, threads: int, ray_started_s: float) -> dict:

@@ -84,6 +84,7 @@ def build_catalogue(workdir: Path, vectors: int) -> dict:
     from manuscripts_search.embedding.encoders import load_vision_language_encoder
     from manuscripts_search.index.layouts import new_index
     from manuscripts_search.models import Canvas, Embedding, Manifest, Source, utcnow
+    from manuscripts_search.store.vector_codec import encode_vector
 
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +125,7 @@ def build_catalogue(workdir: Path, vectors: int) -> dict:
             connection.execute(sa.insert(Embedding), [{
                 "id": number + 1, "space": encoder.space_id, "model_id": encoder.model_id,
                 "model_revision": encoder.revision, "canvas_id": number + 1, "region_id": None, "dim": DIM,
-                "vector": vectors_array[number].astype("<f4").tobytes(), "stale": False, "created_at": now}
+                "vector": encode_vector(vectors_array[number]), "stale": False, "created_at": now}
                 for number in range(start, min(vectors, start + 10_000))])
     print(f"database: {manifests} manifests, {vectors} canvases and embeddings in "
           f"{time.perf_counter() - started:.0f} s", flush=True)

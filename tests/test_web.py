@@ -16,6 +16,7 @@ import pytest
 from manuscripts_search.config import Config, load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.index.layouts import new_index
+from manuscripts_search.store.vector_codec import decode_vectors, encode_vector
 from manuscripts_search.models import Canvas, Embedding, Manifest
 from tests.helpers.browser import launch_chromium, mean_colour, serve_app, settled_box
 from tests.helpers.model_factory import render_shape
@@ -83,7 +84,7 @@ def _add_shape_canvas(session, encoder, manifest: Manifest, position: int, colou
     session.flush()
     vector = encoder.encode_images([render_shape(colour, shape, size=96, seed=seed)])[0]
     embedding = Embedding(space=encoder.space_id, model_id=encoder.model_id, model_revision=encoder.revision,
-                          canvas_id=canvas.id, dim=encoder.dim, vector=vector.astype("<f4").tobytes())
+                          canvas_id=canvas.id, dim=encoder.dim, vector=encode_vector(vector))
     session.add(embedding)
     session.flush()
     return canvas, embedding, vector
@@ -95,7 +96,7 @@ def _save_index(session, encoder, config: Config) -> None:
 
     rows = session.scalars(select(Embedding).where(Embedding.space == encoder.space_id)).all()
     index = new_index(encoder.space_id, encoder.dim)
-    index.add([row.id for row in rows], np.stack([np.frombuffer(row.vector, dtype="<f4") for row in rows]))
+    index.add([row.id for row in rows], decode_vectors([row.vector for row in rows], encoder.dim))
     index.save(config.index_dir)
 
 

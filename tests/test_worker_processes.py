@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from manuscripts_search.store.claims import WorkItem
 from manuscripts_search.store.db import session_scope
+from manuscripts_search.store.vector_codec import stored_size
 from manuscripts_search.embedding.registry import resolve_image_encoder
 from manuscripts_search.models import Canvas, Embedding, Region
 from manuscripts_search.embedding.image_loading import store_loader
@@ -118,7 +119,7 @@ def _assert_whole_and_unique(factory, dim: int) -> None:
     rows = vector_rows(factory)
     assert len({(row.canvas_id, row.region_id) for row in rows}) == len(rows)
     for row in rows:
-        assert row.dim == dim and len(row.vector) == 4 * dim
+        assert row.dim == dim and len(row.vector) == stored_size(dim)
         assert abs(float(np.linalg.norm(as_vector(row))) - 1) < 1e-4
 
 

@@ -33,7 +33,7 @@ def _default_threads() -> int:
 @click.option("--fallback/--no-fallback", default=True, show_default=True,
               help="When the model cannot be loaded, use the handcrafted features instead of stopping.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
-              help="Model arithmetic (auto: fp16 on CUDA, fp32 on CPU); vectors are stored as float32.")
+              help="Model arithmetic (auto: fp16 on CUDA, fp32 on CPU); vectors are stored as float16.")
 @click.option("--compile", "compile_model", is_flag=True, help="Run the image tower through torch.compile.")
 @click.option("--torch-threads", type=click.IntRange(0, 256), default=0, show_default=True,
               help="CPU threads per model call (0: one for small models, one per core for large ones).")

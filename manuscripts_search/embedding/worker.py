@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..store.claims import (DEFAULT_LEASE_SECONDS, DEFAULT_RETRY_AFTER_SECONDS, ClaimQueue, LeaseKeeper, WorkItem,
                      write_transaction)
 from ..store.derivatives import DerivativeStore
+from ..store.vector_codec import decode_vector, encode_vector
 from .image_loading import ITEM_ERRORS, ImageLoader, decode_side, store_loader
 from .registry import register_space
 from ..models import Embedding, PerceptualHash
@@ -305,7 +306,7 @@ def write_batch(factory: sessionmaker[Session], claims: ClaimQueue, encoder, bat
             session.execute(Embedding.__table__.insert(), [
                 {"space": encoder.space_id, "model_id": encoder.model_id, "model_revision": encoder.revision,
                  "canvas_id": r.item.canvas_id, "region_id": r.item.region_id, "dim": int(r.vector.shape[0]),
-                 "vector": np.asarray(r.vector, dtype="<f4").tobytes(), "stale": False,
+                 "vector": encode_vector(r.vector), "stale": False,
                  "created_at": utcnow()} for r in vectors])
     report.canvases += sum(1 for r in vectors if r.item.region_id is None)
     report.regions += sum(1 for r in vectors if r.item.region_id is not None)
@@ -412,4 +413,4 @@ def pending_canvas_ids(session: Session, space: str, limit: Optional[int] = None
 
 
 def vector_from_row(row: Embedding) -> np.ndarray:
-    return np.frombuffer(row.vector, dtype="<f4")
+    return decode_vector(row.vector, row.dim)

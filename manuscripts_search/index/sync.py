@@ -73,14 +73,23 @@ def live_labels(session: Session, space: str) -> np.ndarray:
 
 
 def load_vectors(session: Session, space: str, ids: list[int], dim: int) -> np.ndarray:
-    """Stored vectors of ``ids`` (rows in that order) from the space's table."""
+    """Stored vectors of ``ids`` (rows in that order) from the space's table, as float32 (rows
+    are float16, or float32 in a database not yet through migration 0006: store/vector_codec).
+
+    Raises ValueError when a row is not ``dim``-dimensional."""
+    from ..store.vector_codec import decode_vectors
+
     table = _table(space)
     vectors = np.zeros((len(ids), dim), dtype=np.float32)
     position = {int(label): i for i, label in enumerate(ids)}
     for chunk_start in range(0, len(ids), 5000):
         chunk = [int(i) for i in ids[chunk_start:chunk_start + 5000]]
-        for label, blob in session.execute(select(table.id, table.vector).where(table.id.in_(chunk))):
-            vectors[position[label]] = np.frombuffer(blob, dtype="<f4")
+        rows = session.execute(select(table.id, table.vector, table.dim).where(table.id.in_(chunk))).all()
+        other = next((row for row in rows if row.dim != dim), None)
+        if other is not None:
+            raise ValueError(f"vector {other.id} of space {space!r} is {other.dim}-d, not {dim}-d")
+        if rows:
+            vectors[[position[row.id] for row in rows]] = decode_vectors([row.vector for row in rows], dim)
     return vectors
 
 

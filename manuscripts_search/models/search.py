@@ -89,7 +89,7 @@ class TextVector(Base):
     document_id: Mapped[int] = mapped_column(ForeignKey("search_documents.id", ondelete="CASCADE"), index=True)
     space: Mapped[str] = mapped_column(String(512), index=True)
     dim: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised, little-endian
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float16, L2-normalised, like Embedding.vector
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -118,7 +118,7 @@ class CategoryPrototype(Base):
     canvas_id: Mapped[Optional[int]] = mapped_column(ForeignKey("canvases.id", ondelete="CASCADE"))
     space: Mapped[str] = mapped_column(String(512), index=True)
     dim: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float16, L2-normalised, like Embedding.vector
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

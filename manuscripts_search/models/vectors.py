@@ -33,6 +33,8 @@ class Embedding(Base):
     canvas_id: Mapped[int] = mapped_column(ForeignKey("canvases.id", ondelete="CASCADE"), index=True)
     region_id: Mapped[Optional[int]] = mapped_column(ForeignKey("regions.id", ondelete="CASCADE"))
     dim: Mapped[int] = mapped_column(Integer)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised, little-endian
+    # L2-normalised, little-endian float16: 2*dim bytes. Read and written through
+    # store/vector_codec.py, which also reads the float32 rows (4*dim bytes) from before migration 0006.
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
     stale: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -21,6 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..models import CanvasLabel, Category, CategoryPrototype, Embedding
+from ..store.vector_codec import decode_vector, decode_vectors, encode_vector
 
 DEFAULT_THRESHOLDS = {"text": 0.2, "image": 0.75, "canvas": 0.75}
 
@@ -67,11 +68,10 @@ def get_or_create_category(session: Session, name: str, description: Optional[st
 
 
 def _store(session, category, kind, space, vector, text=None, source=None, canvas_id=None) -> CategoryPrototype:
-    vector = np.asarray(vector, dtype=np.float32)
-    vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    vector = np.asarray(vector, dtype=np.float32)  # stored L2-normalised (encode_vector)
     prototype = CategoryPrototype(category_id=category.id, kind=kind, text=text, source=source,
                                   canvas_id=canvas_id, space=space, dim=int(vector.shape[0]),
-                                  vector=vector.astype("<f4").tobytes())
+                                  vector=encode_vector(vector))
     session.add(prototype)
     session.flush()
     return prototype
@@ -95,12 +95,12 @@ def add_canvas_prototype(session: Session, category: Category, canvas_id: int, s
 
     Raises ClassificationError when the canvas has no live vector in that space.
     """
-    blob = session.scalar(select(Embedding.vector).where(
+    row = session.execute(select(Embedding.vector, Embedding.dim).where(
         Embedding.space == space, Embedding.canvas_id == canvas_id, Embedding.region_id.is_(None),
-        Embedding.stale.is_(False)))
-    if blob is None:
+        Embedding.stale.is_(False))).first()
+    if row is None:
         raise ClassificationError(f"canvas {canvas_id} has no vector in {space}: unknown or not embedded yet")
-    return _store(session, category, "canvas", space, np.frombuffer(blob, dtype="<f4"), canvas_id=canvas_id)
+    return _store(session, category, "canvas", space, decode_vector(row.vector, row.dim), canvas_id=canvas_id)
 
 
 def _prototypes_in_space(session: Session, space: str, encoder, report: ClassifyReport) -> list[CategoryPrototype]:
@@ -142,24 +142,25 @@ def classify_canvases(session: Session, space: str, encoder=None, closed_set: bo
         raise ClassificationError("no category has a prototype usable in this space: add one with "
                                   "`msearch classify add NAME --prompt TEXT` (or --image / --canvas)")
     categories = {c.id: c for c in session.scalars(select(Category))}
-    matrix = np.stack([np.frombuffer(p.vector, dtype="<f4") for p in prototypes])
+    matrix = np.stack([decode_vector(p.vector, p.dim) for p in prototypes])
     limits = np.array([categories[p.category_id].threshold if categories[p.category_id].threshold is not None
                        else defaults[p.kind] for p in prototypes], dtype=np.float32)
     owner = np.array([p.category_id for p in prototypes])
     session.execute(delete(CanvasLabel).where(CanvasLabel.space == space))
-    rows = session.execute(select(Embedding.canvas_id, Embedding.vector).where(
+    rows = session.execute(select(Embedding.canvas_id, Embedding.vector, Embedding.dim).where(
         Embedding.space == space, Embedding.region_id.is_(None), Embedding.stale.is_(False))
         .order_by(Embedding.canvas_id)).all()
     for start in range(0, len(rows), batch):
         block = rows[start:start + batch]
-        vectors = np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in block])
-        if vectors.shape[1] != matrix.shape[1]:
+        other = next((dim for _, _, dim in block if dim != matrix.shape[1]), None)
+        if other is not None:
             raise ClassificationError(f"prototype vectors are {matrix.shape[1]}-d but the space's are "
-                                      f"{vectors.shape[1]}-d")
+                                      f"{other}-d")
+        vectors = decode_vectors([blob for _, blob, _ in block], matrix.shape[1])
         similarity = vectors @ matrix.T
         margin = similarity - limits  # comparable across prototype kinds
         best = margin.argmax(axis=1)
-        for (canvas_id, _), choice, row_margin, row_similarity in zip(block, best, margin, similarity):
+        for (canvas_id, _, _), choice, row_margin, row_similarity in zip(block, best, margin, similarity):
             report.canvases += 1
             if not closed_set and row_margin[choice] < 0:
                 continue

@@ -185,14 +185,15 @@ def canvas_visual_regions(session: Session, canvas: Canvas, encoder, index_space
     import numpy as np
 
     from manuscripts_search.models import Embedding, Region
+    from manuscripts_search.store.vector_codec import decode_vector
 
-    rows = session.execute(select(Embedding.vector, Region.x, Region.y, Region.w, Region.h)
+    rows = session.execute(select(Embedding.vector, Region.x, Region.y, Region.w, Region.h, Embedding.dim)
                            .join(Region, Region.id == Embedding.region_id)
                            .where(Embedding.canvas_id == canvas.id, Embedding.space == index_space,
                                   Embedding.stale.is_(False))).all()
     if not rows:
         return []
-    vectors = np.stack([np.frombuffer(row[0], dtype="<f4") for row in rows])
+    vectors = np.stack([decode_vector(row[0], row[5]) for row in rows])
     query_vector = encoder.encode_texts([query])[0]
     if query_vector.shape[0] != vectors.shape[1]:
         return []

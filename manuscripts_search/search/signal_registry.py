@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import Embedding
+from ..store.vector_codec import decode_vector
 from .errors import SearchError
 from .signals import CanvasRanking, fulltext_ranking, semantic_ranking, visual_ranking
 
@@ -41,12 +42,12 @@ def stored_vector(session: Session, space: str, canvas_id: Optional[int] = None,
     """
     condition = (Embedding.region_id == region_id) if region_id else (
         (Embedding.canvas_id == canvas_id) & Embedding.region_id.is_(None))
-    row = session.execute(select(Embedding.vector, Embedding.canvas_id).where(
+    row = session.execute(select(Embedding.vector, Embedding.canvas_id, Embedding.dim).where(
         Embedding.space == space, Embedding.stale.is_(False), condition)).first()
     if row is None:
         what = f"region {region_id}" if region_id else f"canvas {canvas_id}"
         raise SearchError(f"{what} has no vector in the model space {space}: unknown id, or not embedded yet")
-    return np.frombuffer(row[0], dtype="<f4").astype(np.float32), int(row[1])
+    return decode_vector(row[0], row[2]), int(row[1])
 
 
 def reads_text(encoder) -> bool:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-import numpy as np
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, aliased
 
 from ..models import SearchDocument, TextVector
+from ..store.vector_codec import encode_vector
 
 
 @dataclass
@@ -48,7 +48,7 @@ def sync_text_vectors(session: Session, encoder, batch_size: int = 128,
         vectors = encoder.encode([text for _, text in rows])
         for (document_id, _), vector in zip(rows, vectors):
             session.add(TextVector(document_id=document_id, space=encoder.space_id, dim=int(vector.shape[0]),
-                                   vector=np.asarray(vector, dtype="<f4").tobytes()))
+                                   vector=encode_vector(vector)))
         session.flush()
         if progress:
             progress(len(rows))

@@ -11,6 +11,7 @@ from PIL import Image
 
 from manuscripts_search.index.sync import sync_index
 from manuscripts_search.index.layouts import open_index
+from manuscripts_search.store.vector_codec import encode_vector
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region,
                                        TextAnnotation)
 from manuscripts_search.search.documents import sync_documents
@@ -61,7 +62,7 @@ def _embed(session, encoder, canvas_id: int, image: Image.Image, region_id=None)
     vector = encoder.encode_images([image])[0]
     row = Embedding(space=encoder.space_id, model_id=encoder.model_id, model_revision=encoder.revision,
                     canvas_id=canvas_id, region_id=region_id, dim=encoder.dim,
-                    vector=vector.astype("<f4").tobytes())
+                    vector=encode_vector(vector))
     session.add(row)
     session.flush()
     return row

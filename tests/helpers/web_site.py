@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import pytest
 from sqlalchemy import select
 
 from manuscripts_search.config import Config, load_config
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.vector_codec import decode_vectors, encode_vector
 from manuscripts_search.search.documents import sync_documents
 from manuscripts_search.index.layouts import new_index
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Embedding, Manifest, Region, Source,
@@ -156,7 +156,7 @@ def build_site(config: Config, encoder, image_server=None) -> WebSite:
             sync_documents(session)
             rows = session.scalars(select(Embedding).where(Embedding.space == encoder.space_id)).all()
             index = new_index(encoder.space_id, encoder.dim)
-            index.add([row.id for row in rows], np.stack([np.frombuffer(row.vector, dtype="<f4") for row in rows]))
+            index.add([row.id for row in rows], decode_vectors([row.vector for row in rows], encoder.dim))
             index.save(config.index_dir)
     finally:
         engine.dispose()
@@ -167,7 +167,7 @@ def _embed(session, encoder, canvas_id: int, region_id: Optional[int], image) ->
     vector = encoder.encode_images([image])[0]
     session.add(Embedding(space=encoder.space_id, model_id=encoder.model_id, model_revision=encoder.revision,
                           canvas_id=canvas_id, region_id=region_id, dim=encoder.dim,
-                          vector=vector.astype("<f4").tobytes()))
+                          vector=encode_vector(vector)))
     session.flush()
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
 from manuscripts_search.store.derivatives import DerivativeStore
+from manuscripts_search.store.vector_codec import decode_vector, stored_size
 from manuscripts_search.models import Canvas, Embedding, EmbeddingClaim, Manifest, PerceptualHash, Region
 from tests.helpers.model_factory import render_shape
 
@@ -120,7 +121,7 @@ def claim_rows(factory) -> list[EmbeddingClaim]:
 
 
 def as_vector(row: Embedding) -> np.ndarray:
-    return np.frombuffer(row.vector, dtype="<f4")
+    return decode_vector(row.vector, row.dim)
 
 
 def vectors_by_item(factory, space: str) -> dict:
@@ -146,5 +147,5 @@ def assert_each_item_once(factory, catalogue: Catalogue, space: str, dim: int) -
             select(Region.id, Region.canvas_id).where(Region.id.in_(catalogue.region_ids)))}
     assert set(keys) == expected
     for row in rows:
-        assert not row.stale and row.dim == dim and len(row.vector) == 4 * dim
+        assert not row.stale and row.dim == dim and len(row.vector) == stored_size(dim)
         assert abs(float(np.linalg.norm(as_vector(row))) - 1.0) < 1e-4
