@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from .layouts import LayoutChoice, choose_layout, default_budget, layout_class, new_index, open_index
 from .vector_index import IndexParams, IndexReadError, VectorIndex
 from ..models import Embedding, TextVector
+from ..store.vector_codec import decode_vectors
 
 TEXT_SPACE_PREFIX = "text:"
 # Deleted vectors still take memory and slow the graph; past this share a sync rebuilds.
@@ -77,8 +78,6 @@ def load_vectors(session: Session, space: str, ids: list[int], dim: int) -> np.n
     are float16, or float32 in a database not yet through migration 0006: store/vector_codec).
 
     Raises ValueError when a row is not ``dim``-dimensional."""
-    from ..store.vector_codec import decode_vectors
-
     table = _table(space)
     vectors = np.zeros((len(ids), dim), dtype=np.float32)
     position = {int(label): i for i, label in enumerate(ids)}
