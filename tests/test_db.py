@@ -59,6 +59,7 @@ def _exercise_store(db_url):
     return engine
 
 
+@pytest.mark.own_database  # SQLite's own pragmas, on purpose
 def test_sqlite_schema_and_store(tmp_path):
     engine = _exercise_store(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     with engine.connect() as conn:
@@ -74,6 +75,7 @@ def test_postgresql_schema_and_store(postgres_url):
     engine.dispose()
 
 
+@pytest.mark.own_database  # a SQLite file; tests/test_migrations.py runs migrations on both databases
 def test_downgrade_to_base_and_up_again(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     upgrade_database(engine)
