@@ -148,8 +148,15 @@ class IvfPqIndex(VectorIndex):
         self._faiss.add_with_ids(vectors, labels)
         self._new_codes.append(self._encode(vectors))
         self._new_rows.append(labels.copy())
-        kept = ~np.isin(self._lookup[0], labels)
-        merged_labels = np.concatenate([self._lookup[0][kept], labels])
+        order = np.argsort(labels, kind="stable")
+        labels, rows = labels[order], rows[order]
+        live = self._lookup[0]
+        if not present.any() and (len(live) == 0 or labels[0] > live[-1]):
+            # New database ids only grow: a build appends, no re-sort of millions of labels.
+            self._lookup = np.concatenate([self._lookup, np.stack([labels, rows])], axis=1)
+            return
+        kept = ~np.isin(live, labels)
+        merged_labels = np.concatenate([live[kept], labels])
         merged_rows = np.concatenate([self._lookup[1][kept], rows])
         order = np.argsort(merged_labels, kind="stable")
         self._lookup = np.stack([merged_labels[order], merged_rows[order]])
