@@ -1130,3 +1130,38 @@ def test_garbage_inside_valid_manifests_never_crashes(
             continue  # e.g. the garbage replaced the only id: a clear refusal is fine
         assert 0 <= manifest.image_canvas_count <= manifest.canvas_count <= 2
         assert all(isinstance(w, str) for w in manifest.warnings)
+
+
+# --- canvases that are not pictures ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, paints", [
+    ({"id": f"{BASE}/av/v.mp4", "type": "dctypes:MovingImage", "format": "video/mp4"}, False),
+    ({"id": f"{BASE}/av/v.mp4", "type": "Video", "format": "video/mp4"}, False),
+    ({"id": f"{BASE}/av/v.mp4", "type": "Image", "format": "video/mp4"}, False),  # mistyped, the format says
+    ({"id": f"{BASE}/av/a.mp3", "type": "Sound", "format": "audio/mpeg"}, False),
+    ({"id": f"{BASE}/img/p.jpg", "type": "StillImage", "format": "image/jpeg"}, True),
+    ({"id": f"{BASE}/img/p.jpg", "type": "dcterms:Image"}, True),
+    ({"id": f"{BASE}/img/p.jpg", "format": "image/jpeg"}, True),
+])
+def test_only_pictures_count_as_painted_images(body, paints):
+    manifest = parse_manifest(v3_manifest(v3_canvas("c1", body=body)))
+    assert [image.url for image in manifest.canvases[0].images] == ([body["id"]] if paints else [])
+
+
+def test_placeholder_sequences_and_canvases_are_not_indexed():
+    """Wellcome-style audio/video manifests: a v2 sequence of poster images marked
+    displayIfContentUnsupported stands in for the real content; its poster is not what the item shows."""
+    poster = v2_canvas("poster")
+    placeholder = {"@type": "sc:Sequence", "compatibilityHint": "displayIfContentUnsupported",
+                   "canvases": [poster]}
+    doc = v2_manifest([v2_canvas("f1")])
+    doc["sequences"].insert(0, placeholder)
+    manifest = parse_manifest(doc)
+    assert [canvas.id for canvas in manifest.canvases] == [f"{BASE}/canvas/f1"]
+    assert any("placeholder" in warning and "sequences[0]" in warning for warning in manifest.warnings)
+    marked = v2_canvas("stand-in")
+    marked["compatibilityHint"] = ["http://iiif.io/api/presentation/2#displayIfContentUnsupported"]
+    manifest = parse_manifest(v2_manifest([marked, v2_canvas("f2")]))
+    assert [canvas.id for canvas in manifest.canvases] == [f"{BASE}/canvas/f2"]
+    assert any("placeholder canvases" in warning for warning in manifest.warnings)

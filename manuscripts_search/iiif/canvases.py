@@ -14,6 +14,8 @@ from manuscripts_search.iiif.model import PaintedImage, ParsedCanvas
 from manuscripts_search.iiif.parsing import ParseWarnings, positive_int
 
 _IMAGE_URL_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".jp2", ".webp")
+IMAGE_TYPES = {"image", "stillimage"}  # local names of the body types that are pictures
+PLACEHOLDER_HINT = "displayifcontentunsupported"
 
 
 def _is_painting(annotation: dict) -> bool:
@@ -52,11 +54,15 @@ def _is_image_body(body: Any, base: Optional[str]) -> bool:
     if not isinstance(body, dict):
         return False
     kinds = local_types(body)
-    if kinds:
-        # dctypes:Image, dcterms:Image, Image, StillImage; Video/Sound/Text/PDF paint no image.
-        return any(k.endswith("image") for k in kinds)
     fmt = body.get("format")
-    if isinstance(fmt, str) and fmt.strip().lower().startswith("image/"):
+    fmt = fmt.strip().lower() if isinstance(fmt, str) else ""
+    if fmt.startswith(("video/", "audio/")):
+        return False  # a poster-less video typed as an image is still a video
+    if kinds:
+        # dctypes:Image, dcterms:Image, Image, StillImage; Video, dctypes:MovingImage, Sound,
+        # Text, PDF paint no image.
+        return any(k in IMAGE_TYPES for k in kinds)
+    if fmt.startswith("image/"):
         return True
     return first_image_service(body.get("service"), base) is not None
 
@@ -200,8 +206,17 @@ def _read_canvas(
     )
 
 
+def _is_placeholder(obj: Any) -> bool:
+    """A v2 stand-in shown by viewers that cannot play the real content (Wellcome's audio and
+    video manifests: ``compatibilityHint: displayIfContentUnsupported``): its image is a generic
+    poster, not what the item shows."""
+    return isinstance(obj, dict) and any(
+        isinstance(hint, str) and local_name(hint) == PLACEHOLDER_HINT for hint in as_list(obj.get("compatibilityHint")))
+
+
 def _canvas_objects(doc: dict, warn: ParseWarnings) -> Iterator[tuple[str, Any]]:
-    """(where, canvas) pairs from v3 ``items`` and from every v1/v2 sequence, in document order."""
+    """(where, canvas) pairs from v3 ``items`` and from every v1/v2 sequence, in document order;
+    placeholder sequences and canvases are left out."""
     for index, item in enumerate(as_list(doc.get("items"))):
         kinds = local_types(item)
         if "canvas" in kinds:
@@ -213,7 +228,14 @@ def _canvas_objects(doc: dict, warn: ParseWarnings) -> Iterator[tuple[str, Any]]
         if not isinstance(sequence, dict):
             warn(f"sequences[{seq_index}] is not an embedded sequence; ignored")
             continue
+        if _is_placeholder(sequence):
+            warn(f"sequences[{seq_index}] is a placeholder for content viewers cannot show "
+                 "(compatibilityHint displayIfContentUnsupported); its canvases are not indexed")
+            continue
         for index, canvas in enumerate(as_list(sequence.get("canvases"))):
+            if _is_placeholder(canvas):
+                warn.tally("placeholder canvases (compatibilityHint displayIfContentUnsupported) not indexed")
+                continue
             yield f"sequences[{seq_index}].canvases[{index}]", canvas
 
 
