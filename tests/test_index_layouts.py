@@ -215,3 +215,15 @@ def test_the_budget_setting_is_checked_with_the_settings_name():
     assert load_config({}).index_memory is None
     with pytest.raises(ConfigError, match="MSEARCH_INDEX_MEMORY"):
         load_config({"MSEARCH_INDEX_MEMORY": "plenty"})
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 40])
+def test_ivfpq_works_for_a_space_of_a_few_vectors(count, tmp_path):
+    index = new_index(SPACE, DIM, capacity=count, layout="ivfpq")
+    index.add(LABELS[:count], DATA[:count])
+    index.save(tmp_path)
+    reader = open_index(tmp_path, SPACE)
+    assert len(reader) == count
+    hits = reader.query(DATA[count - 1], 10)
+    assert len(hits) == min(count, 10) and hits[0][0] == LABELS[count - 1]
+    assert hits[0][1] == pytest.approx(1.0, abs=SCORE_TOLERANCE["ivfpq"])

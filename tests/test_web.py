@@ -287,7 +287,7 @@ def test_api_stats_counts_the_database_and_the_index(client, site):
     assert body["canvases_with_images"] == len(SHAPE_CANVASES)
     assert body["embeddings"] == len(SHAPE_CANVASES) and body["stale_embeddings"] == 0
     assert body["indexes"] == [{"space": site.encoder.space_id, "vectors": len(SHAPE_CANVASES),
-                                "dim": site.encoder.dim}]
+                                "dim": site.encoder.dim, "layout": "hnsw"}]
 
 
 # -- errors: bad input is never a 500 ---------------------------------------------------------
@@ -592,3 +592,23 @@ def test_viewer_highlights_the_region_in_a_browser(iiif_server, live_app, public
     assert served, "the browser fetched nothing from the IIIF server"
     if publication != "raw":
         assert any(path.endswith("/info.json") for path in served)
+
+
+@pytest.mark.parametrize("layout", ["hnsw-f16", "ivfpq"])
+def test_the_web_app_searches_an_index_of_another_layout(site, make_app, tmp_path, layout):
+    """A memory-mapped index serves the same page; the app finds it whatever its files are called."""
+    import shutil
+
+    from manuscripts_search.index.sync import rebuild_index
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(site.config.index_dir, data_dir / "index")
+    config = site.config.replace(data_dir=data_dir)
+    with _database(config) as factory, session_scope(factory) as session:
+        assert rebuild_index(session, config.index_dir, site.encoder.space_id, layout=layout).layout == layout
+    assert not list(config.index_dir.glob("*.hnsw")) or layout == "hnsw"
+    client = make_app(config).test_client()
+    body = client.get("/api/search", query_string={"q": "a red circle", "k": "3"}).get_json()
+    assert body["hits"][0]["canvas_id"] == site.canvas_ids["red_circle"], body
+    assert {i["space"]: i["layout"] for i in client.get("/api/stats").get_json()["indexes"]} == {
+        site.encoder.space_id: layout}

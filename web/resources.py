@@ -89,9 +89,10 @@ def encoder_fallback_reason(app: Flask) -> Optional[str]:
 
 
 def has_any_index(app: Flask) -> bool:
-    """Whether any index was ever saved; answering this needs no model."""
+    """Whether any index was ever saved (of any layout: each has its metadata file); answering
+    this needs no model."""
     index_dir = _resources(app).index_dir
-    return index_dir.is_dir() and any(index_dir.glob("*.hnsw"))
+    return index_dir.is_dir() and any(index_dir.glob("*.json"))
 
 
 def get_index(app: Flask, space: str) -> VectorIndex:
@@ -125,7 +126,7 @@ def saved_indexes(app: Flask) -> list[dict]:
         try:
             meta = json.loads(meta_path.read_text())
             summaries.append({"space": str(meta["space"]), "vectors": int(meta["count"]),
-                              "dim": int(meta["dim"])})
+                              "dim": int(meta["dim"]), "layout": str(meta.get("layout", "hnsw"))})
         except (OSError, ValueError, KeyError, TypeError):
             summaries.append({"space": None, "file": meta_path.name, "error": "unreadable metadata"})
     return summaries

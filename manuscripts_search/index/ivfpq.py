@@ -51,7 +51,8 @@ def _pq_bits(training: int) -> int:
     for bits in (8, 7, 6, 5, 4):
         if training >= 39 * 2 ** bits:
             return bits
-    return 4
+    # A handful of vectors: k-means cannot have more centroids than points.
+    return max(1, min(4, int(math.log2(max(training, 2)))))
 
 
 class IvfPqIndex(VectorIndex):
@@ -86,8 +87,14 @@ class IvfPqIndex(VectorIndex):
         import faiss
 
         sample = np.ascontiguousarray(sample, dtype=np.float32)
-        if sample.ndim != 2 or sample.shape[1] != self.dim or len(sample) < 2:
-            raise ValueError(f"training needs at least 2 vectors of {self.dim} dimensions, got {sample.shape}")
+        if sample.ndim != 2 or sample.shape[1] != self.dim or len(sample) < 1:
+            raise ValueError(f"training needs vectors of {self.dim} dimensions, got {sample.shape}")
+        if len(sample) < 64:
+            # A tiny space (ivfpq asked for by name): jittered copies give k-means enough points;
+            # the exact re-ranking makes the coarse codes' quality irrelevant at this size.
+            copies = np.repeat(sample, -(-64 // len(sample)), axis=0)[:64]
+            copies = copies + 1e-3 * np.random.default_rng(0).standard_normal(copies.shape).astype(np.float32)
+            sample = np.concatenate([sample, copies / np.linalg.norm(copies, axis=1, keepdims=True)])
         if len(sample) > TRAINING_SAMPLE:
             sample = sample[np.random.default_rng(0).choice(len(sample), TRAINING_SAMPLE, replace=False)]
         lists = int(max(1, min(self._lists_wanted, len(sample) // 39)))
