@@ -22,6 +22,7 @@ DEFAULT_SETTINGS = {
     "CONTENT_SEARCH_VISUAL_MATCHES": 5,  # "looks like the query" regions added to a Content Search
     "SEND_FILE_MAX_AGE_DEFAULT": 3600,
     "INDEX_CHECK_INTERVAL": 1.0,  # seconds between looks at the index files for a newer save
+    "MODEL_RETRY_INTERVAL": 60.0,  # seconds before the model is tried again (in the background) on the fallback
     "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,  # a larger request body is a 413 before it is read
     "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
     "QUERY_IMAGE_MAX_BYTES": 16 * 1024 * 1024,
@@ -64,7 +65,8 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
     database.init_app(app, msearch_config)
     resources.init_app(app, model=msearch_config.model, device=msearch_config.device,
                        index_dir=msearch_config.index_dir,
-                       index_check_interval=app.config["INDEX_CHECK_INTERVAL"])
+                       index_check_interval=app.config["INDEX_CHECK_INTERVAL"],
+                       model_retry_interval=float(app.config["MODEL_RETRY_INTERVAL"]))
     errors.init_app(app)
     from . import health, logging_setup, ratelimit
 

@@ -41,12 +41,19 @@ class SearchResources:
     live_indexes: dict[str, LiveIndex] = field(default_factory=dict)
     encoder_lock: threading.Lock = field(default_factory=threading.Lock)
     index_lock: threading.Lock = field(default_factory=threading.Lock)
+    retry_interval: float = 60.0  # seconds before the first background retry of the model
+    retry_delay: float = 60.0  # the current wait (doubles after each failed retry)
+    retrying: bool = False
+    retries: int = 0  # background attempts made (for the admin page and tests)
+    retry_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def init_app(app: Flask, model: str, device: Optional[str], index_dir: Path,
-             index_check_interval: float = 1.0) -> None:
+             index_check_interval: float = 1.0, model_retry_interval: float = 60.0) -> None:
     app.extensions[_EXTENSION] = SearchResources(model=model, device=device, index_dir=Path(index_dir),
-                                                 index_check_interval=index_check_interval)
+                                                 index_check_interval=index_check_interval,
+                                                 retry_interval=model_retry_interval,
+                                                 retry_delay=model_retry_interval)
 
 
 def _resources(app: Flask) -> SearchResources:
@@ -56,31 +63,68 @@ def _resources(app: Flask) -> SearchResources:
 def get_encoder(app: Flask):
     """The app's image encoder, loaded on first call: the configured vision-language model, or,
     when it cannot be loaded, the handcrafted fallback (image similarity only; its
-    ``supports_text`` is False) with :func:`encoder_fallback_reason` saying why. While on the
-    fallback, the model is tried again at most once a minute, so fixing MSEARCH_MODEL's directory
-    needs no restart.
+    ``supports_text`` is False) with :func:`encoder_fallback_reason` saying why.
+
+    While on the fallback, the model is tried again in a background thread, after
+    ``MODEL_RETRY_INTERVAL`` seconds and then twice as long each time (to 16 times); a request
+    never waits for a retry — loading through an unreachable hub takes tens of seconds — and
+    uses whatever is loaded now, so fixing MSEARCH_MODEL needs no restart and stalls no one.
 
     Raises AppError (503) only when no encoder at all can be made.
     """
     resources = _resources(app)
-    stale_fallback = resources.fallback_reason is not None and time.monotonic() - resources.loaded_at > 60
-    if resources.encoder is None or stale_fallback:
+    if resources.encoder is None:
         with resources.encoder_lock:
-            if resources.encoder is None or stale_fallback:
-                from manuscripts_search.embedding.registry import resolve_image_encoder
-                from manuscripts_search.embedding.encoders import EncoderLoadError
-
-                try:
-                    resolved = resolve_image_encoder(resources.model, device=resources.device, fallback=True)
-                    encoder, reason = resolved.encoder, resolved.fallback_reason
-                except (EncoderLoadError, ValueError) as error:
-                    log.error("cannot load the search model: %s", error)
-                    raise AppError(f"The search model cannot be loaded: {error}", 503) from None
-                if reason:
-                    log.error("cannot load the search model, using the handcrafted fallback: %s", reason)
+            if resources.encoder is None:
+                encoder, reason = _load_encoder(resources)
+                if encoder is None:
+                    raise AppError(f"The search model cannot be loaded: {reason}", 503)
                 resources.encoder, resources.fallback_reason = encoder, reason
                 resources.loaded_at = time.monotonic()
+    if resources.fallback_reason is not None:
+        _schedule_retry(resources)
     return resources.encoder
+
+
+def _load_encoder(resources: SearchResources):
+    """(encoder, why it is the fallback or None); (None, reason) when nothing can be made."""
+    from manuscripts_search.embedding.encoders import EncoderLoadError
+    from manuscripts_search.embedding.registry import resolve_image_encoder
+
+    try:
+        resolved = resolve_image_encoder(resources.model, device=resources.device, fallback=True)
+    except (EncoderLoadError, ValueError) as error:
+        log.error("cannot load the search model: %s", error)
+        return None, str(error)
+    if resolved.fallback_reason:
+        log.error("cannot load the search model, using the handcrafted fallback: %s", resolved.fallback_reason)
+    return resolved.encoder, resolved.fallback_reason
+
+
+def _schedule_retry(resources: SearchResources) -> None:
+    """Start one background attempt at the configured model when the next one is due."""
+    now = time.monotonic()
+    with resources.retry_lock:
+        if resources.retrying or now < resources.loaded_at + resources.retry_delay:
+            return
+        resources.retrying = True
+    threading.Thread(target=_retry_model, args=(resources,), name="msearch-model-retry", daemon=True).start()
+
+
+def _retry_model(resources: SearchResources) -> None:
+    try:
+        encoder, reason = _load_encoder(resources)
+        if encoder is not None and reason is None:
+            log.info("the search model %s loaded; leaving the handcrafted fallback", resources.model)
+            with resources.encoder_lock:
+                resources.encoder, resources.fallback_reason = encoder, None
+        else:
+            resources.retry_delay = min(resources.retry_delay * 2, 16 * resources.retry_interval)
+    finally:
+        resources.loaded_at = time.monotonic()
+        with resources.retry_lock:
+            resources.retrying = False
+        resources.retries += 1
 
 
 def encoder_fallback_reason(app: Flask) -> Optional[str]:
