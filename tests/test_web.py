@@ -373,15 +373,24 @@ def test_search_with_only_another_models_index_falls_back_to_text_with_a_notice(
     assert any("run msearch embed first" in n and site.encoder.space_id in n for n in notices), notices
 
 
-def test_unloadable_model_falls_back_to_text_search_with_a_notice_naming_it(make_app, tmp_path, db_url):
+def test_unloadable_model_falls_back_with_a_short_notice_and_the_reason_for_the_admin(make_app, tmp_path, db_url):
     config = site_config(tmp_path / "data", tmp_path / "no-such-model", db_url)
     _migrate(config)
     new_index("any@space", 4).save(config.index_dir)
-    client = make_app(config).test_client()
+    client = make_app(config, ADMIN_TOKEN="s3cret-admin").test_client()
     notices = _text_only_answer(client.get("/api/search?q=red"))
-    assert any("image model is not available" in n and "no-such-model" in n for n in notices), notices
+    notice = next(n for n in notices if "image model no-such-model is not available" in n)
+    # A sentence for scholars: neither the exception's text nor the installation's paths.
+    assert "does not exist" not in notice and str(tmp_path) not in notice, notice
     page = client.get("/search?q=red").get_data(as_text=True)
-    assert "The image model is not available" in page and "metadata and" in page
+    assert "The image model no-such-model is not available" in page and "metadata and" in page
+    assert str(tmp_path) not in page
+    # The reason itself is on the admin page.
+    login = client.get("/admin").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    assert client.post("/admin/login", data={"token": "s3cret-admin", "csrf_token": csrf}).status_code == 303
+    admin = client.get("/admin").get_data(as_text=True)
+    assert 'id="model-problem"' in admin and "does not exist" in admin and "no-such-model" in admin
     # An image query needs vectors in the space of the encoder in use (here the handcrafted
     # fallback, which nothing was embedded with): a 503 that says what to run.
     upload = client.post("/api/search", data={"image": (io.BytesIO(_png_bytes()), "q.png")})

@@ -25,8 +25,11 @@ def dashboard():
     if not auth.is_admin():
         return render_template("admin_login.html", disabled=False)
     session = get_session()
-    return render_template("admin.html", sources=catalogue.sources(session),
-                           jobs=list_jobs(current_app.config["MSEARCH_CONFIG"].data_dir))
+    from .resources import encoder_fallback_reason
+
+    config = current_app.config["MSEARCH_CONFIG"]
+    return render_template("admin.html", sources=catalogue.sources(session), jobs=list_jobs(config.data_dir),
+                           model=config.model, model_problem=encoder_fallback_reason(current_app))
 
 
 @bp.post("/login")

@@ -27,7 +27,8 @@ from .resources import (NO_INDEX_MESSAGE, encoder_fallback_reason, get_encoder, 
 
 log = logging.getLogger(__name__)
 
-NO_MODEL_NOTICE = ("The image model is not available ({reason}), so results come from metadata and "
+# What a scholar reads; the reason itself (an exception's text) goes to the log and the admin page.
+NO_MODEL_NOTICE = ("The image model {model} is not available, so results come from metadata and "
                    "transcriptions only.")
 
 
@@ -65,11 +66,11 @@ def _add_visual(app, setup: SearchSetup, load_model: bool) -> None:
     if load_model:
         try:
             encoder = get_encoder(app)
-        except AppError as error:
-            setup.notices.append(NO_MODEL_NOTICE.format(reason=error.message.rstrip(".")))
+        except AppError:
+            setup.notices.append(NO_MODEL_NOTICE.format(model=_model_name(app)))
         reason = encoder_fallback_reason(app)
         if reason:
-            setup.notices.append(NO_MODEL_NOTICE.format(reason=reason.rstrip(".")) + " Searching by image "
+            setup.notices.append(NO_MODEL_NOTICE.format(model=_model_name(app)) + " Searching by image "
                                  "uses simple colour and texture features.")
         elif encoder is not None and not encoder.supports_text:
             setup.notices.append("The image encoder in use cannot read text, so text queries search "
@@ -82,6 +83,12 @@ def _add_visual(app, setup: SearchSetup, load_model: bool) -> None:
         setup.context.encoder = encoder
     except AppError as error:
         setup.notices.append(error.message)
+
+
+def _model_name(app) -> str:
+    # The last part of a path or hub id: enough to recognise it, without the installation's paths.
+    model = str(app.config["MSEARCH_CONFIG"].model).rstrip("/")
+    return model.rsplit("/", 1)[-1] if model.startswith(("/", ".", "~")) else model
 
 
 def _only_image_space(app) -> Optional[str]:
