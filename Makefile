@@ -1,5 +1,5 @@
 # The two commands the README promises on a fresh machine:
-#   make demo [SOURCE=<manifest/collection URL, JSON file>] [MODEL=<hub id or dir>]   install, ingest, serve
+#   make demo [SOURCE=<manifest/collection URL, JSON file, folder of images>] [MODEL=<hub id or dir>]   install, ingest, serve
 #   make test                                                                          install, run all tests
 PYTHON ?= python3
 VENV ?= .venv

@@ -84,6 +84,7 @@ class Config:
     search_rate_burst: Optional[str] = None
     trusted_proxies: Optional[str] = None
     index_memory: Optional[int] = None  # bytes; None: half of this machine's memory
+    public_url: str = "http://127.0.0.1:5000"  # where the web app is served (published folders' URLs)
     # Which addresses harvesting and image URLs may reach (SSRF rule); public only by default.
     network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
 
@@ -171,5 +172,6 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         search_rate_burst=env.get("MSEARCH_SEARCH_RATE_BURST") or None,
         trusted_proxies=env.get("MSEARCH_TRUSTED_PROXIES") or None,
         index_memory=index_memory,
+        public_url=env.get("MSEARCH_PUBLIC_URL") or _DEFAULTS["MSEARCH_PUBLIC_URL"],
     )
     return config.replace(**overrides) if overrides else config

@@ -164,3 +164,27 @@ def test_publish_refuses_an_empty_folder(tmp_path, msearch_env):
     result = CliRunner().invoke(cli, ["publish", str(empty)], env=msearch_env)
     assert result.exit_code == 1
     assert "no readable JPEG, PNG or TIFF images in" in result.output
+
+
+def test_harvest_takes_a_folder_of_images_and_stops_when_nothing_is_harvested(museum_folder, msearch_env, tmp_path):
+    """A small museum's first try: `msearch harvest FOLDER` (so `make demo SOURCE=FOLDER`) publishes it
+    and harvests the manifest; a source that yields nothing stops with the reason and exit status 1."""
+    result = CliRunner().invoke(cli, ["harvest", str(museum_folder), "--no-progress"], env=msearch_env,
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "published folder" in result.output and "(4 image(s))" in result.output
+    assert "harvested 1 manifest(s)" in result.output and "images fetched 4, failed 0" in result.output
+    factory = make_sessionmaker(make_engine(msearch_env["MSEARCH_DB"]))
+    with session_scope(factory) as session:
+        manifest = session.scalar(select(Manifest))
+        assert manifest.url.startswith("http://127.0.0.1:5000/published/") and manifest.label == {"none": ["Small Museum"]}
+        assert len(session.scalars(select(Canvas).where(Canvas.derivative_sha256.is_not(None))).all()) == 4
+    factory.kw["bind"].dispose()
+    missing = CliRunner().invoke(cli, ["harvest", str(tmp_path / "no-such-manifest.json"), "--no-progress"],
+                                 env=msearch_env)
+    assert missing.exit_code == 1
+    assert "no-such-manifest.json" in missing.output and "nothing was harvested" in missing.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = CliRunner().invoke(cli, ["harvest", str(empty)], env=msearch_env)
+    assert refused.exit_code == 1 and "no readable JPEG, PNG or TIFF images in" in refused.output

@@ -3,6 +3,7 @@ images and region crops) and `msearch publish` (a folder of images → level-0 I
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import click
 
@@ -98,7 +99,8 @@ def _release(factory) -> None:
 
 
 def _summary(result: dict) -> str:
-    lines = []
+    lines = [f"published folder {p['folder']} as {p['manifest']} ({p['images']} image(s))"
+             for p in result.get("published", [])]
     if "manifests" in result:
         lines.append(
             f"harvested {result['manifests']} manifest(s) ({result['new']} new, {result['changed']} changed, "
@@ -143,6 +145,7 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
     """Harvest IIIF manifests, collections or annotation lists (URLs or local JSON files),
     recursively; re-running is incremental, and resumes a run that was interrupted."""
     from harvest.changes import process_change_stream
+    from harvest.http import is_local_source, local_path
     from harvest.manifests import HarvestOptions, harvest_sources
 
     if not sources and not change_streams:
@@ -151,15 +154,19 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
     progress = sys.stderr.isatty() if progress is None else progress
     _check_data_dir(state)
     if engine == "ray":
+        if any(is_local_source(s) and local_path(s).is_dir() for s in sources):
+            raise click.UsageError("a folder of images is published on this machine: run `msearch publish FOLDER` "
+                                   "first, then harvest its manifest URL with --engine ray")
         result = _harvest_on_ray(state, sources, change_streams, images, annotations, max_documents, address,
                                  ray_cpus, workers, per_host, rate, retries, timeout, regions, region_grid,
                                  region_overlap)
         emit(result, as_json, _summary(result))
         return
-    fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout)
+    sources, published, mirrors = _publish_folders(state, sources)
+    fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout, local_mirrors=mirrors)
     factory = state.session_factory()
     options = HarvestOptions(workers=workers, max_documents=max_documents, annotations=annotations)
-    result: dict = {}
+    result: dict = {"published": [p.as_dict() for p in published]} if published else {}
     try:
         if sources:
             result.update(harvest_sources(list(sources), factory, fetcher, options=options,
@@ -173,6 +180,35 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
         _release(factory)
     result["requests"] = fetcher.stats.get("requests", 0)
     emit(result, as_json, _summary(result))
+    if sources and not result.get("manifests") and not result.get("collections") and result.get("failures"):
+        # Nothing usable came of it (a typo'd URL, a folder of no images): say so and stop a
+        # script (`make demo`) before it embeds and serves an empty site.
+        raise click.ClickException("nothing was harvested; the reasons are listed above "
+                                   "(all of them: msearch manifests --errors-only)")
+
+
+def _publish_folders(state: CLIState, sources) -> tuple[list[str], list, Optional[dict]]:
+    """Sources that are folders of images are published first, as `msearch publish` does (the
+    obvious first try of a small museum): (sources with each folder replaced by its manifest's URL,
+    the publish results, the fetcher's local mirror of the published files or None)."""
+    from harvest.http import is_local_source, local_path
+    from harvest.publish import PublishError, publish_folder
+
+    root = state.config.data_dir / "published"
+    base_url = state.config.public_url
+    out, published = [], []
+    for source in sources:
+        path = local_path(source) if is_local_source(source) else None
+        if path is None or not path.is_dir():
+            out.append(source)
+            continue
+        try:
+            published.append(publish_folder(path, root, base_url))
+        except PublishError as exc:
+            raise click.ClickException(f"{source}: {exc}") from None
+        out.append(published[-1].manifest_url)
+    mirrors = {f"{base_url.rstrip('/')}/published/": root} if published else None
+    return out, published, mirrors
 
 
 def _harvest_on_ray(state: CLIState, sources, change_streams, images, annotations, max_documents, address, ray_cpus,
