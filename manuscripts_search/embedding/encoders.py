@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .hub import hub_status
 from .interface import VISION_LANGUAGE
 
 DEFAULT_MODEL_ID = "google/siglip2-base-patch16-224"
@@ -237,15 +238,19 @@ def load_vision_language_encoder(model_name_or_path: str = DEFAULT_MODEL_ID,
     if not model_name_or_path or not model_name_or_path.strip():
         raise EncoderLoadError(f"no model given (got {model_name_or_path!r}). {_WHAT_TO_DO}")
     local_dir = _local_model_dir(model_name_or_path)
+    reachable, unreachable_why = (True, "") if local_dir is not None else hub_status()
     try:
-        model = AutoModel.from_pretrained(str(local_dir or model_name_or_path))
-        processor = AutoProcessor.from_pretrained(str(local_dir or model_name_or_path))
+        model = AutoModel.from_pretrained(str(local_dir or model_name_or_path), local_files_only=not reachable)
+        processor = AutoProcessor.from_pretrained(str(local_dir or model_name_or_path),
+                                                  local_files_only=not reachable)
     except OSError as error:
         if local_dir is not None:
             reason = f"the directory {local_dir} is not a complete model in Hugging Face format ({error})"
+        elif not reachable:
+            reason = f"{unreachable_why}, and the model is not in this machine's Hugging Face cache"
         else:
             reason = ("it is not a local directory and could not be fetched from the Hugging Face hub "
-                      f"(no network, offline mode or unknown id): {error}")
+                      f"(unknown id, or no access): {error}")
         raise EncoderLoadError(f"cannot load model {model_name_or_path!r}: {reason}. {_WHAT_TO_DO}") from error
     except (ValueError, KeyError, TypeError) as error:
         raise EncoderLoadError(

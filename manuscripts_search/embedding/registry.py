@@ -85,6 +85,7 @@ def load_image_preparer(model: str):
     ``prepare_image`` and ``input_side``, loaded without model weights (the image processor only).
     Raises EncoderLoadError when the model's processor cannot be loaded."""
     from .encoders import EncoderLoadError, VisionLanguageEncoder
+    from .hub import hub_status
 
     if is_handcrafted_name(model):
         return HandcraftedEncoder()
@@ -92,7 +93,8 @@ def load_image_preparer(model: str):
 
     local = Path(model).expanduser()
     try:
-        processor = AutoProcessor.from_pretrained(str(local) if local.is_dir() else model)
+        processor = AutoProcessor.from_pretrained(str(local) if local.is_dir() else model,
+                                                  local_files_only=not local.is_dir() and not hub_status()[0])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise EncoderLoadError(f"cannot load the image processor of {model!r} on this node: {error}") from error
     # The encoder's own prepare_image, on an encoder that holds no model: it only needs the processor.
