@@ -37,7 +37,7 @@ class _UsearchIndex(VectorIndex):
                             expansion_add=params.ef_construction, expansion_search=params.ef_search)
         self._writable = True
         self._live_cache: Optional[np.ndarray] = None
-        self._threads = 0
+        self._threads = 1  # one query is one thread (a web worker answers many at once)
 
     # -- contents ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -76,7 +76,7 @@ class _UsearchIndex(VectorIndex):
         if present.any():
             self._index.remove(keys[present])  # a replacement: the new vector wins
         self._live_cache = None
-        self._index.add(keys, vectors, threads=self._threads)
+        self._index.add(keys, vectors, threads=0)  # a batch: every core
 
     def remove(self, labels: Iterable[int]) -> int:
         keys = np.asarray([int(label) for label in labels if int(label) >= 0], dtype=np.uint64)
@@ -100,7 +100,8 @@ class _UsearchIndex(VectorIndex):
         k = min(int(k), live)
         self._index.expansion_search = max(int(ef or self.params.ef_search), k)
         if allowed is None:
-            return self._hits(self._index.search(vector, k, threads=self._threads))
+            # Asked for everything: a graph search need not reach every node, a scan does.
+            return self._hits(self._index.search(vector, k, exact=k >= live, threads=self._threads))
         allowed = np.asarray(allowed, dtype=np.int64)
         wanted = min(k, len(allowed))
         request = min(live, max(4 * k, 64))
@@ -194,7 +195,7 @@ class _UsearchIndex(VectorIndex):
         self._index.expansion_search = params.ef_search
         self._writable = writable
         self._live_cache = None
-        self._threads = 0
+        self._threads = 1  # one query is one thread (a web worker answers many at once)
         self._generation = generation
         return self
 

@@ -100,8 +100,12 @@ def knn(index: VectorIndex, vector: np.ndarray, k: int, allowed: Optional[np.nda
             request = min(live, request * 2)
             if request > MAX_OVERFETCH:
                 return _filtered(index, vector, k, wanted, allowed, vectors_of, ef)
-        if len(found) >= wanted or vectors_of is None:
+        if len(found) >= wanted:
             return KnnResult(_stable(found)[:k], "overfetch", max(ef, request))
+        if vectors_of is None:
+            # Even the whole unfiltered list held too few (a graph search need not reach every
+            # node): the layout's own filtered search is exhaustive when it has to be.
+            return _filtered(index, vector, k, wanted, allowed, vectors_of, ef)
         return KnnResult(_exact(vector, allowed, k, vectors_of), "exact")
     if strategy != "filtered":
         raise ValueError(f"unknown strategy {strategy!r}")
