@@ -7,9 +7,11 @@ space's size fits ``MSEARCH_INDEX_MEMORY``, and says which and why. The figures 
 
 - ``hnsw``: float32 graph in each process: 4·dim + 8·M + 64 bytes per vector (3.4 KB at 768-d);
 - ``hnsw-f16``: float16 graph, memory-mapped and shared: 2·dim + 8·M + 32 (1.8 KB);
-- ``ivfpq``: OPQ + IVF + PQ codes of dim/8 bytes, ids and list overhead, about dim/8 + 24 bytes
-  (~120 B) resident; the 8-bit re-rank file (dim bytes) is memory-mapped and only the
-  candidates' rows are read;
+- ``ivfpq``: IVF + PQ codes of dim/8 bytes, ids and list overhead, about dim/8 + 24 bytes
+  (~120 B) that must stay resident; the 8-bit re-rank file (dim bytes per vector) is
+  memory-mapped and read a few hundred rows per query, so under steady load most of it sits in
+  the page cache too (858 MiB at 1M in bench/scale.py) — memory the kernel can reclaim, which
+  the budget does not count;
 - ``hnsw-i8``: 8-bit graph: dim + 8·M + 32 (1.1 KB), lowest recall (~0.93), for budgets that
   nothing else fits and a space too small for ``ivfpq`` to train.
 """
