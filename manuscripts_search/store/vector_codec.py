@@ -55,10 +55,7 @@ def encode_vector(vector, dim: Optional[int] = None) -> bytes:
     array = np.asarray(vector)
     if array.ndim != 1 or array.shape[0] == 0:
         raise ValueError(f"a vector to store must be 1-D and non-empty, got shape {array.shape}")
-    if dim is not None and array.shape[0] != int(dim):
-        raise ValueError(f"a vector to store must have {dim} dimensions, got {array.shape[0]}")
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise ValueError(f"a vector to store must be real numbers, got {array.dtype}")
+    _check_numbers(array, dim, "a vector to store")
     return _unit_rows(array.reshape(1, -1))[0].astype(STORED_DTYPE).tobytes()
 
 
@@ -67,12 +64,18 @@ def encode_vectors(matrix, dim: Optional[int] = None) -> list[bytes]:
     array = np.asarray(matrix)
     if array.ndim != 2 or array.shape[1] == 0:
         raise ValueError(f"vectors to store must be a 2-D (n, dim) array, got shape {array.shape}")
-    if dim is not None and array.shape[1] != int(dim):
-        raise ValueError(f"vectors to store must have {dim} dimensions, got {array.shape[1]}")
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise ValueError(f"vectors to store must be real numbers, got {array.dtype}")
+    _check_numbers(array, dim, "vectors to store")
     stored = _unit_rows(array).astype(STORED_DTYPE)
     return [row.tobytes() for row in stored]
+
+
+def _check_numbers(array: np.ndarray, dim: Optional[int], what: str) -> None:
+    """The checks both encoders make of their rows: ``dim`` components, real numbers."""
+    width = array.shape[-1]
+    if dim is not None and width != int(dim):
+        raise ValueError(f"{what} must have {dim} dimensions, got {width}")
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise ValueError(f"{what} must be real numbers, got {array.dtype}")
 
 
 def _unit_length(matrix: np.ndarray) -> np.ndarray:
