@@ -28,7 +28,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from .vector_index import (IndexParams, IndexReadError, VectorIndex, check_batch, check_query, generation_path,
-                           index_paths, next_generation)
+                           in_sorted, index_paths, next_generation)
 
 DEFAULT_EF = 256  # a query's effort: ef/4 inverted lists probed
 RERANK = 256  # candidates re-scored exactly; beyond ~200 recall@10 stops improving (bench/scale.py)
@@ -177,11 +177,7 @@ class IvfPqIndex(VectorIndex):
         self._lookup = np.stack([merged_labels[order], merged_rows[order]])
 
     def _present(self, labels: np.ndarray) -> np.ndarray:
-        live = self._lookup[0]
-        if len(live) == 0:
-            return np.zeros(len(labels), dtype=bool)
-        positions = np.minimum(np.searchsorted(live, labels), len(live) - 1)
-        return live[positions] == labels
+        return in_sorted(labels, self._lookup[0])
 
     def remove(self, labels: Iterable[int]) -> int:
         labels = np.unique(np.asarray([int(label) for label in labels], dtype=np.int64))

@@ -19,7 +19,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from .vector_index import (IndexParams, IndexReadError, VectorIndex, check_batch, check_query, generation_path,
-                           index_paths, next_generation)
+                           index_paths, keep_allowed, next_generation)
 
 SUFFIX = "usearch"
 
@@ -106,28 +106,20 @@ class _UsearchIndex(VectorIndex):
         wanted = min(k, len(allowed))
         request = min(live, max(4 * k, 64))
         while True:
-            found = self._keep(self._hits(self._index.search(vector, request, threads=self._threads)), allowed)
+            found = keep_allowed(self._hits(self._index.search(vector, request, threads=self._threads)), allowed)
             if len(found) >= wanted or request >= live:
                 break
             request = min(live, request * 4)
             self._index.expansion_search = max(self._index.expansion_search, request)
         if len(found) < wanted:
             # The graph search may not reach every node; an exhaustive scan does.
-            found = self._keep(self._hits(self._index.search(vector, live, exact=True, threads=self._threads)),
+            found = keep_allowed(self._hits(self._index.search(vector, live, exact=True, threads=self._threads)),
                                allowed)
         return found[:k]
 
     @staticmethod
     def _hits(matches) -> list[tuple[int, float]]:
         return [(int(key), float(1.0 - distance)) for key, distance in zip(matches.keys, matches.distances)]
-
-    @staticmethod
-    def _keep(hits: list[tuple[int, float]], allowed: np.ndarray) -> list[tuple[int, float]]:
-        if not hits or len(allowed) == 0:
-            return []
-        labels = np.fromiter((label for label, _ in hits), dtype=np.int64, count=len(hits))
-        positions = np.minimum(np.searchsorted(allowed, labels), len(allowed) - 1)
-        return [hit for hit, kept in zip(hits, allowed[positions] == labels) if kept]
 
     def stored_vectors(self, labels: np.ndarray) -> np.ndarray:
         rows = np.full((len(labels), self.dim), np.nan, dtype=np.float32)

@@ -275,6 +275,23 @@ def check_batch(labels: Iterable[int], vectors: np.ndarray, dim: int) -> tuple[n
     return labels, vectors
 
 
+def in_sorted(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are in ``sorted_pool`` (sorted, unique labels): a boolean mask."""
+    values = np.asarray(values, dtype=np.int64)
+    if len(sorted_pool) == 0 or len(values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    positions = np.minimum(np.searchsorted(sorted_pool, values), len(sorted_pool) - 1)
+    return np.asarray(sorted_pool[positions] == values)
+
+
+def keep_allowed(hits: list[tuple[int, float]], allowed: np.ndarray) -> list[tuple[int, float]]:
+    """The (label, score) ``hits`` whose label is in ``allowed`` (sorted, unique), in order."""
+    if not hits:
+        return []
+    labels = np.fromiter((label for label, _ in hits), dtype=np.int64, count=len(hits))
+    return [hit for hit, kept in zip(hits, in_sorted(labels, allowed)) if kept]
+
+
 def check_query(vector: np.ndarray, dim: int) -> np.ndarray:
     vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
     if vector.shape[1] != dim:

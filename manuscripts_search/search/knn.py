@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..index.vector_index import VectorIndex
+from ..index.vector_index import VectorIndex, in_sorted, keep_allowed
 
 # Up to this many allowed vectors exact scoring is used. Measured from memory it wins up to
 # ~20,000 at 1M; the search engine reads them from the database, which costs more per vector.
@@ -81,7 +81,7 @@ def knn(index: VectorIndex, vector: np.ndarray, k: int, allowed: Optional[np.nda
         # The graph can only find what it holds: allowed labels not (or no longer) in the index
         # would make the search widen in vain. (Over-fetching needs no such care, and skipping
         # it saves tens of milliseconds for filters allowing hundreds of thousands of labels.)
-        allowed = _intersect_sorted(allowed, index.live_label_array())
+        allowed = allowed[in_sorted(allowed, index.live_label_array())]
         if len(allowed) == 0:
             return KnnResult([], "filtered")
     fraction = min(1.0, len(allowed) / live)
@@ -94,7 +94,7 @@ def knn(index: VectorIndex, vector: np.ndarray, k: int, allowed: Optional[np.nda
         request = max(wanted, math.ceil(wanted / fraction * OVERFETCH_FACTOR))
         while True:
             candidates = index.query(vector, request, ef=max(ef, request))
-            found = _keep_allowed(candidates, allowed)
+            found = keep_allowed(candidates, allowed)
             if len(found) >= wanted or len(candidates) < request or request >= live:
                 break
             request = min(live, request * 2)
@@ -110,22 +110,6 @@ def knn(index: VectorIndex, vector: np.ndarray, k: int, allowed: Optional[np.nda
     if strategy != "filtered":
         raise ValueError(f"unknown strategy {strategy!r}")
     return _filtered(index, vector, k, wanted, allowed, vectors_of, ef)
-
-
-def _intersect_sorted(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:
-    if len(sorted_pool) == 0:
-        return values[:0]
-    positions = np.minimum(np.searchsorted(sorted_pool, values), len(sorted_pool) - 1)
-    return values[sorted_pool[positions] == values]
-
-
-def _keep_allowed(candidates: list[tuple[int, float]], allowed: np.ndarray) -> list[tuple[int, float]]:
-    if not candidates:
-        return []
-    labels = np.fromiter((label for label, _ in candidates), dtype=np.int64, count=len(candidates))
-    positions = np.minimum(np.searchsorted(allowed, labels), len(allowed) - 1)
-    keep = allowed[positions] == labels
-    return [hit for hit, kept in zip(candidates, keep) if kept]
 
 
 def _filtered(index, vector, k, wanted, allowed, vectors_of, ef) -> KnnResult:
