@@ -104,16 +104,14 @@ def _load_or_none(index_dir: Path, space: str) -> Optional[VectorIndex]:
         return None  # unreadable: the caller rebuilds it
 
 
-def target_layout(session: Session, space: str, layout: Optional[str], budget_bytes: Optional[int],
+def target_layout(layout: Optional[str], vectors: int, dim: int, budget_bytes: Optional[int],
                   M: int = 32) -> tuple[str, Optional[LayoutChoice]]:
-    """(layout name, the choice with its reason when ``layout`` is ``auto`` or None). Raises
-    ValueError for an unknown layout name."""
+    """(layout name, the choice with its reason when ``layout`` is ``auto`` or None) for a space of
+    ``vectors`` ``dim``-d vectors. Raises ValueError for an unknown layout name."""
     if layout not in (None, "auto"):
         layout_class(layout)  # unknown names fail here, before any work
         return layout, None
-    dim = dim_of(session, space) or 1
-    count = len(live_labels(session, space))
-    choice = choose_layout(count, dim, budget_bytes or default_budget(), M)
+    choice = choose_layout(vectors, dim, budget_bytes or default_budget(), M)
     return choice.layout, choice
 
 
@@ -131,11 +129,11 @@ def sync_index(session: Session, index_dir: Path, space: str, params: Optional[I
     index = _load_or_none(index_dir, space)
     if dim is None and index is None:
         return SyncReport(space, 0, 0, 0)
+    wanted = live_labels(session, space)
     if index is None or (dim is not None and index.dim != dim) or (layout is not None and (
-            target_layout(session, space, layout, budget_bytes)[0] != index.layout)):
+            target_layout(layout, len(wanted), dim or index.dim, budget_bytes)[0] != index.layout)):
         return rebuild_index(session, index_dir, space, params or (index.params if index else None),
                              layout=layout, budget_bytes=budget_bytes, show_progress=show_progress)
-    wanted = live_labels(session, space)
     have = index.live_label_array()
     to_add = np.setdiff1d(wanted, have, assume_unique=True)
     to_remove = np.setdiff1d(have, wanted, assume_unique=True)
@@ -177,8 +175,8 @@ def rebuild_index(session: Session, index_dir: Path, space: str, params: Optiona
     if dim is None:
         raise ValueError(f"no vectors in space {space!r}; run `msearch embed` first")
     params = params or IndexParams()
-    name, choice = target_layout(session, space, layout, budget_bytes, params.M)
     labels = live_labels(session, space)
+    name, choice = target_layout(layout, len(labels), dim, budget_bytes, params.M)
     index = new_index(space, dim, params, capacity=len(labels), layout=name)
     if not index.is_trained and len(labels):
         from .ivfpq import TRAINING_SAMPLE
