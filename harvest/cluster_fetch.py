@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from manuscripts_search.host_health import HealthPolicy
 from manuscripts_search.netguard import NetworkPolicy
 
 from .http import Fetcher
@@ -23,6 +24,7 @@ class FetcherSettings:
     max_per_host: int = 8  # requests in flight to one host, over every process of the job
     requests_per_second: float = 0.0  # per host, over every process of the job (0: no limit)
     network_policy: Optional[NetworkPolicy] = None  # None: from the task's environment
+    health: HealthPolicy = HealthPolicy()  # when a host counts as down, for the whole job
 
     @classmethod
     def from_config(cls, config, **knobs) -> "FetcherSettings":
@@ -33,7 +35,8 @@ class FetcherSettings:
         return cls(**{**values, **knobs})
 
     def policy(self) -> PolitenessPolicy:
-        return PolitenessPolicy(max_per_host=self.max_per_host, requests_per_second=self.requests_per_second)
+        return PolitenessPolicy(max_per_host=self.max_per_host, requests_per_second=self.requests_per_second,
+                                health=self.health)
 
 
 def cluster_fetcher(settings: FetcherSettings, limiter: Optional[Any] = None) -> Fetcher:
@@ -42,5 +45,5 @@ def cluster_fetcher(settings: FetcherSettings, limiter: Optional[Any] = None) ->
     fetcher = Fetcher(settings.user_agent, timeout=settings.timeout, max_bytes=settings.max_bytes,
                       retries=settings.retries, policy=settings.policy(), network_policy=settings.network_policy)
     if limiter is not None:
-        fetcher.limiter = limiter  # the Fetcher only calls slot(host) and defer(host, seconds) on it
+        fetcher.limiter = limiter  # the Fetcher only calls slot(host), defer(host, seconds) and is_down(host)
     return fetcher

@@ -4,6 +4,9 @@
 * per-host concurrency and rate limits (:mod:`harvest.politeness`); retries with exponential
   backoff and jitter on connection errors, timeouts, 429 and 5xx; ``Retry-After`` honoured (and
   applied to the whole host) up to a ceiling;
+* a host that stops answering (connection failures and timeouts in a row) is down for the rest
+  of the run: its requests fail at once with :class:`HostDownError` (the caller defers them to a
+  later run) except a probe now and then (:mod:`manuscripts_search.host_health`);
 * connect/read timeouts plus a total deadline per response, so a server that drips one byte a
   second cannot hold a worker forever;
 * a maximum body size (checked against Content-Length first, then while streaming, after gzip
@@ -32,6 +35,7 @@ from typing import Callable, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
 from manuscripts_search.config import environment
+from manuscripts_search.host_health import HostDown, Lease
 from manuscripts_search.netguard import AddressRefusedError, NetworkPolicy
 
 from .politeness import HostLimiter, PolitenessPolicy, backoff_delay, parse_retry_after
@@ -62,6 +66,15 @@ class FetchError(RuntimeError):
     def gone(self) -> bool:
         """The server says the resource is not there (404/410), as opposed to a passing failure."""
         return self.status in GONE_STATUSES
+
+
+class HostDownError(FetchError):
+    """The host does not answer (connection failures and timeouts in a row): the request was not
+    sent, or failed as the host's probe. Not the resource's failure: defer it to a later run."""
+
+    def __init__(self, url: str, reason: str, host: str):
+        super().__init__(url, reason)
+        self.host = host
 
 
 @dataclass
@@ -113,11 +126,13 @@ def allow_only_hosts(*hosts: str) -> UrlGuard:
 class _Retry(Exception):
     """Internal: this attempt failed in a way worth retrying."""
 
-    def __init__(self, reason: str, status: Optional[int] = None, wait: Optional[float] = None):
+    def __init__(self, reason: str, status: Optional[int] = None, wait: Optional[float] = None,
+                 unreachable: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.wait = wait
+        self.unreachable = unreachable  # no answer at all: refused, unreachable, timed out
 
 
 class Fetcher:
@@ -232,25 +247,35 @@ class Fetcher:
                     self.limiter.defer(host, wait)  # the server asked every client to hold off
                 else:
                     time.sleep(wait)
+            lease: Optional[Lease] = None
             try:
-                with self.limiter.slot(host):
-                    return self._attempt(url, headers)
+                with self.limiter.slot(host) as lease:
+                    return self._attempt(url, headers, lease)
+            except HostDown as down:
+                self._count("deferred")
+                raise HostDownError(url, str(down), host) from None
             except AddressRefusedError as refused:  # never retried: the answer will not change
                 self._count("refused")
                 raise FetchError(url, f"refused: {refused}") from None
             except _Retry as retry:
                 last = retry
+                if retry.unreachable and lease is not None and lease.probe:
+                    raise HostDownError(url, f"host down: {host} did not answer a probe ({retry.reason}); "
+                                             "deferred to a later run", host) from None
                 if retry.wait is not None and retry.wait > self.policy.max_retry_after:
                     self.limiter.defer(host, self.policy.max_retry_after)
                     raise FetchError(url, f"{retry.reason}; server asked to retry after {retry.wait:.0f} s, "
                                           f"longer than the {self.policy.max_retry_after:.0f} s we wait",
                                      retry.status) from None
         assert last is not None
+        if last.unreachable and self.limiter.is_down(host):
+            # Its attempts are among those that showed the host down: deferred like the rest.
+            raise HostDownError(url, f"host down: {host} ({last.reason}); deferred to a later run", host)
         tries = self.retries + 1
         raise FetchError(url, f"{last.reason} (gave up after {tries} attempt{'s' if tries > 1 else ''})",
                          last.status)
 
-    def _attempt(self, url: str, headers: dict) -> FetchResult:
+    def _attempt(self, url: str, headers: dict, lease: Lease) -> FetchResult:
         import urllib3
 
         started = time.monotonic()
@@ -260,7 +285,13 @@ class Fetcher:
                                           retries=False, redirect=False, preload_content=False,
                                           assert_same_host=False)
         except urllib3.exceptions.HTTPError as exc:
-            raise _Retry(_reason(exc)) from None
+            # Refused, unreachable, timed out, reset before a status line: the host did not answer.
+            # (A TLS or URL problem is an answer of sorts: the host is there.)
+            unreachable = isinstance(exc, (urllib3.exceptions.TimeoutError, urllib3.exceptions.NewConnectionError,
+                                           urllib3.exceptions.ProtocolError))
+            lease.answered = not unreachable
+            raise _Retry(_reason(exc), unreachable=unreachable) from None
+        lease.answered = True
         complete = False  # a connection with unread bytes on it must never go back to the pool
         try:
             status = response.status

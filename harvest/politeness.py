@@ -1,6 +1,7 @@
 """Being a good guest on other people's servers: per-host concurrency and request rate, backoff
-with jitter between retries, and ``Retry-After`` (which then holds back every request to that
-host, not only the one that was told to wait).
+with jitter between retries, ``Retry-After`` (which then holds back every request to that host,
+not only the one that was told to wait), and no more requests to a host that has stopped
+answering, but a probe now and then (:mod:`manuscripts_search.host_health`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Iterator, Optional
 
+from manuscripts_search.host_health import DOWN, PROBE, HealthPolicy, HostDown, HostHealth, Lease
+
 
 @dataclass(frozen=True)
 class PolitenessPolicy:
@@ -22,6 +25,7 @@ class PolitenessPolicy:
     backoff_base: float = 0.5  # seconds before the first retry; doubles per attempt
     backoff_max: float = 30.0
     max_retry_after: float = 120.0  # a longer Retry-After is not waited for: the request fails
+    health: HealthPolicy = HealthPolicy()  # when a host that does not answer counts as down
 
     def __post_init__(self) -> None:
         if self.max_per_host < 1:
@@ -62,13 +66,15 @@ class _HostState:
 
 
 class HostLimiter:
-    """Per-host slots (concurrency) and spacing (rate), shared by every thread of a harvest."""
+    """Per-host slots (concurrency), spacing (rate) and health, shared by every thread of a
+    harvest."""
 
     def __init__(self, policy: PolitenessPolicy):
         self.policy = policy
         self._interval = 1.0 / policy.requests_per_second if policy.requests_per_second else 0.0
         self._lock = threading.Lock()
         self._hosts: dict[str, _HostState] = {}
+        self._health = HostHealth(policy.health)
 
     def _state(self, host: str) -> _HostState:
         with self._lock:
@@ -78,23 +84,43 @@ class HostLimiter:
             return state
 
     @contextmanager
-    def slot(self, host: str) -> Iterator[None]:
+    def slot(self, host: str) -> Iterator[Lease]:
         """Hold one of ``host``'s slots for the duration of a request, starting it no earlier than
-        the rate limit and any Retry-After allow."""
+        the rate limit and any Retry-After allow; the block sets the lease's ``answered``.
+        Raises HostDown, without waiting for a slot, when the host is down and no probe is due."""
         state = self._state(host)
+        self._refuse_if_down(host)
         state.slots.acquire()
+        lease = Lease(host)
         try:
             while True:
                 with self._lock:
                     now = time.monotonic()
                     wait = state.next_start - now
                     if wait <= 0:
+                        # Checked again here: the requests holding the slots may have found it down.
+                        admission = self._health.admit(host, now)
+                        if admission == DOWN:
+                            raise HostDown(host, self._health.failures(host))
+                        lease.probe = admission == PROBE
                         state.next_start = now + self._interval
                         break
                 time.sleep(min(wait, 1.0))  # re-check: a Retry-After may have pushed it further
-            yield
+            yield lease
         finally:
+            if lease.answered is not None:
+                with self._lock:
+                    self._health.record(host, lease.answered, time.monotonic())
             state.slots.release()
+
+    def _refuse_if_down(self, host: str) -> None:
+        with self._lock:
+            if self._health.blocked(host, time.monotonic()):
+                raise HostDown(host, self._health.failures(host))
+
+    def is_down(self, host: str) -> bool:
+        with self._lock:
+            return self._health.is_down(host)
 
     def defer(self, host: str, seconds: float) -> None:
         """Start no request to ``host`` for ``seconds`` (the server asked us to wait)."""

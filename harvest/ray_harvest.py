@@ -14,7 +14,8 @@ each host's politeness limits kept for the whole cluster.
 Every Fetcher of every task, and the driver's, takes its per-host request slots and start times
 from one limits actor (:mod:`manuscripts_search.distributed.host_limits`): eight tasks on four
 machines still send one server at most ``max_per_host`` requests at once and at most
-``requests_per_second``. A task that Ray retries (its process died) does its work again: crawls
+``requests_per_second``; and a host that stops answering is down for every task at once, its
+requests deferred to a later run as a local harvest defers them. A task that Ray retries (its process died) does its work again: crawls
 resume from their queue, derivatives are content-addressed, so nothing is stored twice.
 
 PostgreSQL lets the tasks write at once. SQLite has a single writer, so on SQLite the tasks run
@@ -83,6 +84,9 @@ class RayHarvestReport:
             self.harvest[name] += report[name]
         for name in _LIST_FIELDS:
             self.harvest[name] += report[name]
+        for host, count in report.get("deferred", {}).items():  # as the local report: only when some were
+            deferred = self.harvest.setdefault("deferred", {})
+            deferred[host] = deferred.get(host, 0) + count
         self.harvest["resumed"] = self.harvest["resumed"] or report["resumed"]
 
     def as_dict(self) -> dict:
@@ -128,44 +132,37 @@ def fetch_image_chunk(db_url: str, derivatives_dir: str, long_edge: int, jobs: l
                       fetch: FetcherSettings,
                       limiter) -> dict:
     """One task: a derivative for each canvas of ``jobs`` (CanvasImageJob), recorded as the
-    local image phase records it; returns the count fetched, the failures and requests made."""
+    local image phase records it; returns the count fetched, the failures, the canvases deferred
+    per host that was down, and the requests made."""
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
     from manuscripts_search.store.db import write_transaction
     from manuscripts_search.store.derivatives import DerivativeStore
 
-    from .http import FetchError
-    from .images import InfoCache, fetch_canvas_image, normalise_image, record_canvas_image
+    from .images import ImageReport, InfoCache, fetch_canvas_derivative, record_canvas_image
 
     factory = session_factory_for(db_url)
     fetcher = cluster_fetcher(fetch, limiter)
     derivatives = DerivativeStore(Path(derivatives_dir))
     infos = InfoCache(fetcher, factory)
-    fetched, failures = 0, []
+    report = ImageReport()
 
     def work(job):
-        try:
-            image = fetch_canvas_image(job, fetcher, infos, long_edge)
-            data, width, height = normalise_image(image, long_edge)
-            return job, derivatives.put(data), width, height, None
-        except (FetchError, ValueError, OSError) as exc:
-            return job, None, None, None, str(exc)
+        return fetch_canvas_derivative(job, fetcher, infos, derivatives, long_edge)
 
     try:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            for job, sha, width, height, error in pool.map(work, jobs):
+            for result in pool.map(work, jobs):
                 # One short transaction per image, begun as a writer (several tasks write at once).
                 with write_transaction(factory) as session:
-                    recorded = record_canvas_image(session, job, sha, width, height, error)
-                if recorded and error is None:
-                    fetched += 1
-                elif recorded:
-                    failures.append({"canvas": job.canvas_iiif_id, "reason": error})
+                    recorded = record_canvas_image(session, *result)
+                if recorded:
+                    report.add(result)
     finally:
         fetcher.close()
         factory.kw["bind"].dispose()
-    return {"fetched": fetched, "failures": failures, "requests": fetcher.stats.get("requests", 0)}
+    return {**report.as_dict(), "requests": fetcher.stats.get("requests", 0)}
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -203,7 +200,8 @@ def harvest_with_ray(config, session_factory: sessionmaker[Session], sources: li
     sqlite = engine.dialect.name == "sqlite"
     report = RayHarvestReport()
     with ray_connection(address, num_cpus=options.num_cpus) as ray:
-        limiter = ClusterHostLimiter(start_host_limits(ray, fetch.max_per_host, fetch.requests_per_second))
+        limiter = ClusterHostLimiter(start_host_limits(ray, fetch.max_per_host, fetch.requests_per_second,
+                                                       health=fetch.health))
         parallel = 1 if sqlite else (options.parallel or max(1, int(ray.cluster_resources().get("CPU", 1)
                                                                     // options.task_cpus)))
         remote = ray.remote(num_cpus=options.task_cpus)
@@ -253,10 +251,12 @@ def _fetch_images(ray, image_task, config, factory, db_url: str, fetch: FetcherS
     calls = [(image_task, (db_url, str(config.derivatives_dir), config.image_size, chunk, options.threads, fetch,
                            limiter))
              for chunk in chunks]
-    images = {"fetched": 0, "failures": []}
+    images: dict = {"fetched": 0, "failures": []}
     for result in _run_bounded(ray, calls, parallel):
         images["fetched"] += result["fetched"]
         images["failures"] += result["failures"]
+        for host, count in result.get("deferred", {}).items():  # as the local report: only when some were
+            images.setdefault("deferred", {})[host] = images.get("deferred", {}).get(host, 0) + count
         report.requests += result["requests"]
     report.images = images
     report.tasks["image_chunks"] = len(chunks)

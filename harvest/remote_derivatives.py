@@ -33,7 +33,8 @@ class HttpDerivatives:
             return self
         from manuscripts_search.distributed.host_limits import ClusterHostLimiter, start_host_limits
 
-        actor = start_host_limits(ray, self.fetch.max_per_host, self.fetch.requests_per_second)
+        actor = start_host_limits(ray, self.fetch.max_per_host, self.fetch.requests_per_second,
+                                  health=self.fetch.health)
         return replace(self, limiter=ClusterHostLimiter(actor))
 
     def url_for(self, sha256: str) -> str:
