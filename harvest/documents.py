@@ -23,12 +23,13 @@ from manuscripts_search.iiif.json_decoding import load_json_object
 from manuscripts_search.iiif.presentation import parse_document_with_text
 
 from .crawl_queue import ANNOTATIONS, DOCUMENT, PAGE, ChildLink, CrawlTask
-from .http import Fetcher, FetchError, FetchResult, is_local_source
+from .http import Fetcher, FetchError, FetchResult, HostDownError, is_local_source
 
 log = logging.getLogger(__name__)
 
-# Outcome statuses
+# Outcome statuses (DEFERRED: the document's host is down; a later run fetches it)
 NEW, CHANGED, UNCHANGED, GONE, FAILED, NOT_IIIF = "new", "changed", "unchanged", "gone", "failed", "not-iiif"
+DEFERRED = "deferred"
 
 Parsed = Union[ParsedManifest, ParsedCollection, ParsedAnnotationDocument]
 
@@ -44,6 +45,7 @@ class Outcome:
     children: list[ChildLink] = field(default_factory=list)
     error: Optional[str] = None
     http_status: Optional[int] = None
+    deferred_host: Optional[str] = None  # DEFERRED: the host that was down
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,8 @@ def process_task(task: CrawlTask, fetcher: Fetcher, follow_annotations: bool = T
 def _process(task: CrawlTask, fetcher: Fetcher, follow_annotations: bool) -> Outcome:
     try:
         fetched = fetcher.get(task.url, expect="json", etag=task.etag, last_modified=task.last_modified)
+    except HostDownError as down:
+        return Outcome(task, DEFERRED, error=down.reason, deferred_host=down.host)
     except FetchError as exc:
         return Outcome(task, GONE if exc.gone else FAILED, error=exc.reason, http_status=exc.status)
     digest = task.content_sha256 if fetched.not_modified else hashlib.sha256(fetched.body).hexdigest()

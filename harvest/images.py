@@ -4,6 +4,10 @@ The canvas's IIIF Image API service is preferred (info.json read once per servic
 service can honour chosen by :func:`plan_fetch`); the direct image URL is the fallback. What is
 stored is a normalised RGB JPEG whose long edge is at most the requested size, so the worker never
 meets a decompression bomb or an exotic format.
+
+A canvas whose image host is down (:class:`~harvest.http.HostDownError`) is *deferred*, not
+failed: the host is recorded on the canvas (``derivative_deferred``), no error is, and the next
+run fetches it like any canvas still without a derivative.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from manuscripts_search.iiif.model import ImageServiceRef
 from manuscripts_search.image_decoding import MAX_HARVEST_IMAGE_PIXELS, decode_image
 from manuscripts_search.models import Canvas, ImageServiceInfo, utcnow
 
-from .http import Fetcher, FetchError
+from .http import Fetcher, FetchError, HostDownError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +42,23 @@ log = logging.getLogger(__name__)
 class ImageReport:
     fetched: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (canvas IIIF id, reason)
+    deferred: dict[str, int] = field(default_factory=dict)  # host down -> canvases left for a later run
 
     def as_dict(self) -> dict:
-        return {"fetched": self.fetched,
-                "failures": [{"canvas": c, "reason": r} for c, r in self.failures]}
+        result = {"fetched": self.fetched,
+                  "failures": [{"canvas": c, "reason": r} for c, r in self.failures]}
+        if self.deferred:  # only then: a run without a host down reports as before
+            result["deferred"] = dict(self.deferred)
+        return result
+
+    def add(self, result: "CanvasImageResult") -> None:
+        job, _sha, _width, _height, error, deferred_host = result
+        if deferred_host is not None:
+            self.deferred[deferred_host] = self.deferred.get(deferred_host, 0) + 1
+        elif error is None:
+            self.fetched += 1
+        else:
+            self.failures.append((job.canvas_iiif_id, error))
 
 
 @dataclass(frozen=True)
@@ -56,7 +73,8 @@ class InfoCache:
     """info.json documents by service id: in memory for the run, in the database between runs
     (``image_service_infos``), so a re-harvest or a region pass does not fetch them again.
     ``get`` returns None when the service has no usable info.json (then plans fall back to
-    what the manifest says)."""
+    what the manifest says); it raises HostDownError, remembering nothing, when the service's
+    host is down."""
 
     def __init__(self, fetcher: Fetcher, session_factory: Optional[sessionmaker[Session]] = None,
                  max_age: timedelta = timedelta(days=30), retry_errors_after: timedelta = timedelta(hours=1)):
@@ -99,6 +117,8 @@ class InfoCache:
                                         last_modified=usable["last_modified"] if usable else None)
             doc = usable["info_json"] if fetched.not_modified and usable else json.loads(fetched.body)
             info = parse_info_json(doc)
+        except HostDownError:
+            raise  # says nothing about the service: neither cached nor stored
         except (FetchError, ValueError) as exc:  # json errors are ValueErrors too
             log.info("no usable info.json for %s: %s", service_id, exc)
             self._store(service_id, None, None, None, str(exc))
@@ -164,21 +184,45 @@ def normalise_image(image, long_edge: int) -> tuple[bytes, int, int]:
 
 
 def fetch_canvas_image(job: CanvasImageJob, fetcher: Fetcher, infos: InfoCache, long_edge: int):
-    """Return a PIL image of the whole canvas image, or raise FetchError/ValueError/OSError."""
-    reasons = []
+    """Return a PIL image of the whole canvas image, or raise FetchError/ValueError/OSError;
+    HostDownError when a way to it was on a host that is down and no other way worked (a later
+    run may get it)."""
+    reasons, deferred = [], None
     if job.service is not None:
         try:
             plan = plan_fetch(infos.get(job.service.id), job.service, long_edge)
             tiles = [fetch_image(fetcher, request.url) for request in plan.requests]
             return tiles[0] if plan.is_single and plan.crop_box is None else stitch_tiles(plan, tiles)
         except (FetchError, ValueError, OSError) as exc:
+            deferred = exc if isinstance(exc, HostDownError) else deferred
             reasons.append(f"image service: {exc}")
     if job.image_url:
         try:
             return fetch_image(fetcher, job.image_url)
         except (FetchError, ValueError, OSError) as exc:
+            deferred = exc if isinstance(exc, HostDownError) else deferred
             reasons.append(f"image URL: {exc}")
+    if deferred is not None:
+        raise deferred
     raise ValueError("; ".join(reasons) or "canvas paints no image")
+
+
+# What fetching one canvas's image gave: (job, derivative sha256, width, height, error, host down).
+CanvasImageResult = tuple[CanvasImageJob, Optional[str], Optional[int], Optional[int], Optional[str], Optional[str]]
+
+
+def fetch_canvas_derivative(job: CanvasImageJob, fetcher: Fetcher, infos: InfoCache, derivatives: DerivativeStore,
+                            long_edge: int) -> CanvasImageResult:
+    """Fetch, normalise and store one canvas's image; a failure comes back in the result (a
+    StorageError is raised: it stops the run)."""
+    try:
+        image = fetch_canvas_image(job, fetcher, infos, long_edge)
+        data, width, height = normalise_image(image, long_edge)
+    except HostDownError as down:
+        return job, None, None, None, str(down), down.host
+    except (FetchError, ValueError, OSError) as exc:
+        return job, None, None, None, str(exc), None
+    return job, derivatives.put(data), width, height, None, None
 
 
 def pending_jobs(session: Session, retry_failed: bool = True) -> list[CanvasImageJob]:
@@ -199,13 +243,17 @@ def pending_jobs(session: Session, retry_failed: bool = True) -> list[CanvasImag
 
 
 def record_canvas_image(session, job, sha: Optional[str], width: Optional[int], height: Optional[int],
-                        error: Optional[str]) -> bool:
-    """Store what fetching ``job``'s image gave: its derivative, or the error against the canvas.
+                        error: Optional[str], deferred_host: Optional[str] = None) -> bool:
+    """Store what fetching ``job``'s image gave: its derivative, the error against the canvas, or
+    (``deferred_host``) that its host was down: no error then, the next run tries again.
     Returns False when the canvas is gone meanwhile (deleted by a concurrent re-harvest)."""
     canvas = session.get(Canvas, job.canvas_id)
     if canvas is None:
         return False
-    if error is None:
+    canvas.derivative_deferred = deferred_host
+    if deferred_host is not None:
+        canvas.derivative_error = None  # not known to be broken: its host did not answer
+    elif error is None:
         canvas.derivative_sha256, canvas.derivative_error = sha, None
         canvas.derivative_width, canvas.derivative_height = width, height
     else:
@@ -227,25 +275,18 @@ def fetch_canvas_derivatives(session_factory: sessionmaker[Session], fetcher: Fe
     infos = infos or InfoCache(fetcher, session_factory)
     report = ImageReport()
 
-    def work(job: CanvasImageJob):
-        try:
-            image = fetch_canvas_image(job, fetcher, infos, long_edge)
-            data, width, height = normalise_image(image, long_edge)
-        except (FetchError, ValueError, OSError) as exc:
-            return job, None, None, None, str(exc)
-        return job, derivatives.put(data), width, height, None  # StorageError stops the run
+    def work(job: CanvasImageJob) -> CanvasImageResult:
+        return fetch_canvas_derivative(job, fetcher, infos, derivatives, long_edge)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
             tqdm(total=len(jobs), unit="image", desc="images", disable=not show_progress or not jobs) as bar:
         try:
-            for job, sha, width, height, error in pool.map(work, jobs):
+            for result in pool.map(work, jobs):
                 # One short transaction per image: a killed run keeps everything finished so far.
                 with session_scope(session_factory) as session:
-                    recorded = record_canvas_image(session, job, sha, width, height, error)
-                if recorded and error is None:
-                    report.fetched += 1
-                elif recorded:
-                    report.failures.append((job.canvas_iiif_id, error))
+                    recorded = record_canvas_image(session, *result)
+                if recorded:
+                    report.add(result)
                 bar.update(1)
         except BaseException:
             # A full or read-only store, or a database that went away: stop fetching now

@@ -10,7 +10,9 @@ same moment. So:
 * re-harvesting is incremental: conditional requests and content hashes make an unchanged
   document cost one 304 and no parsing, changed manifests are updated in place
   (:func:`manuscripts_search.store.catalogue.save_manifest`), 404/410 flag a manifest as gone;
-* every failure is recorded against its URL with a readable reason and the crawl goes on.
+* every failure is recorded against its URL with a readable reason and the crawl goes on; a
+  document whose host is down is not a failure but deferred (its item ends "deferred", nothing is
+  recorded against the URL): the next run, a new crawl from the sources, fetches it.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from manuscripts_search.models import Collection, FetchedDocument, Manifest, Sou
 
 from . import crawl_queue
 from .crawl_queue import ANNOTATIONS, DOCUMENT, PAGE, ChildLink, CrawlTask
-from .documents import CHANGED, FAILED, GONE, NEW, NOT_IIIF, UNCHANGED, Outcome, process_task
+from .documents import CHANGED, DEFERRED, FAILED, GONE, NEW, NOT_IIIF, UNCHANGED, Outcome, process_task
 from .http import Fetcher, is_local_source, local_path
 
 log = logging.getLogger(__name__)
@@ -66,9 +68,10 @@ class HarvestReport:
     gone: list[str] = field(default_factory=list)  # URLs
     unchanged_failures: int = 0  # unusable documents that had not changed (not parsed again)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (url, reason)
+    deferred: list[tuple[str, str]] = field(default_factory=list)  # (url, host that was down)
     resumed: bool = False
 
-    _LISTS = ("manifests", "collections", "gone", "failures")
+    _LISTS = ("manifests", "collections", "gone", "failures", "deferred")
     _COUNTS = ("new", "changed", "unchanged", "unchanged_failures", "annotation_documents", "text_annotations")
 
     def snapshot(self) -> tuple:
@@ -81,13 +84,18 @@ class HarvestReport:
             setattr(self, name, value)
 
     def as_dict(self) -> dict:
-        return {"manifests": len(self.manifests), "new": self.new, "changed": self.changed,
-                "unchanged": self.unchanged, "unchanged_failures": self.unchanged_failures,
-                "collections": len(self.collections),
-                "annotation_documents": self.annotation_documents,
-                "text_annotations": self.text_annotations, "gone": list(self.gone),
-                "resumed": self.resumed,
-                "failures": [{"url": u, "reason": r} for u, r in self.failures]}
+        result = {"manifests": len(self.manifests), "new": self.new, "changed": self.changed,
+                  "unchanged": self.unchanged, "unchanged_failures": self.unchanged_failures,
+                  "collections": len(self.collections),
+                  "annotation_documents": self.annotation_documents,
+                  "text_annotations": self.text_annotations, "gone": list(self.gone),
+                  "resumed": self.resumed,
+                  "failures": [{"url": u, "reason": r} for u, r in self.failures]}
+        if self.deferred:  # only then: a run without a host down reports as before
+            result["deferred"] = {}
+            for _url, host in self.deferred:
+                result["deferred"][host] = result["deferred"].get(host, 0) + 1
+        return result
 
 
 def normalise_source(source: str) -> str:
@@ -213,6 +221,10 @@ class _Crawler:
 
     def _apply(self, session: Session, outcome: Outcome) -> list[CrawlTask]:
         task = outcome.task
+        if outcome.status == DEFERRED:
+            self.report.deferred.append((task.url, outcome.deferred_host))
+            crawl_queue.finish_item(session, task.item_id, "deferred", DEFERRED, outcome.error)
+            return []
         if not outcome.ok:
             return self._apply_failure(session, outcome)
         self._remember_document(session, outcome)

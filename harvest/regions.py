@@ -5,7 +5,9 @@ Boxes are laid out and stored in **canvas** coordinates (what a viewer highlight
 mapped to image pixels with :func:`canvas_to_image_xywh` (the image may be painted on part of the
 canvas, at another scale), then fetched the cheapest way the image service allows
 (:func:`plan_fetch`: one region request at levels 1/2, stitched tiles at level 0). Without an
-image service the whole image is downloaded once per canvas and every region cut from it.
+image service the whole image is downloaded once per canvas and every region cut from it. A
+region whose image host is down is deferred: no error is recorded, the next run fetches it (as
+it does every region without a derivative).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from manuscripts_search.iiif.tile_stitching import stitch_tiles
 from manuscripts_search.iiif.model import ImageServiceRef
 from manuscripts_search.models import Canvas, Region
 
-from .http import Fetcher, FetchError
+from .http import Fetcher, FetchError, HostDownError
 from .images import InfoCache, fetch_image, normalise_image
 
 log = logging.getLogger(__name__)
@@ -84,10 +86,14 @@ class RegionReport:
     planned: int = 0  # boxes added to the regions table
     fetched: int = 0
     failures: list[tuple[int, str]] = field(default_factory=list)  # (region id, reason)
+    deferred: dict[str, int] = field(default_factory=dict)  # host down -> regions left for a later run
 
     def as_dict(self) -> dict:
-        return {"planned": self.planned, "fetched": self.fetched,
-                "failures": [{"region": r, "reason": m} for r, m in self.failures]}
+        result = {"planned": self.planned, "fetched": self.fetched,
+                  "failures": [{"region": r, "reason": m} for r, m in self.failures]}
+        if self.deferred:
+            result["deferred"] = dict(self.deferred)
+        return result
 
 
 def _canvas_size(canvas: Canvas) -> Optional[tuple[int, int]]:
@@ -145,14 +151,19 @@ def _pending_jobs(session: Session) -> list[_CanvasRegionsJob]:
     return jobs
 
 
-RegionResult = tuple[int, Optional[str], Optional[str]]  # (region id, derivative sha256, error)
+# (region id, derivative sha256, error, host down: the region is deferred)
+RegionResult = tuple[int, Optional[str], Optional[str], Optional[str]]
 
 
 def _fetch_canvas_regions(job: _CanvasRegionsJob, fetcher: Fetcher, infos: InfoCache,
                           derivatives: DerivativeStore, long_edge: int) -> list[RegionResult]:
     """A result for each region of one canvas."""
     results: list[RegionResult] = []
-    info = infos.get(job.service.id) if job.service is not None else None
+    deferred_by = None  # the host of the info.json, when it was down
+    try:
+        info = infos.get(job.service.id) if job.service is not None else None
+    except HostDownError as down:
+        info, deferred_by = None, down.host
     image_size = (info.width, info.height) if info else (
         (job.service.width, job.service.height) if job.service and job.service.width and job.service.height else None)
     whole_image = None  # downloaded once when regions cannot be requested from a service
@@ -188,9 +199,9 @@ def _fetch_canvas_regions(job: _CanvasRegionsJob, fetcher: Fetcher, infos: InfoC
                 x, y, w, h = canvas_to_image_xywh(box, *job.canvas_size, *whole_image.size, job.target_xywh)
                 crop = whole_image.crop((x, y, x + w, y + h))
             data, _width, _height = normalise_image(crop, long_edge)
-            results.append((region_id, derivatives.put(data), None))
+            results.append((region_id, derivatives.put(data), None, None))
         except (FetchError, ValueError, OSError) as exc:
-            results.append((region_id, None, str(exc)))
+            results.append((region_id, None, str(exc), exc.host if isinstance(exc, HostDownError) else deferred_by))
     return results
 
 
@@ -214,13 +225,15 @@ def fetch_region_derivatives(session_factory: sessionmaker[Session], fetcher: Fe
         try:
             for job, results in pool.map(work, jobs):
                 with session_scope(session_factory) as session:  # one canvas's regions per transaction
-                    for region_id, sha, error in results:
+                    for region_id, sha, error, deferred_host in results:
                         region = session.get(Region, region_id)
                         if region is None:
                             continue  # the canvas changed under us; its new regions come next run
                         if sha is not None:
                             region.derivative_sha256 = sha
                             report.fetched += 1
+                        elif deferred_host is not None:
+                            report.deferred[deferred_host] = report.deferred.get(deferred_host, 0) + 1
                         else:
                             core_store.record_error(session, "region", job.service.id if job.service else job.image_url,
                                                     f"region {region.xywh}: {error}", canvas_id=job.canvas_id)

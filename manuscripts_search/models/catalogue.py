@@ -119,6 +119,8 @@ class Canvas(Base):
     derivative_width: Mapped[Optional[int]] = mapped_column(Integer)
     derivative_height: Mapped[Optional[int]] = mapped_column(Integer)
     derivative_error: Mapped[Optional[str]] = mapped_column(Text)
+    # The host that was down when the image was last tried: deferred (not failed) to a later run.
+    derivative_deferred: Mapped[Optional[str]] = mapped_column(Text)
 
     manifest: Mapped[Manifest] = relationship(back_populates="canvases")
 

@@ -136,7 +136,7 @@ def save_manifest(session: Session, parsed: ParsedManifest, *, url: Optional[str
             continue
         if any(getattr(canvas, col) != values[col] for col in _IMAGE_COLUMNS):
             canvas.derivative_sha256 = None
-            canvas.derivative_error = None
+            canvas.derivative_error = canvas.derivative_deferred = None
             stale_canvas_ids.append(canvas.id)
         for column, value in values.items():
             setattr(canvas, column, value)
