@@ -18,7 +18,8 @@ def init_db(state: CLIState):
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per manifest, one per line.")
-@click.option("--errors-only", is_flag=True, help="Only manifests that could not be used.")
+@click.option("--errors-only", is_flag=True,
+              help="Only manifests that could not be used, or whose images wait for a host that was down.")
 @pass_state
 def manifests(state: CLIState, as_json, errors_only):
     """List harvested manifests with canvas counts and errors."""
@@ -26,22 +27,43 @@ def manifests(state: CLIState, as_json, errors_only):
 
     from ..store.db import session_scope
     from ..iiif.language import first_value
-    from ..models import Manifest
+    from ..models import Canvas, Manifest
+    from .harvesting import host_down_line
 
     with session_scope(state.session_factory()) as session:
+        deferred = _deferred_images(session)
         query = select(Manifest).order_by(Manifest.id)
         if errors_only:
-            query = query.where(Manifest.error.is_not(None))
+            query = query.where(Manifest.error.is_not(None) | Manifest.id.in_(
+                select(Canvas.manifest_id).where(Canvas.derivative_deferred.is_not(None))))
         for manifest in session.scalars(query):
             row = {"id": manifest.iiif_id, "url": manifest.url, "iiif_version": manifest.iiif_version,
                    "label": first_value(manifest.label), "canvas_count": manifest.canvas_count,
-                   "image_canvas_count": manifest.image_canvas_count, "error": manifest.error}
+                   "image_canvas_count": manifest.image_canvas_count, "error": manifest.error,
+                   "deferred": deferred.get(manifest.id, {})}
             if as_json:
                 click.echo(json.dumps(row, ensure_ascii=False))
             else:
                 status = f"ERROR: {row['error']}" if row["error"] else (
                     f"{row['canvas_count']} canvases, {row['image_canvas_count']} with images")
+                if row["deferred"]:
+                    status += f"; {host_down_line(row['deferred'])}, the next harvest retries them"
                 click.echo(f"[v{row['iiif_version'] or '?'}] {row['label'] or row['id']} — {status}")
+
+
+def _deferred_images(session) -> dict[int, dict[str, int]]:
+    """Per manifest id: its canvas images deferred because their host was down, per host."""
+    from sqlalchemy import func, select
+
+    from ..models import Canvas
+
+    rows = session.execute(select(Canvas.manifest_id, Canvas.derivative_deferred, func.count())
+                           .where(Canvas.derivative_deferred.is_not(None))
+                           .group_by(Canvas.manifest_id, Canvas.derivative_deferred))
+    deferred: dict[int, dict[str, int]] = {}
+    for manifest_id, host, count in rows:
+        deferred.setdefault(manifest_id, {})[host] = count
+    return deferred
 
 
 @click.command()

@@ -57,12 +57,15 @@ def _check_data_dir(state: CLIState) -> None:
         raise click.ClickException(str(error)) from None
 
 
-def _make_fetcher(state: CLIState, workers, per_host, rate, retries, timeout, local_mirrors=None):
+def _make_fetcher(state: CLIState, workers, per_host, rate, retries, timeout, host_down_after=5, local_mirrors=None):
     from harvest.http import Fetcher
     from harvest.politeness import PolitenessPolicy
 
+    from ..host_health import HealthPolicy
+
     cfg = state.config
-    policy = PolitenessPolicy(max_per_host=min(per_host, workers), requests_per_second=rate)
+    policy = PolitenessPolicy(max_per_host=min(per_host, workers), requests_per_second=rate,
+                              health=HealthPolicy(down_after=host_down_after))
     return Fetcher(cfg.user_agent, timeout=timeout or cfg.http_timeout, max_bytes=cfg.max_response_bytes,
                    retries=retries, policy=policy, local_mirrors=local_mirrors,
                    network_policy=cfg.network_policy)
@@ -98,6 +101,22 @@ def _release(factory) -> None:
         engine.dispose()
 
 
+def deferred_by_host(result: dict) -> dict[str, int]:
+    """Requests (documents, canvas images, regions) a harvest report deferred, per host down."""
+    total: dict[str, int] = {}
+    for part in (result, result.get("images") or {}, result.get("regions") or {}):
+        for host, count in (part.get("deferred") or {}).items():
+            total[host] = total.get(host, 0) + count
+    return total
+
+
+def host_down_line(deferred: dict[str, int]) -> str:
+    """'host down: N requests deferred (host, or host: n, ...)', as the report and `msearch
+    manifests` say it."""
+    hosts = ", ".join(host if len(deferred) == 1 else f"{host}: {count}" for host, count in sorted(deferred.items()))
+    return f"host down: {sum(deferred.values())} requests deferred ({hosts})"
+
+
 def _summary(result: dict) -> str:
     lines = [f"published folder {p['folder']} as {p['manifest']} ({p['images']} image(s))"
              for p in result.get("published", [])]
@@ -116,6 +135,9 @@ def _summary(result: dict) -> str:
     if "regions" in result:
         lines.append(f"regions planned {result['regions']['planned']}, fetched {result['regions']['fetched']}, "
                      f"failed {len(result['regions']['failures'])}")
+    deferred = deferred_by_host(result)
+    if deferred:
+        lines.append(host_down_line(deferred) + "; the next run retries them")
     failures = list(result.get("failures", []))
     for stream in result.get("changes", []):
         failures += stream["failures"]
@@ -136,12 +158,16 @@ def _summary(result: dict) -> str:
               help="Also fetch annotation lists/pages that manifests reference, for their text.")
 @click.option("--max-documents", type=click.IntRange(1, None), default=None,
               help="Stop a crawl after this many documents (with --engine ray: per host).")
+@click.option("--host-down-after", type=click.IntRange(0, 1000), default=5, show_default=True,
+              help="Connection failures and timeouts in a row after which a host is down for the run: its "
+                   "requests are deferred to the next run, with a probe now and then (0: never).")
 @ray_engine_options("local: this process. ray: one Ray task per host and per chunk of images, with the per-host "
                     "limits kept over the whole cluster (needs the [ray] extra; docs/scale-out.md).")
 @_fetcher_options
 @pass_state
-def harvest(state: CLIState, sources, change_streams, images, annotations, max_documents, engine, address, ray_cpus,
-            workers, per_host, rate, retries, timeout, regions, region_grid, region_overlap, progress, as_json):
+def harvest(state: CLIState, sources, change_streams, images, annotations, max_documents, host_down_after, engine,
+            address, ray_cpus, workers, per_host, rate, retries, timeout, regions, region_grid, region_overlap,
+            progress, as_json):
     """Harvest IIIF manifests, collections or annotation lists (URLs or local JSON files),
     recursively; re-running is incremental, and resumes a run that was interrupted."""
     from harvest.changes import process_change_stream
@@ -158,12 +184,12 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
             raise click.UsageError("a folder of images is published on this machine: run `msearch publish FOLDER` "
                                    "first, then harvest its manifest URL with --engine ray")
         result = _harvest_on_ray(state, sources, change_streams, images, annotations, max_documents, address,
-                                 ray_cpus, workers, per_host, rate, retries, timeout, regions, region_grid,
-                                 region_overlap)
+                                 ray_cpus, workers, per_host, rate, retries, timeout, host_down_after, regions,
+                                 region_grid, region_overlap)
         emit(result, as_json, _summary(result))
         return
     sources, published, mirrors = _publish_folders(state, sources)
-    fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout, local_mirrors=mirrors)
+    fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout, host_down_after, local_mirrors=mirrors)
     factory = state.session_factory()
     options = HarvestOptions(workers=workers, max_documents=max_documents, annotations=annotations)
     result: dict = {"published": [p.as_dict() for p in published]} if published else {}
@@ -180,7 +206,8 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
         _release(factory)
     result["requests"] = fetcher.stats.get("requests", 0)
     emit(result, as_json, _summary(result))
-    if sources and not result.get("manifests") and not result.get("collections") and result.get("failures"):
+    if sources and not result.get("manifests") and not result.get("collections") and (
+            result.get("failures") or result.get("deferred")):
         # Nothing usable came of it (a typo'd URL, a folder of no images): say so and stop a
         # script (`make demo`) before it embeds and serves an empty site.
         raise click.ClickException("nothing was harvested; the reasons are listed above "
@@ -212,13 +239,16 @@ def _publish_folders(state: CLIState, sources) -> tuple[list[str], list, Optiona
 
 
 def _harvest_on_ray(state: CLIState, sources, change_streams, images, annotations, max_documents, address, ray_cpus,
-                    workers, per_host, rate, retries, timeout, regions, region_grid, region_overlap) -> dict:
+                    workers, per_host, rate, retries, timeout, host_down_after, regions, region_grid,
+                    region_overlap) -> dict:
     from harvest.cluster_fetch import FetcherSettings
     from harvest.ray_harvest import RayHarvestOptions, harvest_with_ray
 
     from ..distributed.runtime import RayUnavailableError
+    from ..host_health import HealthPolicy
 
-    knobs = {"max_per_host": min(per_host, workers), "requests_per_second": rate, "retries": retries}
+    knobs = {"max_per_host": min(per_host, workers), "requests_per_second": rate, "retries": retries,
+             "health": HealthPolicy(down_after=host_down_after)}
     if timeout:
         knobs["timeout"] = timeout
     fetch = FetcherSettings.from_config(state.config, **knobs)
