@@ -8,5 +8,6 @@ shapes_collection (the end-to-end collection over HTTP) and web_site (the book o
 itself adds site, app, client, make_app and runner.
 
 Plain helpers: browser, cli (run_cli), corpus (the shared corpus and its expected counts), crops,
+dead_hosts (image hosts that never answer or refuse),
 iiif_server, images, model_factory, scripted_server, search_library, worker_catalogue.
 """

@@ -70,15 +70,16 @@ class _QuietServer(ThreadingHTTPServer):
 class ScriptedServer:
     """Threaded server on ``host`` (any loopback address); ``routes[path]`` (path with query string) gives each response, else
     ``fallback`` (when set), else 404. ``latency`` is added to every response. ``requests``
-    records them all."""
+    records them all. ``port`` 0 picks a free one; another reopens a port used before (a host
+    that comes back)."""
 
-    def __init__(self, latency: float = 0.0, host: str = "127.0.0.1"):
+    def __init__(self, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0):
         self.routes: dict[str, Route] = {}
         self.fallback: Optional[Route] = None
         self.latency = latency
         self.requests: list[SeenRequest] = []
         self._lock = threading.Lock()
-        self._httpd = _QuietServer((host, 0), _Handler)
+        self._httpd = _QuietServer((host, port), _Handler)
         self._httpd.owner = self  # type: ignore[attr-defined]
         self.base_url = f"http://{host}:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
