@@ -128,7 +128,8 @@ def process_change_stream(stream_url: str, session_factory: sessionmaker[Session
                           options: Optional[HarvestOptions] = None, max_pages: int = MAX_PAGES) -> ChangesReport:
     """Read ``stream_url`` (an OrderedCollection of activities) back to where the previous run
     stopped and apply the newer activities. Never raises for remote problems: they are in
-    ``failures`` and the stream position is left where it was."""
+    ``failures`` and the stream position is left where it was; so is it when documents were
+    deferred because their host was down."""
     stream_url = normalise_source(stream_url)
     report = ChangesReport(stream=stream_url)
     with session_scope(session_factory) as session:
@@ -160,9 +161,14 @@ def process_change_stream(stream_url: str, session_factory: sessionmaker[Session
         report.harvest = harvest_urls_once(to_harvest, session_factory, fetcher, options)
         report.harvested.extend(to_harvest)
         report.failures.extend(report.harvest.failures)
+    deferred = report.harvest is not None and report.harvest.deferred
+    if deferred:
+        # Their hosts were down: the next run reads these activities again (the rest cost a 304).
+        report.stopped_at = (f"{report.stopped_at}; " if report.stopped_at else "") + (
+            f"{len(report.harvest.deferred)} document(s) deferred (host down), position kept")
     with session_scope(session_factory) as session:
         state = _state(session, stream_url)
-        if newest is not None:
+        if newest is not None and not deferred:
             state.last_activity_time, state.last_activity_key = newest.time, newest.key
         state.activities_applied = (state.activities_applied or 0) + len(to_harvest) + len(to_remove)
         state.last_run_at, state.last_error = utcnow(), None

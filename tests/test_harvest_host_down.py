@@ -203,3 +203,43 @@ def test_on_ray_a_down_host_is_down_for_every_task_and_its_canvases_come_next_ru
         assert session.scalar(select(func.count()).select_from(Canvas)
                               .where(Canvas.derivative_deferred.is_not(None))) == 0
     factory.kw["bind"].dispose()
+
+
+def test_a_change_stream_keeps_its_position_while_a_host_of_its_activities_is_down(db_url):
+    from harvest.changes import process_change_stream
+
+    factory = migrated_factory(db_url)
+    context = "http://iiif.io/api/discovery/1/context.json"
+    with ScriptedServer() as site:
+        refusing = RefusingPort()
+        port, host = refusing.port, refusing.base_url
+        stream = site.url("/stream.json")
+        site.add_json("/page0.json", {
+            "@context": context, "id": site.url("/page0.json"), "type": "OrderedCollectionPage",
+            "partOf": {"id": stream, "type": "OrderedCollection"},
+            "orderedItems": [{"type": "Create", "object": {"id": f"{host}/m/{i}.json", "type": "Manifest"},
+                              "endTime": f"2024-01-0{i + 1}T00:00:00Z"} for i in range(3)]})
+        site.add_json("/stream.json", {
+            "@context": context, "id": stream, "type": "OrderedCollection", "totalItems": 3,
+            "first": {"id": site.url("/page0.json"), "type": "OrderedCollectionPage"},
+            "last": {"id": site.url("/page0.json"), "type": "OrderedCollectionPage"}})
+
+        def fetcher():
+            return Fetcher("manuscripts-search-tests/1.0", timeout=0.5, retries=1,
+                           policy=PolitenessPolicy(backoff_base=0.01, backoff_max=0.02,
+                                                   health=HealthPolicy(down_after=1)))
+
+        try:
+            first = process_change_stream(stream, factory, fetcher()).as_dict()
+        finally:
+            refusing.close()
+        assert first["harvest"]["deferred"] == {host: 3} and first["failures"] == []
+        assert "3 document(s) deferred (host down), position kept" in first["stopped_at"]
+
+        with ScriptedServer(port=port) as members:
+            for i in range(3):
+                members.add_json(f"/m/{i}.json", member(host, i))
+            second = process_change_stream(stream, factory, fetcher()).as_dict()
+    # Before, the position moved past the activities whose documents were never fetched.
+    assert (second["harvested"], second["harvest"]["new"], second["failures"]) == (3, 3, [])
+    factory.kw["bind"].dispose()

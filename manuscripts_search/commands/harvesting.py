@@ -104,7 +104,8 @@ def _release(factory) -> None:
 def deferred_by_host(result: dict) -> dict[str, int]:
     """Requests (documents, canvas images, regions) a harvest report deferred, per host down."""
     total: dict[str, int] = {}
-    for part in (result, result.get("images") or {}, result.get("regions") or {}):
+    streams = [stream.get("harvest") or {} for stream in result.get("changes", [])]
+    for part in (result, *streams, result.get("images") or {}, result.get("regions") or {}):
         for host, count in (part.get("deferred") or {}).items():
             total[host] = total.get(host, 0) + count
     return total
