@@ -15,8 +15,9 @@ Every Fetcher of every task, and the driver's, takes its per-host request slots 
 from one limits actor (:mod:`manuscripts_search.distributed.host_limits`): eight tasks on four
 machines still send one server at most ``max_per_host`` requests at once and at most
 ``requests_per_second``; and a host that stops answering is down for every task at once, its
-requests deferred to a later run as a local harvest defers them. A task that Ray retries (its process died) does its work again: crawls
-resume from their queue, derivatives are content-addressed, so nothing is stored twice.
+requests deferred to a later run as a local harvest defers them. A task that Ray retries (its
+process died) does its work again: crawls resume from their queue, derivatives are
+content-addressed, so nothing is stored twice.
 
 PostgreSQL lets the tasks write at once. SQLite has a single writer, so on SQLite the tasks run
 one after another (in Ray's worker processes still): same results, no speed-up.
