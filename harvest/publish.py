@@ -66,6 +66,8 @@ class PublishResult:
     images: list[PublishedImage] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
     previous_manifest_url: Optional[str] = None  # the URL this publication had before, when it changed
+    # Canvas ids of a publication made before canvas ids named the image (/canvas/<n>): old -> new.
+    renamed_canvases: dict[str, str] = field(default_factory=dict)
     sidecar: Optional[str] = None  # the metadata table read, by file name
     warnings: list[str] = field(default_factory=list)  # the metadata table's problems
 
@@ -208,7 +210,10 @@ def _read_state(path: Path) -> dict:
         files = {name: entry for name, entry in state.items() if isinstance(entry, dict) and "service_id" in entry}
         root = next((e["service_id"].rsplit("/images/", 1)[0] for e in files.values()
                      if "/images/" in str(e["service_id"])), None)
-        state = {"files": files, "manifest_url": f"{root}/manifest.json" if root else None}
+        # Its canvases were numbered in the order of its files (the order they were written in).
+        state = {"files": files, "manifest_url": f"{root}/manifest.json" if root else None,
+                 "numbered_canvases": {f"{root}/canvas/{n}": name for n, name in enumerate(files, start=1)}
+                 if root else {}}
     state.setdefault("files", {})
     return state
 
@@ -292,6 +297,9 @@ def publish_folder(source: Path, published_root: Path, base_url: str, slug: Opti
     if not result.images:
         raise PublishError(f"no readable JPEG, PNG or TIFF images in {source}"
                            + (f" ({len(result.skipped)} unreadable)" if result.skipped else ""))
+    identifiers = {image.source: image.identifier for image in result.images}
+    result.renamed_canvases = {old: f"{root_url}/canvas/{identifiers[name]}"
+                               for old, name in state.get("numbered_canvases", {}).items() if name in identifiers}
     # Trees of images no longer in the folder go, so the manifest and the files agree.
     wanted = {image.identifier for image in result.images}
     for stale in (out / "images").iterdir():

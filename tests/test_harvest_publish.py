@@ -484,3 +484,39 @@ def test_rights_are_creative_commons_or_rightsstatements_uris(text, expected):
     from harvest.publish_sidecar import rights_uri
 
     assert rights_uri(text) == expected
+
+
+def test_a_publication_of_the_previous_version_keeps_its_canvases(tmp_path, msearch_env):
+    """Before canvas ids named their image, canvases were numbered (/canvas/1, /canvas/2) and the
+    state file held only the files: re-published (here at another base URL), the same canvas rows
+    take the new ids - through ids of their own, since 0.jpg's old /canvas/2 is 1.jpg's new id."""
+    folder = tmp_path / "ledger"
+    _small_images(folder, ["0.jpg", "1.jpg"])
+    runner = CliRunner()
+    first = runner.invoke(cli, ["publish", str(folder), "--base-url", "http://old.example", "--json", "--no-progress"],
+                          env=msearch_env, catch_exceptions=False)
+    assert json.loads(first.output)["images"]["fetched"] == 2
+    # As the previous version left them: numbered canvas ids, a state file of files only.
+    state_path = load_config(msearch_env).data_dir / "published" / "ledger" / "publish-state.json"
+    files = json.loads(state_path.read_text())["files"]
+    state_path.write_text(json.dumps({name: {k: v for k, v in entry.items() if k != "layout"}
+                                      for name, entry in files.items()}))
+    factory = _session_factory(msearch_env)
+    for n in (2, 1):  # 1.jpg's /canvas/1 is free once it is /canvas/2
+        with session_scope(factory) as session:
+            canvas = session.scalars(select(Canvas).order_by(Canvas.position)).all()[n - 1]
+            canvas.iiif_id = f"http://old.example/published/ledger/canvas/{n}"
+    with session_scope(factory) as session:
+        before = {c.id: c.derivative_sha256 for c in session.scalars(select(Canvas))}
+    again = runner.invoke(cli, ["publish", str(folder), "--base-url", "http://new.example", "--json", "--no-progress"],
+                          env=msearch_env, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    report = json.loads(again.output)
+    assert report["published"]["replaced_manifest"] == "http://old.example/published/ledger/manifest.json"
+    assert report["images"]["fetched"] == 0
+    with session_scope(factory) as session:
+        canvases = session.scalars(select(Canvas).order_by(Canvas.position)).all()
+        assert {c.id: c.derivative_sha256 for c in canvases} == before
+        assert [c.iiif_id for c in canvases] == ["http://new.example/published/ledger/canvas/0",
+                                                 "http://new.example/published/ledger/canvas/1"]
+    factory.kw["bind"].dispose()

@@ -252,9 +252,10 @@ def _adopt_publication(state: CLIState, published) -> None:
     factory = state.session_factory()
     try:
         with session_scope(factory) as session:
-            if published.previous_manifest_url:
-                move_manifest(session, published.previous_manifest_url, published.manifest_url,
-                              published.previous_root_url + "/", published.root_url + "/")
+            if published.previous_manifest_url or published.renamed_canvases:
+                move_manifest(session, published.previous_manifest_url or published.manifest_url,
+                              published.manifest_url, (published.previous_root_url or published.root_url) + "/",
+                              published.root_url + "/", canvas_ids=published.renamed_canvases)
             forget_image_services(session, published.root_url + "/")
     finally:
         _release(factory)

@@ -301,38 +301,47 @@ def link_manifest_ids(session: Session, collection_id: int, manifest_id: int) ->
         session.flush()
 
 
-def move_manifest(session: Session, old_url: str, new_url: str, old_prefix: str, new_prefix: str) -> Optional[Manifest]:
+def move_manifest(session: Session, old_url: str, new_url: str, old_prefix: str, new_prefix: str,
+                  canvas_ids: Optional[dict[str, str]] = None) -> Optional[Manifest]:
     """The manifest harvested from ``old_url`` now lives at ``new_url``, every id under
     ``old_prefix`` now under ``new_prefix`` (a published folder served at another base URL): move
     its row and its canvases' ids, image services and image URLs, so that the next harvest of
-    ``new_url`` updates the same rows in place and their derivatives and vectors stay. A row
-    already at ``new_url`` (left by an earlier run) is kept and the one at ``old_url`` deleted.
-    Returns the row now at ``new_url``, or None when nothing was harvested from ``old_url``."""
+    ``new_url`` updates the same rows in place and their derivatives and vectors stay. A canvas
+    whose id is a key of ``canvas_ids`` takes that value as its new id instead (ids that changed
+    scheme). A row already at another ``new_url`` (left by an earlier run) is kept and the one at
+    ``old_url`` deleted. Returns the row now at ``new_url``, or None when nothing was harvested
+    from ``old_url``."""
     def moved(value: Optional[str]) -> Optional[str]:
         return new_prefix + value[len(old_prefix):] if value and value.startswith(old_prefix) else value
 
     manifest = session.scalar(select(Manifest).where(Manifest.url == old_url))
     if manifest is None:
         return None
-    already = session.scalar(select(Manifest).where(Manifest.url == new_url))
+    already = session.scalar(select(Manifest).where(Manifest.url == new_url)) if new_url != old_url else None
     if already is not None:
         session.delete(manifest)
         session.flush()
         return already
     manifest.url, manifest.iiif_id, manifest.fetched_from = new_url, moved(manifest.iiif_id), moved(manifest.fetched_from)
     manifest.thumbnail = moved(manifest.thumbnail)
-    for canvas in session.scalars(select(Canvas).where(Canvas.manifest_id == manifest.id)):
+    canvases = session.scalars(select(Canvas).where(Canvas.manifest_id == manifest.id)).all()
+    renamed = {canvas.id: (canvas_ids or {}).get(canvas.iiif_id) or moved(canvas.iiif_id) for canvas in canvases}
+    for canvas in canvases:  # through ids of their own: a new id may be another canvas's old one
+        canvas.iiif_id = f"{renamed[canvas.id]}#moving-{canvas.id}"
+    session.flush()
+    for canvas in canvases:
         canvas.iiif_id, canvas.service_id, canvas.image_url = (
-            moved(canvas.iiif_id), moved(canvas.service_id), moved(canvas.image_url))
+            renamed[canvas.id], moved(canvas.service_id), moved(canvas.image_url))
     # The validators and last hash go along, so the harvest sees a changed document, not a new one.
     for document in session.scalars(select(FetchedDocument).where(FetchedDocument.url == old_url,
-                                                                  FetchedDocument.context == "")):
+                                                                  FetchedDocument.context == "",
+                                                                  FetchedDocument.url != new_url)):
         if session.scalar(select(FetchedDocument.id).where(FetchedDocument.url == new_url,
                                                            FetchedDocument.context == "")) is None:
             document.url = new_url
         else:
             session.delete(document)
-    source = session.scalar(select(Source).where(Source.url == old_url))
+    source = session.scalar(select(Source).where(Source.url == old_url)) if new_url != old_url else None
     if source is not None:
         other = session.scalar(select(Source).where(Source.url == new_url))
         if other is None:
