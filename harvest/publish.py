@@ -336,7 +336,8 @@ def _manifest(result: PublishResult, root_url: str, label: Optional[str], folder
         row = described.get(image.source)
         properties = _properties(row, summary_is_label=True)
         if row is not None:  # the file name stays visible once the table names the image
-            properties["metadata"] = [{"label": _text("File"), "value": _text(image.source)}] + properties.get("metadata", [])
+            properties["metadata"] = ([{"label": _text("File"), "value": _text(image.source)}]
+                                      + properties.get("metadata", []))
         title = (row.title or row.summary) if row is not None else None
         canvas = manifest.make_canvas(id=canvas_id, width=image.width, height=image.height,
                                       label=_text(title or image.source), **properties)
@@ -367,7 +368,8 @@ def _properties(description, summary_is_label: bool = False) -> dict:
     if description.metadata:
         properties["metadata"] = [{"label": _text(k), "value": _text(v)} for k, v in description.metadata]
     if description.required_statement:
-        properties["requiredStatement"] = {"label": _text("Attribution"), "value": _text(description.required_statement)}
+        properties["requiredStatement"] = {"label": _text("Attribution"),
+                                           "value": _text(description.required_statement)}
     if description.rights:
         properties["rights"] = description.rights
     if description.nav_date:

@@ -318,7 +318,8 @@ def rights_uri(text: str) -> Optional[str]:
 # -- dates -------------------------------------------------------------------------------------
 
 _APPROXIMATE = re.compile(r"^(?:c(?:a|irca)?\.?|about|around|approx(?:\.|imately)?|~)\s*", re.IGNORECASE)
-_ISO = re.compile(r"^(-?\d{1,4})(?:-(\d{1,2})(?:-(\d{1,2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?(Z|[+-]\d{2}:?\d{2})?)?)?)?$")
+_ISO = re.compile(r"^(-?\d{1,4})(?:-(\d{1,2})(?:-(\d{1,2})"
+                  r"(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?(Z|[+-]\d{2}:?\d{2})?)?)?)?$")
 _RANGE = re.compile(r"^(\d{1,4})\s*(?:-|–|—|to|/)\s*(\d{1,4})$")
 _CENTURY = re.compile(r"^(\d{1,2})(?:st|nd|rd|th)?(?:\s*(?:-|–|/)\s*\d{1,2}(?:st|nd|rd|th)?)?\s*"
                       r"(?:c\.?|cent\.?|century)$", re.IGNORECASE)

@@ -275,10 +275,10 @@ def _publication_notes(report: dict) -> list[str]:
 @click.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--base-url", envvar="MSEARCH_PUBLIC_URL", default="http://127.0.0.1:5000", show_default=True,
-              help="Public URL of the web app (`msearch serve`) that will serve the files. "
-                   "Env: MSEARCH_PUBLIC_URL.")
+              help="Public URL of the web app (`msearch serve`) that will serve the files: the URL the site "
+                   "is served at, since every id is written with it. Env: MSEARCH_PUBLIC_URL.")
 @click.option("--slug", help="URL name of this set [default: the folder's name].")
-@click.option("--label", help="Manifest label [default: the folder's name].")
+@click.option("--label", help="Manifest label [default: the metadata table's title, else the folder's name].")
 @click.option("--tile-size", type=click.IntRange(64, 4096), default=512, show_default=True)
 @click.option("--metadata", "metadata_table", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The metadata table (TSV/CSV) describing the images [default: SOURCES.tsv, SOURCES.csv, "

@@ -322,7 +322,8 @@ def move_manifest(session: Session, old_url: str, new_url: str, old_prefix: str,
         session.delete(manifest)
         session.flush()
         return already
-    manifest.url, manifest.iiif_id, manifest.fetched_from = new_url, moved(manifest.iiif_id), moved(manifest.fetched_from)
+    manifest.url, manifest.iiif_id = new_url, moved(manifest.iiif_id)
+    manifest.fetched_from = moved(manifest.fetched_from)
     manifest.thumbnail = moved(manifest.thumbnail)
     canvases = session.scalars(select(Canvas).where(Canvas.manifest_id == manifest.id)).all()
     renamed = {canvas.id: (canvas_ids or {}).get(canvas.iiif_id) or moved(canvas.iiif_id) for canvas in canvases}
@@ -356,5 +357,6 @@ def move_manifest(session: Session, old_url: str, new_url: str, old_prefix: str,
 def forget_image_services(session: Session, prefix: str) -> int:
     """Drop the cached info.json of every image service under ``prefix`` (a publication whose
     images were regenerated: a service id can stand for new pixels). Returns how many."""
-    result = session.execute(delete(ImageServiceInfo).where(ImageServiceInfo.service_id.startswith(prefix, autoescape=True)))
+    result = session.execute(delete(ImageServiceInfo).where(
+        ImageServiceInfo.service_id.startswith(prefix, autoescape=True)))
     return result.rowcount or 0
