@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Collection, Optional
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -225,10 +225,14 @@ def fetch_canvas_derivative(job: CanvasImageJob, fetcher: Fetcher, infos: InfoCa
     return job, derivatives.put(data), width, height, None, None
 
 
-def pending_jobs(session: Session, retry_failed: bool = True) -> list[CanvasImageJob]:
+def pending_jobs(session: Session, retry_failed: bool = True,
+                 manifest_ids: Optional[Collection[int]] = None) -> list[CanvasImageJob]:
+    """Canvases that paint an image and have no derivative yet (of ``manifest_ids`` only, when given)."""
     query = (select(Canvas).where(Canvas.derivative_sha256.is_(None))
              .where(Canvas.service_id.is_not(None) | Canvas.image_url.is_not(None))
              .order_by(Canvas.id))
+    if manifest_ids is not None:
+        query = query.where(Canvas.manifest_id.in_(list(manifest_ids)))
     if not retry_failed:
         query = query.where(Canvas.derivative_error.is_(None))
     jobs = []
@@ -266,12 +270,14 @@ def record_canvas_image(session, job, sha: Optional[str], width: Optional[int], 
 def fetch_canvas_derivatives(session_factory: sessionmaker[Session], fetcher: Fetcher,
                              derivatives: DerivativeStore, long_edge: int = 448, threads: int = 4,
                              show_progress: bool = False, retry_failed: bool = True,
-                             infos: Optional[InfoCache] = None) -> ImageReport:
-    """Fetch a derivative for every canvas that paints an image and has none yet."""
+                             infos: Optional[InfoCache] = None,
+                             manifest_ids: Optional[Collection[int]] = None) -> ImageReport:
+    """Fetch a derivative for every canvas that paints an image and has none yet (of
+    ``manifest_ids`` only, when given: a command that harvested one manifest leaves the others alone)."""
     from tqdm import tqdm
 
     with session_scope(session_factory) as session:
-        jobs = pending_jobs(session, retry_failed=retry_failed)
+        jobs = pending_jobs(session, retry_failed=retry_failed, manifest_ids=manifest_ids)
     infos = infos or InfoCache(fetcher, session_factory)
     report = ImageReport()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Collection, Optional
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,13 +104,16 @@ def _canvas_size(canvas: Canvas) -> Optional[tuple[int, int]]:
     return None
 
 
-def plan_regions(session_factory: sessionmaker[Session], grid: RegionGrid) -> int:
+def plan_regions(session_factory: sessionmaker[Session], grid: RegionGrid,
+                 manifest_ids: Optional[Collection[int]] = None) -> int:
     """Make every image canvas's regions match ``grid`` (added without a derivative; boxes of
-    another grid removed). Returns the number of boxes added."""
+    another grid removed), of ``manifest_ids`` only when given. Returns the number of boxes added."""
     added = 0
+    query = select(Canvas).where(Canvas.service_id.is_not(None) | Canvas.image_url.is_not(None))
+    if manifest_ids is not None:
+        query = query.where(Canvas.manifest_id.in_(list(manifest_ids)))
     with session_scope(session_factory) as session:
-        canvases = session.scalars(select(Canvas).where(
-            Canvas.service_id.is_not(None) | Canvas.image_url.is_not(None)).order_by(Canvas.id)).all()
+        canvases = session.scalars(query.order_by(Canvas.id)).all()
         for canvas in canvases:
             size = _canvas_size(canvas)
             if size is None:
@@ -129,10 +132,12 @@ class _CanvasRegionsJob:
     regions: tuple[tuple[int, XYWH], ...]  # (region id, canvas box)
 
 
-def _pending_jobs(session: Session) -> list[_CanvasRegionsJob]:
-    rows = session.execute(select(Region, Canvas).join(Canvas, Canvas.id == Region.canvas_id)
-                           .where(Region.derivative_sha256.is_(None))
-                           .order_by(Canvas.id, Region.id)).all()
+def _pending_jobs(session: Session, manifest_ids: Optional[Collection[int]] = None) -> list[_CanvasRegionsJob]:
+    query = (select(Region, Canvas).join(Canvas, Canvas.id == Region.canvas_id)
+             .where(Region.derivative_sha256.is_(None)))
+    if manifest_ids is not None:
+        query = query.where(Canvas.manifest_id.in_(list(manifest_ids)))
+    rows = session.execute(query.order_by(Canvas.id, Region.id)).all()
     by_canvas: dict[int, tuple[Canvas, list]] = {}
     for region, canvas in rows:
         by_canvas.setdefault(canvas.id, (canvas, []))[1].append((region.id, (region.x, region.y, region.w, region.h)))
@@ -207,12 +212,14 @@ def _fetch_canvas_regions(job: _CanvasRegionsJob, fetcher: Fetcher, infos: InfoC
 
 def fetch_region_derivatives(session_factory: sessionmaker[Session], fetcher: Fetcher,
                              derivatives: DerivativeStore, long_edge: int = 448, threads: int = 4,
-                             show_progress: bool = False, infos: Optional[InfoCache] = None) -> RegionReport:
-    """Fetch a derivative for every region that has none, canvas by canvas."""
+                             show_progress: bool = False, infos: Optional[InfoCache] = None,
+                             manifest_ids: Optional[Collection[int]] = None) -> RegionReport:
+    """Fetch a derivative for every region that has none, canvas by canvas (of ``manifest_ids``'
+    canvases only, when given)."""
     from tqdm import tqdm
 
     with session_scope(session_factory) as session:
-        jobs = _pending_jobs(session)
+        jobs = _pending_jobs(session, manifest_ids)
     infos = infos or InfoCache(fetcher, session_factory)
     report = RegionReport()
     total = sum(len(job.regions) for job in jobs)

@@ -72,7 +72,9 @@ def _make_fetcher(state: CLIState, workers, per_host, rate, retries, timeout, ho
 
 
 def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions: bool, grid_levels,
-                  overlap: float, workers: int, progress: bool) -> None:
+                  overlap: float, workers: int, progress: bool, manifest_ids=None) -> None:
+    """Fetch canvas images and plan and fetch region crops: for every canvas that lacks them, or
+    for ``manifest_ids``' canvases only (publishing touches only what it publishes)."""
     from harvest.images import InfoCache, fetch_canvas_derivatives
     from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
 
@@ -85,11 +87,12 @@ def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions:
     if images:
         result["images"] = fetch_canvas_derivatives(
             factory, fetcher, derivatives, long_edge=cfg.image_size, threads=workers,
-            show_progress=progress, infos=infos).as_dict()
+            show_progress=progress, infos=infos, manifest_ids=manifest_ids).as_dict()
     if regions:
-        planned = plan_regions(factory, RegionGrid(tuple(grid_levels), overlap))
+        planned = plan_regions(factory, RegionGrid(tuple(grid_levels), overlap), manifest_ids=manifest_ids)
         report = fetch_region_derivatives(factory, fetcher, derivatives, long_edge=cfg.image_size,
-                                          threads=workers, show_progress=progress, infos=infos)
+                                          threads=workers, show_progress=progress, infos=infos,
+                                          manifest_ids=manifest_ids)
         report.planned = planned
         result["regions"] = report.as_dict()
 
@@ -119,8 +122,10 @@ def host_down_line(deferred: dict[str, int]) -> str:
 
 
 def _summary(result: dict) -> str:
-    lines = [f"published folder {p['folder']} as {p['manifest']} ({p['images']} image(s))"
-             for p in result.get("published", [])]
+    lines = []
+    for p in result.get("published", []):
+        lines.append(f"published folder {p['folder']} as {p['manifest']} ({p['images']} image(s))")
+        lines += _publication_notes(p)
     if "manifests" in result:
         lines.append(
             f"harvested {result['manifests']} manifest(s) ({result['new']} new, {result['changed']} changed, "
@@ -234,6 +239,7 @@ def _publish_folders(state: CLIState, sources) -> tuple[list[str], list, Optiona
             published.append(publish_folder(path, root, base_url))
         except PublishError as exc:
             raise click.ClickException(f"{source}: {exc}") from None
+        _adopt_publication(state, published[-1])
         out.append(published[-1].manifest_url)
     mirrors = {f"{base_url.rstrip('/')}/published/": root} if published else None
     return out, published, mirrors
@@ -267,31 +273,76 @@ def _harvest_on_ray(state: CLIState, sources, change_streams, images, annotation
         _release(factory)
 
 
+def _adopt_publication(state: CLIState, published) -> None:
+    """Bring the catalogue in line with a (re-)publication before it is harvested: the manifest
+    row follows a new base URL (same row, canvases and vectors; :func:`move_manifest`), and the
+    cached info.json of its image services is forgotten (regenerated images may differ)."""
+    from ..store.catalogue import forget_image_services, move_manifest
+    from ..store.db import session_scope
+
+    factory = state.session_factory()
+    try:
+        with session_scope(factory) as session:
+            if published.previous_manifest_url or published.renamed_canvases:
+                move_manifest(session, published.previous_manifest_url or published.manifest_url,
+                              published.manifest_url, (published.previous_root_url or published.root_url) + "/",
+                              published.root_url + "/", canvas_ids=published.renamed_canvases)
+            forget_image_services(session, published.root_url + "/")
+    finally:
+        _release(factory)
+
+
+def _publication_notes(report: dict) -> list[str]:
+    lines = []
+    if report.get("replaced_manifest"):
+        lines.append(f"  (it was {report['replaced_manifest']}: the catalogue's row now has the new URLs)")
+    if report.get("metadata_table"):
+        lines.append(f"  metadata from {report['metadata_table']}")
+    lines += [f"  ! {item['file']}: {item['reason']}" for item in report.get("skipped", [])]
+    lines += [f"  ! {warning}" for warning in report.get("warnings", [])]
+    return lines
+
+
 @click.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--base-url", envvar="MSEARCH_PUBLIC_URL", default="http://127.0.0.1:5000", show_default=True,
-              help="Public URL of the web app (`msearch serve`) that will serve the files. "
-                   "Env: MSEARCH_PUBLIC_URL.")
+              help="Public URL of the web app (`msearch serve`) that will serve the files: the URL the site "
+                   "is served at, since every id is written with it. Env: MSEARCH_PUBLIC_URL.")
 @click.option("--slug", help="URL name of this set [default: the folder's name].")
-@click.option("--label", help="Manifest label [default: the folder's name].")
+@click.option("--label", help="Manifest label [default: the metadata table's title, else the folder's name].")
 @click.option("--tile-size", type=click.IntRange(64, 4096), default=512, show_default=True)
+@click.option("--metadata", "metadata_table", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The metadata table (TSV/CSV) describing the images [default: SOURCES.tsv, SOURCES.csv, "
+                   "metadata.tsv or metadata.csv in FOLDER].")
+@click.option("--replace", is_flag=True,
+              help="Publish FOLDER under a name (slug) that another folder was published under, in its place.")
 @click.option("--images/--no-images", default=True, show_default=True,
               help="Also make the derivatives for encoding (read from disk, no server needed).")
 @_fetcher_options
 @pass_state
-def publish(state: CLIState, folder, base_url, slug, label, tile_size, images, workers, per_host, rate,
-            retries, timeout, regions, region_grid, region_overlap, progress, as_json):
+def publish(state: CLIState, folder, base_url, slug, label, tile_size, metadata_table, replace, images, workers,
+            per_host, rate, retries, timeout, regions, region_grid, region_overlap, progress, as_json):
     """Publish a folder of JPEG/PNG/TIFF images as a level-0 IIIF service and a manifest served
-    by the web app under /published/, and harvest that manifest."""
+    by the web app under /published/, and harvest that manifest (its images and regions only).
+
+    The slug names the publication: publishing the same slug again updates it in place (changed
+    images, a new --base-url, the metadata table), in the files and in the catalogue."""
     from harvest.manifests import HarvestOptions, harvest_sources
     from harvest.publish import PublishError, publish_folder
+    from sqlalchemy import select
+
+    from ..models import Manifest
+    from ..store.db import session_scope
 
     progress = sys.stderr.isatty() if progress is None else progress
+    _check_data_dir(state)
     published_root = state.config.data_dir / "published"
     try:
-        published = publish_folder(folder, published_root, base_url, slug=slug, label=label, tile=tile_size)
+        published = publish_folder(folder, published_root, base_url, slug=slug, label=label, tile=tile_size,
+                                   replace=replace, metadata_table=metadata_table)
     except PublishError as exc:
         raise click.ClickException(str(exc)) from None
+    _adopt_publication(state, published)
     # The app need not be running: URLs under the public prefix are read from the folder.
     fetcher = _make_fetcher(state, workers, per_host, rate, retries, timeout,
                             local_mirrors={f"{base_url.rstrip('/')}/published/": published_root})
@@ -300,16 +351,21 @@ def publish(state: CLIState, folder, base_url, slug, label, tile_size, images, w
     try:
         result["harvest"] = harvest_sources([published.manifest_url], factory, fetcher,
                                             options=HarvestOptions(workers=workers)).as_dict()
-        _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress)
+        with session_scope(factory) as session:
+            manifest_ids = list(session.scalars(select(Manifest.id).where(Manifest.url == published.manifest_url)))
+        _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress,
+                      manifest_ids=manifest_ids)
     finally:
         fetcher.close()
         _release(factory)
-    text = (f"published {len(published.images)} image(s) as {published.manifest_url} "
-            f"({result['published']['regenerated']} regenerated) in {published.folder}")
-    for name, reason in published.skipped:
-        text += f"\n  ! {name}: {reason}"
+    text = "\n".join([f"published {len(published.images)} image(s) as {published.manifest_url} "
+                      f"({result['published']['regenerated']} regenerated) in {published.folder}"]
+                     + _publication_notes(result["published"]))
+    if result["harvest"]["failures"]:
+        text += "".join(f"\n  ! {f['url']}: {f['reason']}" for f in result["harvest"]["failures"])
     if "images" in result:
         text += f"\nimages fetched {result['images']['fetched']}, failed {len(result['images']['failures'])}"
     if "regions" in result:
-        text += f"\nregions fetched {result['regions']['fetched']}, failed {len(result['regions']['failures'])}"
+        text += (f"\nregions planned {result['regions']['planned']}, fetched {result['regions']['fetched']}, "
+                 f"failed {len(result['regions']['failures'])}")
     emit(result, as_json, text)

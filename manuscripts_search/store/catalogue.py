@@ -22,7 +22,9 @@ from ..models import (
     Collection,
     CollectionMembership,
     Embedding,
+    FetchedDocument,
     HarvestError,
+    ImageServiceInfo,
     Manifest,
     Region,
     Source,
@@ -297,3 +299,64 @@ def link_manifest_ids(session: Session, collection_id: int, manifest_id: int) ->
     if session.get(CollectionMembership, (collection_id, manifest_id)) is None:
         session.add(CollectionMembership(collection_id=collection_id, manifest_id=manifest_id))
         session.flush()
+
+
+def move_manifest(session: Session, old_url: str, new_url: str, old_prefix: str, new_prefix: str,
+                  canvas_ids: Optional[dict[str, str]] = None) -> Optional[Manifest]:
+    """The manifest harvested from ``old_url`` now lives at ``new_url``, every id under
+    ``old_prefix`` now under ``new_prefix`` (a published folder served at another base URL): move
+    its row and its canvases' ids, image services and image URLs, so that the next harvest of
+    ``new_url`` updates the same rows in place and their derivatives and vectors stay. A canvas
+    whose id is a key of ``canvas_ids`` takes that value as its new id instead (ids that changed
+    scheme). A row already at another ``new_url`` (left by an earlier run) is kept and the one at
+    ``old_url`` deleted. Returns the row now at ``new_url``, or None when nothing was harvested
+    from ``old_url``."""
+    def moved(value: Optional[str]) -> Optional[str]:
+        return new_prefix + value[len(old_prefix):] if value and value.startswith(old_prefix) else value
+
+    manifest = session.scalar(select(Manifest).where(Manifest.url == old_url))
+    if manifest is None:
+        return None
+    already = session.scalar(select(Manifest).where(Manifest.url == new_url)) if new_url != old_url else None
+    if already is not None:
+        session.delete(manifest)
+        session.flush()
+        return already
+    manifest.url, manifest.iiif_id = new_url, moved(manifest.iiif_id)
+    manifest.fetched_from = moved(manifest.fetched_from)
+    manifest.thumbnail = moved(manifest.thumbnail)
+    canvases = session.scalars(select(Canvas).where(Canvas.manifest_id == manifest.id)).all()
+    renamed = {canvas.id: (canvas_ids or {}).get(canvas.iiif_id) or moved(canvas.iiif_id) for canvas in canvases}
+    for canvas in canvases:  # through ids of their own: a new id may be another canvas's old one
+        canvas.iiif_id = f"{renamed[canvas.id]}#moving-{canvas.id}"
+    session.flush()
+    for canvas in canvases:
+        canvas.iiif_id, canvas.service_id, canvas.image_url = (
+            renamed[canvas.id], moved(canvas.service_id), moved(canvas.image_url))
+    # The validators and last hash go along, so the harvest sees a changed document, not a new one.
+    for document in session.scalars(select(FetchedDocument).where(FetchedDocument.url == old_url,
+                                                                  FetchedDocument.context == "",
+                                                                  FetchedDocument.url != new_url)):
+        if session.scalar(select(FetchedDocument.id).where(FetchedDocument.url == new_url,
+                                                           FetchedDocument.context == "")) is None:
+            document.url = new_url
+        else:
+            session.delete(document)
+    source = session.scalar(select(Source).where(Source.url == old_url)) if new_url != old_url else None
+    if source is not None:
+        other = session.scalar(select(Source).where(Source.url == new_url))
+        if other is None:
+            source.url = new_url
+        else:
+            manifest.source_id = other.id
+            session.delete(source)
+    session.flush()
+    return manifest
+
+
+def forget_image_services(session: Session, prefix: str) -> int:
+    """Drop the cached info.json of every image service under ``prefix`` (a publication whose
+    images were regenerated: a service id can stand for new pixels). Returns how many."""
+    result = session.execute(delete(ImageServiceInfo).where(
+        ImageServiceInfo.service_id.startswith(prefix, autoescape=True)))
+    return result.rowcount or 0
