@@ -1,8 +1,9 @@
 """IIIF Content State 1.0: share "this canvas, this region, of this manifest" as one link.
 
-A content state is a JSON annotation (motivation ``contentState``) or just its ``target``; in a
-URL's ``iiif-content`` parameter it is *content-state-encoded*: encodeURIComponent, then base64url
-without padding (spec section 6). A plain http(s) URI is passed as it is, never encoded.
+A content state is a JSON annotation (motivation ``contentState``) or just its ``target`` (we
+write the annotation, and read both); in a URL's ``iiif-content`` parameter it is
+*content-state-encoded*: encodeURIComponent, then base64url without padding (spec section 6).
+A plain http(s) URI is passed as it is, never encoded.
 
 Pure functions: :func:`encode_content_state` / :func:`decode_content_state` for the encoding,
 :func:`canvas_content_state` to build one, :func:`parse_content_state` to read one back into a
@@ -74,11 +75,13 @@ def decode_content_state(encoded: str) -> str:
 
 
 def canvas_content_state(canvas_id: str, manifest_id: str, xywh: Optional[str] = None,
-                         full_annotation: bool = False) -> dict:
+                         full_annotation: bool = True) -> dict:
     """The content state of a canvas (or a region of it, ``xywh`` "x,y,w,h") in a manifest.
 
-    The compact form (the target of an implied annotation, as the spec recommends for links) by
-    default; the full ``contentState`` annotation with ``full_annotation``.
+    The full ``contentState`` annotation by default: the spec allows the compact form (just the
+    target) in links, but Clover opens only the annotation (it stays on "Loading" with the
+    target alone), and every client that reads one form reads this one. The compact form with
+    ``full_annotation=False``; :func:`parse_content_state` reads both.
     """
     target_id = f"{canvas_id}#xywh={xywh}" if xywh else canvas_id
     target = {"id": target_id, "type": "Canvas", "partOf": [{"id": manifest_id, "type": "Manifest"}]}
