@@ -65,8 +65,12 @@ def test_content_state_round_trip_with_unicode_and_javascript_safe_characters():
 def test_full_annotation_and_specific_resource_forms_are_read():
     # The full annotation is what we write by default: Clover opens only that form.
     full = canvas_content_state("https://ex.org/c1", "https://ex.org/m", "5,6,7,8")
-    assert full == {"@context": "http://iiif.io/api/presentation/3/context.json", "type": "Annotation",
-                    "motivation": ["contentState"],
+    # With an id (Clover opens no annotation without one), the same for the same state.
+    assert full["id"].startswith("urn:uuid:") and full["id"] == canvas_content_state(
+        "https://ex.org/c1", "https://ex.org/m", "5,6,7,8")["id"] != canvas_content_state(
+        "https://ex.org/c1", "https://ex.org/m", "5,6,7,9")["id"]
+    assert full == {"@context": "http://iiif.io/api/presentation/3/context.json", "id": full["id"],
+                    "type": "Annotation", "motivation": ["contentState"],
                     "target": {"id": "https://ex.org/c1#xywh=5,6,7,8", "type": "Canvas",
                                "partOf": [{"id": "https://ex.org/m", "type": "Manifest"}]}}
     target = parse_content_state(encode_content_state(json.dumps(full)))

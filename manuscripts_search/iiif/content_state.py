@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import quote, unquote
@@ -79,16 +80,18 @@ def canvas_content_state(canvas_id: str, manifest_id: str, xywh: Optional[str] =
     """The content state of a canvas (or a region of it, ``xywh`` "x,y,w,h") in a manifest.
 
     The full ``contentState`` annotation by default: the spec allows the compact form (just the
-    target) in links, but Clover opens only the annotation (it stays on "Loading" with the
-    target alone), and every client that reads one form reads this one. The compact form with
-    ``full_annotation=False``; :func:`parse_content_state` reads both.
+    target) in links, but Clover opens only the annotation, and only one with an ``id`` (it stays
+    on "Loading" otherwise); every client that reads one form reads this one. The id is a
+    ``urn:uuid`` named by the target, so the same state always gets the same id. The compact form
+    with ``full_annotation=False``; :func:`parse_content_state` reads both.
     """
     target_id = f"{canvas_id}#xywh={xywh}" if xywh else canvas_id
     target = {"id": target_id, "type": "Canvas", "partOf": [{"id": manifest_id, "type": "Manifest"}]}
     if not full_annotation:
         return target
-    return {"@context": PRESENTATION_3_CONTEXT, "type": "Annotation", "motivation": ["contentState"],
-            "target": target}
+    annotation_id = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(target, sort_keys=True))}"
+    return {"@context": PRESENTATION_3_CONTEXT, "id": annotation_id, "type": "Annotation",
+            "motivation": ["contentState"], "target": target}
 
 
 def content_state_parameter(state: dict) -> str:
