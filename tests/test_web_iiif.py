@@ -305,6 +305,27 @@ def test_viewer_accepts_iiif_content_in_every_form(client, shapes_site):
     assert client.get("/view?iiif-content=%%%").status_code == 400
 
 
+def test_viewer_pages_open_what_they_are_given_and_refuse_anything_else(app, client, shapes_site):
+    manifest = f"http://msearch.test/iiif/manifest/{shapes_site.manifest_ids['book']}"
+    state = content_state_parameter(canvas_content_state(shapes_site.canvas_iiif_ids["scene"], manifest, "1,2,3,4"))
+    uv = client.get(f"/uv?manifest={manifest}")
+    assert uv.status_code == 200
+    clover = client.get(f"/clover?iiif-content={state}")
+    assert clover.status_code == 200 and f'"content": "{state}"' in clover.get_data(as_text=True)
+    for path in ("/uv", "/uv?manifest=javascript:alert(1)", "/clover", "/clover?iiif-content=javascript:alert(1)",
+                 "/clover?iiif-content=%%%", "/clover?iiif-content=" + "A" * 20_001):
+        response = client.get(path)
+        assert response.status_code == 400, path
+    # Not installed (no `make setup`): the page says how to install it instead of a broken viewer.
+    saved = app.config["CLOVER_DIR"], app.config["UV_DIR"]
+    app.config["CLOVER_DIR"] = app.config["UV_DIR"] = "/nonexistent"
+    try:
+        assert "npm run build" in client.get(f"/clover?iiif-content={manifest}").get_data(as_text=True)
+        assert "make setup" in client.get(f"/uv?manifest={manifest}").get_data(as_text=True)
+    finally:
+        app.config["CLOVER_DIR"], app.config["UV_DIR"] = saved
+
+
 def test_canvas_page_share_link_is_a_content_state_of_the_highlighted_region(client, shapes_site):
     html = client.get(f"/canvas/{shapes_site.canvas_ids['scene']}?xywh=500,750,500,750").get_data(as_text=True)
     value = html.split('id="share-url" class="text-input" type="text" readonly value="')[1].split('"')[0]
