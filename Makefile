@@ -15,11 +15,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip wheel setuptools
 
-# Python packages (torch pinned to 2.13.0 CPU in requirements.txt) and the viewer's npm packages.
+# Python packages (torch pinned to 2.13.0 CPU in requirements.txt) and the viewers' npm packages
+# (Clover is bundled with React into web/build/clover/ by esbuild: `npm run build`).
 setup: $(BIN)/python
 	$(BIN)/pip install -r requirements.txt
 	$(BIN)/pip install --no-deps -e .
-	cd web && npm ci --no-audit --no-fund
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 # Debian packages the integration tests drive: PostgreSQL 15 server and headless Chromium.
 system-deps:

@@ -226,7 +226,8 @@ def assert_inert(site: HostileSite, payload_template: str) -> None:
     # Query echo: the payload as the search itself.
     query = payload_template.replace("{m}", marker + "q")
     for url in (f"/search?q={quote(query)}", f"/manifests/{manifest_id}?q={quote(query)}",
-                f"/canvas/{canvas_id}?q={quote(query)}", f"/mirador?manifest={quote(query)}"):
+                f"/canvas/{canvas_id}?q={quote(query)}", f"/mirador?manifest={quote(query)}",
+                f"/uv?manifest={quote(query)}", f"/clover?iiif-content={quote(query)}"):
         response = site.client.get(url)
         assert response.status_code < 500, url
         finder = inspect_page(response.get_data(as_text=True), marker + "q")

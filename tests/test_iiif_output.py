@@ -51,7 +51,7 @@ def test_content_state_encoding_matches_the_spec_example():
 
 def test_our_canvas_content_state_encodes_like_the_spec():
     state = canvas_content_state("https://example.org/alice/canvas77", "https://example.org/alice/manifest",
-                                 "1000,2000,1000,2000")
+                                 "1000,2000,1000,2000", full_annotation=False)
     assert content_state_parameter(state) == ALICE_ENCODED
 
 
@@ -63,8 +63,16 @@ def test_content_state_round_trip_with_unicode_and_javascript_safe_characters():
 
 
 def test_full_annotation_and_specific_resource_forms_are_read():
-    full = canvas_content_state("https://ex.org/c1", "https://ex.org/m", "5,6,7,8", full_annotation=True)
-    assert full["motivation"] == ["contentState"] and full["type"] == "Annotation"
+    # The full annotation is what we write by default: Clover opens only that form.
+    full = canvas_content_state("https://ex.org/c1", "https://ex.org/m", "5,6,7,8")
+    # With an id (Clover opens no annotation without one), the same for the same state.
+    assert full["id"].startswith("urn:uuid:") and full["id"] == canvas_content_state(
+        "https://ex.org/c1", "https://ex.org/m", "5,6,7,8")["id"] != canvas_content_state(
+        "https://ex.org/c1", "https://ex.org/m", "5,6,7,9")["id"]
+    assert full == {"@context": "http://iiif.io/api/presentation/3/context.json", "id": full["id"],
+                    "type": "Annotation", "motivation": ["contentState"],
+                    "target": {"id": "https://ex.org/c1#xywh=5,6,7,8", "type": "Canvas",
+                               "partOf": [{"id": "https://ex.org/m", "type": "Manifest"}]}}
     target = parse_content_state(encode_content_state(json.dumps(full)))
     assert (target.resource_type, target.canvas_id, target.xywh) == ("Canvas", "https://ex.org/c1", (5, 6, 7, 8))
     specific = {"type": "SpecificResource", "source": {"id": "https://ex.org/c2", "type": "Canvas",
@@ -72,6 +80,8 @@ def test_full_annotation_and_specific_resource_forms_are_read():
                 "selector": {"type": "FragmentSelector", "value": "xywh=1,2,3,4"}}
     target = parse_content_state(encode_content_state(json.dumps(specific)))
     assert (target.canvas_id, target.manifest_id, target.xywh) == ("https://ex.org/c2", "https://ex.org/m", (1, 2, 3, 4))
+    compact = parse_content_state(ALICE_ENCODED)  # the target-only form is still read
+    assert (compact.canvas_id, compact.xywh) == ("https://example.org/alice/canvas77", (1000, 2000, 1000, 2000))
     manifest = parse_content_state("https://ex.org/m")  # a plain URI is never encoded
     assert manifest.resource_id == "https://ex.org/m" and manifest.resource_type == "Unknown"
 
@@ -117,10 +127,13 @@ def test_search2_response_has_the_shape_of_the_spec_and_of_a_real_service():
         assert set(ours["body"]) == set(theirs["body"]) and ours["body"]["type"] == "TextualBody"
         assert ours["target"].split("#xywh=")[1].count(",") == 3
     # Paging (spec 4.2.2): partOf is the embedded collection with first/last/total; next; startIndex.
-    assert response["partOf"] == {"id": "https://s.example/search?q=bird", "type": "AnnotationCollection",
-                                  "total": 3, "first": {"id": "https://s.example/search?q=bird&page=1",
-                                                        "type": "AnnotationPage"},
-                                  "last": {"id": "https://s.example/search?q=bird&page=2", "type": "AnnotationPage"}}
+    # partOf is an array, as Presentation 3 requires of it (the spec's example writes one object,
+    # which Clover's parser cannot read: "t.partOf.map is not a function").
+    assert response["partOf"] == [{"id": "https://s.example/search?q=bird", "type": "AnnotationCollection",
+                                   "total": 3, "first": {"id": "https://s.example/search?q=bird&page=1",
+                                                         "type": "AnnotationPage"},
+                                   "last": {"id": "https://s.example/search?q=bird&page=2",
+                                            "type": "AnnotationPage"}}]
     assert response["next"] == {"id": "https://s.example/search?q=bird&page=2", "type": "AnnotationPage"}
     assert "prev" not in response and response["startIndex"] == 0 and response["ignored"] == ["user"]
     # Match highlighting (spec 4.3.2): a highlighting annotation with a TextQuoteSelector on the match.
@@ -139,6 +152,18 @@ def test_search2_targets_name_their_manifest_when_the_scope_spans_manifests():
     target = search2_response([match], _page(1))["items"][0]["target"]
     assert target == {"id": "https://ex.org/c", "type": "Canvas", "partOf": [
         {"id": "https://ex.org/m", "type": "Manifest", "label": {"en": ["M"]}}]}
+
+
+def test_search1_hits_always_target_a_region():
+    # Universal Viewer 4.4 reads each hit's box from "#xywh=" and fails on a bare canvas URI
+    # ("Cannot read properties of null (reading '1')"), showing no hit at all.
+    whole = SearchMatch("https://s/a", "https://ex.org/c", "f. 1r", motivation="describing", extent=(1000, 1500))
+    unknown = SearchMatch("https://s/b", "https://ex.org/d", "f. 2r", motivation="describing")
+    response = search1_response([whole, unknown, MATCHES[0]], _page(3))
+    assert [r["on"] for r in response["resources"]] == [
+        "https://ex.org/c#xywh=0,0,1000,1500", "https://ex.org/d#xywh=0,0,1,1",
+        "https://ex.org/canvas/1#xywh=200,100,200,20"]
+    assert search2_response([whole], _page(1))["items"][0]["target"] == "https://ex.org/c"  # Search 2 may say "all"
 
 
 @pytest.mark.parametrize("example", ["dbmdz__highlighting.json", "helpers__search1-bsb.json",
@@ -180,14 +205,14 @@ def test_autocomplete_responses_have_the_shapes_of_the_spec_examples():
 URLS = SearchServiceURLs("https://s/search/1", "https://s/ac/1", "https://s/search/2", "https://s/ac/2")
 
 
-def test_republished_v3_manifest_declares_search1_by_profile_and_search2_as_the_spec_writes_it():
+def test_republished_v3_manifest_declares_search2_first_and_search1_by_profile():
     original = {"@context": "http://iiif.io/api/presentation/3/context.json", "id": "https://ex.org/m",
                 "type": "Manifest", "service": [{"id": "https://other/s", "type": "SearchService2"}]}
     result = with_search_services(original, URLS, 3)
     assert original["service"] == [{"id": "https://other/s", "type": "SearchService2"}]  # input untouched
     assert result["@context"] == ["http://iiif.io/api/search/2/context.json",
                                   "http://iiif.io/api/presentation/3/context.json"]
-    search1, search2, theirs = result["service"]
+    search2, search1, theirs = result["service"]  # Clover takes the first search service
     assert search1 == {"@id": "https://s/search/1", "@type": "SearchService1",
                        "profile": "http://iiif.io/api/search/1/search",
                        "service": [{"@id": "https://s/ac/1", "@type": "AutoCompleteService1",
@@ -202,7 +227,12 @@ def test_republished_v2_manifest_declares_search1_like_the_wellcome_manifest():
                            "@type": "sc:Manifest", "service": {"@id": "https://other/x", "profile": "p"}}
     result = with_search_services(original, URLS, 2)
     assert result["@context"] == _json_v2["@context"]
-    assert result["service"][0] == {"@context": "http://iiif.io/api/search/1/context.json",
+    # Search 2 in Presentation 2 syntax: a service there is identified by @id (the validator
+    # refused the id/type form: "Services must have an http[s] URI").
+    assert result["service"][0] == {"@context": "http://iiif.io/api/search/2/context.json",
+                                    "@id": "https://s/search/2", "@type": "SearchService2",
+                                    "service": {"@id": "https://s/ac/2", "@type": "AutoCompleteService2"}}
+    assert result["service"][1] == {"@context": "http://iiif.io/api/search/1/context.json",
                                     "@id": "https://s/search/1", "profile": "http://iiif.io/api/search/1/search",
                                     "service": {"@id": "https://s/ac/1",
                                                 "profile": "http://iiif.io/api/search/1/autocomplete"}}
@@ -210,7 +240,7 @@ def test_republished_v2_manifest_declares_search1_like_the_wellcome_manifest():
     corpus_manifest = json.loads((CORPUS / "iiif" / "v2" / "mirador27__searchManifest.json").read_text())
     declared = corpus_manifest["service"] if isinstance(corpus_manifest["service"], list) else [corpus_manifest["service"]]
     real = next(s for s in declared if "search" in str(s.get("profile", "")))
-    assert set(real) <= set(result["service"][0]) | {"label"}
+    assert set(real) <= set(result["service"][1]) | {"label"}
 
 
 # -- Presentation 3 export -------------------------------------------------------------------------

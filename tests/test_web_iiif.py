@@ -4,12 +4,19 @@ manifests re-published with both search services, exports as Presentation 3 (val
 iiif-prezi3), and IIIF Content State links in and out."""
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter, parse_content_state
+from manuscripts_search.iiif.content_state import (canvas_content_state, content_state_parameter,
+                                                   decode_content_state, parse_content_state)
+from tests.helpers.presentation_validator import assert_valid_presentation
 from tests.helpers.web_site import SCENE_REGION
+
+CORPUS = Path(os.environ.get("MSEARCH_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
 
 
 def _search(client, version, manifest_id, **params):
@@ -33,7 +40,7 @@ def test_search2_finds_transcription_words_with_their_boxes_and_context(client, 
     assert highlights[text_items[0]["id"]] == {"type": "TextQuoteSelector", "prefix": "Here begins the book of the red ",
                                                "exact": "dragon"}
     assert highlights[text_items[1]["id"]]["exact"] == "Dragons"  # the whole word, accents and case ignored
-    assert body["partOf"]["total"] == len(body["items"]) and body["startIndex"] == 0
+    assert body["partOf"][0]["total"] == len(body["items"]) and body["startIndex"] == 0
 
 
 def test_search2_adds_visual_matches_of_the_words_as_regions(client, shapes_site):
@@ -73,12 +80,19 @@ def test_search1_response_is_what_mirador_reads(client, shapes_site):
     assert body["within"]["total"] == len(body["resources"])
 
 
+def test_search1_hits_on_whole_canvases_target_their_full_extent(client, shapes_site):
+    body = _search(client, 1, shapes_site.manifest_ids["book"], q="triangle")  # a canvas label: "f. 2r blue triangle"
+    on = [r["on"] for r in body["resources"] if r["motivation"] == "oa:describing"]
+    assert on == [f"{shapes_site.canvas_iiif_ids['blue_triangle']}#xywh=0,0,1000,1500"]
+    assert all("#xywh=" in r["on"] for r in body["resources"])
+
+
 def test_content_search_pages_through_results(app, shapes_site):
     app.config["CONTENT_SEARCH_PAGE_SIZE"] = 1
     try:
         client = app.test_client()
         first = _search(client, 2, shapes_site.manifest_ids["book"], q="dragon")
-        total = first["partOf"]["total"]
+        total = first["partOf"][0]["total"]
         assert total >= 3 and len(first["items"]) == 1 and "prev" not in first
         seen = [first["items"][0]["id"]]
         page = first
@@ -88,7 +102,7 @@ def test_content_search_pages_through_results(app, shapes_site):
             assert page["prev"]["id"] and page["startIndex"] == len(seen)
             seen.append(page["items"][0]["id"])
         assert len(seen) == total == len(set(seen))
-        assert page["id"] == page["partOf"]["last"]["id"]
+        assert page["id"] == page["partOf"][0]["last"]["id"]
         one = _search(client, 1, shapes_site.manifest_ids["book"], q="dragon", page=2)
         assert one["startIndex"] == 1 and one["prev"].endswith("page=1")
         bad = client.get(f"/iiif/search/2/manifest/{shapes_site.manifest_ids['book']}?q=dragon&page=99")
@@ -105,12 +119,12 @@ def test_unsupported_parameters_are_reported_as_ignored(client, shapes_site):
 
 def test_empty_and_wordless_queries_answer_empty_pages(client, shapes_site):
     empty = _search(client, 2, shapes_site.manifest_ids["book"])
-    assert empty["items"] == [] and empty["partOf"]["total"] == 0
+    assert empty["items"] == [] and empty["partOf"][0]["total"] == 0
     # No word to find in the transcriptions or the metadata; the visual matches of the query
     # (one on each canvas of the book) are all that is left.
     wordless = _search(client, 2, shapes_site.manifest_ids["book"], q="!!!")
     assert [item["motivation"] for item in wordless["items"]] == ["highlighting"] * len(shapes_site.canvas_ids)
-    assert wordless["partOf"]["total"] == len(shapes_site.canvas_ids)
+    assert wordless["partOf"][0]["total"] == len(shapes_site.canvas_ids)
 
 
 def test_autocomplete_suggests_words_of_the_transcriptions(client, shapes_site):
@@ -143,17 +157,76 @@ def test_republished_manifest_declares_both_search_services(client, shapes_site)
     assert response.headers["Content-Type"] == ('application/ld+json;profile="http://iiif.io/api/presentation/3/'
                                                 'context.json"')
     document = response.get_json()
-    assert document["id"] == shapes_site.manifest_url and len(document["items"]) == 4
-    search1, search2 = document["service"][:2]
+    # Its id is where it is served from (Clover waits forever otherwise); the holder's URL follows.
+    assert document["id"] == f"http://msearch.test/iiif/manifest/{book}" and len(document["items"]) == 4
+    assert document["seeAlso"][0] == {"id": shapes_site.manifest_url, "type": "Dataset",
+                                      "label": {"en": ["The manifest as its holder publishes it"]},
+                                      "format": "application/ld+json",
+                                      "profile": "http://iiif.io/api/presentation/3/context.json"}
+    assert document["items"][0]["id"] == shapes_site.canvas_iiif_ids["red_circle"]  # canvases keep their ids
+    # Search 2 first: Clover takes the first search service it finds; Mirador and UV look for
+    # Search 1 by its profile.
+    search2, search1 = document["service"][:2]
     assert search1["profile"] == "http://iiif.io/api/search/1/search"
     assert search1["@id"] == f"http://msearch.test/iiif/search/1/manifest/{book}"
     assert search2 == {"id": f"http://msearch.test/iiif/search/2/manifest/{book}", "type": "SearchService2",
                        "service": [{"id": f"http://msearch.test/iiif/autocomplete/2/manifest/{book}",
                                     "type": "AutoCompleteService2"}]}
+    assert_valid_presentation(document, f"http://msearch.test/iiif/manifest/{book}", 3)
     # The declared services answer.
     assert client.get(urlsplit(search2["id"]).path + "?q=dragon").get_json()["items"]
     hostile = client.get(f"/iiif/manifest/{shapes_site.manifest_ids['hostile']}")
     assert hostile.status_code == 404 and "was not kept" in hostile.get_json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def corpus_manifests(app):
+    """Every manifest of the shared corpus (v2 and v3) that the Presentation validator accepts
+    as its holder publishes it, stored as harvested: [(database id, file name, version)]."""
+    from manuscripts_search.models import Manifest
+    from web.database import get_session
+
+    stored = []
+    with app.app_context():
+        session = get_session()
+        for version in (2, 3):
+            for path in sorted((CORPUS / "iiif" / f"v{version}").glob("*.json")):
+                document = json.loads(path.read_text())
+                declared = document.get("@id") or document.get("id")
+                if (document.get("@type") or document.get("type")) not in ("sc:Manifest", "Manifest"):
+                    continue
+                try:
+                    assert_valid_presentation(document, declared, version)
+                except AssertionError:
+                    continue  # invalid as published: re-publishing cannot be asked to mend it
+                row = Manifest(url=f"https://corpus.test/{path.name}", iiif_id=declared, iiif_version=version,
+                               label={"none": [path.stem]}, raw_json=path.read_text())
+                session.add(row)
+                session.flush()
+                stored.append((row.id, path.name, version))
+        session.commit()
+    assert len([s for s in stored if s[2] == 2]) >= 30 and len([s for s in stored if s[2] == 3]) >= 50, stored
+    return stored
+
+
+def test_every_republished_manifest_validates_in_its_own_version(client, corpus_manifests):
+    for manifest_id, name, version in corpus_manifests:
+        url = f"http://msearch.test/iiif/manifest/{manifest_id}"
+        document = client.get(url).get_json()
+        # The official validator refused our v2 documents ("Services must have an http[s] URI":
+        # the Search 2 block had only id/type) and every document whose id was the holder's.
+        try:
+            assert_valid_presentation(document, url, version)
+        except AssertionError as error:
+            raise AssertionError(f"{name} (v{version}) re-published: {error}") from None
+        services = document["service"]
+        if version == 2:
+            assert services[0]["@id"] == f"http://msearch.test/iiif/search/2/manifest/{manifest_id}"
+            assert services[0]["@type"] == "SearchService2" and "id" not in services[0]
+            assert document["seeAlso"][0]["profile"] == "http://iiif.io/api/presentation/2/context.json"
+        else:
+            assert services[0]["type"] == "SearchService2"
+        assert services[1]["profile"] == "http://iiif.io/api/search/1/search"
 
 
 def test_export_manifest_is_valid_presentation_3_with_a_search_service(client, shapes_site):
@@ -163,6 +236,8 @@ def test_export_manifest_is_valid_presentation_3_with_a_search_service(client, s
     assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
     document = response.get_json()
     Manifest(**{**document, "@context": "http://iiif.io/api/presentation/3/context.json"})
+    assert_valid_presentation(document, "http://msearch.test/iiif/export/manifest?q=a+red+circle&k=3", 3)
+    assert document["service"][0]["type"] == "SearchService2"
     assert "http://iiif.io/api/presentation/3/context.json" in document["@context"]
     canvases = document["items"]
     assert len(canvases) == 3
@@ -190,6 +265,7 @@ def test_export_collection_lists_the_source_manifests(client, shapes_site):
 
     document = client.get("/iiif/export/collection?q=dragon").get_json()
     Collection(**document)
+    assert_valid_presentation(document, "http://msearch.test/iiif/export/collection?q=dragon", 3)
     assert [item["id"] for item in document["items"]] == [shapes_site.manifest_url]
     assert document["items"][0]["label"]["en"] == ["Book of shapes"]
 
@@ -227,6 +303,27 @@ def test_viewer_accepts_iiif_content_in_every_form(client, shapes_site):
         canvas_content_state("https://elsewhere.example/c", "https://elsewhere.example/m")))
     assert unknown.status_code == 404 and "has not harvested" in unknown.get_data(as_text=True)
     assert client.get("/view?iiif-content=%%%").status_code == 400
+
+
+def test_viewer_pages_open_what_they_are_given_and_refuse_anything_else(app, client, shapes_site):
+    manifest = f"http://msearch.test/iiif/manifest/{shapes_site.manifest_ids['book']}"
+    state = content_state_parameter(canvas_content_state(shapes_site.canvas_iiif_ids["scene"], manifest, "1,2,3,4"))
+    uv = client.get(f"/uv?manifest={manifest}")
+    assert uv.status_code == 200
+    clover = client.get(f"/clover?iiif-content={state}")
+    assert clover.status_code == 200 and f'"content": "{state}"' in clover.get_data(as_text=True)
+    for path in ("/uv", "/uv?manifest=javascript:alert(1)", "/clover", "/clover?iiif-content=javascript:alert(1)",
+                 "/clover?iiif-content=%%%", "/clover?iiif-content=" + "A" * 20_001):
+        response = client.get(path)
+        assert response.status_code == 400, path
+    # Not installed (no `make setup`): the page says how to install it instead of a broken viewer.
+    saved = app.config["CLOVER_DIR"], app.config["UV_DIR"]
+    app.config["CLOVER_DIR"] = app.config["UV_DIR"] = "/nonexistent"
+    try:
+        assert "npm run build" in client.get(f"/clover?iiif-content={manifest}").get_data(as_text=True)
+        assert "make setup" in client.get(f"/uv?manifest={manifest}").get_data(as_text=True)
+    finally:
+        app.config["CLOVER_DIR"], app.config["UV_DIR"] = saved
 
 
 def test_canvas_page_share_link_is_a_content_state_of_the_highlighted_region(client, shapes_site):

@@ -244,6 +244,7 @@ def test_browse_pages(client, shapes_site):
     manifest = client.get(f"/manifests/{shapes_site.manifest_ids['book']}").get_data(as_text=True)
     assert "<title>Book of shapes · Manuscripts search</title>" in manifest
     assert manifest.count('href="/canvas/') == 4 and "/iiif/manifest/" in manifest and "/mirador?manifest=" in manifest
+    assert "/uv?manifest=" in manifest and "/clover?iiif-content=" in manifest  # the other IIIF viewers
     harvest = client.get("/harvest").get_data(as_text=True)
     assert "Harvest status" in harvest
     assert client.get("/manifests?page=0").status_code == 400

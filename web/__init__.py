@@ -43,7 +43,8 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
     - ``SEARCH_DEFAULT_K``, ``API_DEFAULT_K``, ``SEARCH_MAX_K``: result counts;
     - ``INDEX_CHECK_INTERVAL``: seconds between checks for a newly saved index (0: every search);
     - ``ADMIN_TOKEN``: the admin token (default: the MSEARCH_ADMIN_TOKEN environment variable);
-    - ``MIRADOR_DIR``: the directory served under /vendor/mirador/ (default: web/node_modules);
+    - ``MIRADOR_DIR``, ``UV_DIR``, ``CLOVER_DIR``: the directories served under /vendor/mirador/,
+      /vendor/universalviewer/ and /vendor/clover/ (default: their npm builds in web/node_modules);
     - the limits above (``MAX_CONTENT_LENGTH``, ``QUERY_IMAGE_*``, ``CONTENT_SEARCH_*``, ``EXPORT_*``).
 
     The database is not migrated here; ``msearch serve`` and the tests do that first.
@@ -55,7 +56,8 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
 
     app = Flask(__name__)
     app.config.from_mapping(DEFAULT_SETTINGS, OPENSEADRAGON_DIR=str(vendor.DEFAULT_OPENSEADRAGON_DIR),
-                            MIRADOR_DIR=str(vendor.DEFAULT_MIRADOR_DIR))
+                            MIRADOR_DIR=str(vendor.DEFAULT_MIRADOR_DIR), UV_DIR=str(vendor.DEFAULT_UV_DIR),
+                            CLOVER_DIR=str(vendor.DEFAULT_CLOVER_DIR))
     if test_config:
         app.config.from_mapping(test_config)
     msearch_config = app.config.get("MSEARCH_CONFIG") or config or load_config()

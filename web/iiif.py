@@ -21,13 +21,13 @@ from manuscripts_search.iiif.content_search import (
     autocomplete2_response,
     search1_response,
     search2_response,
-    search2_service,
-    search1_service,
+    search_services,
     with_search_services,
 )
 from manuscripts_search.iiif.export import (ExportCanvas, ExportError, ExportImage, ExportRegion, result_collection,
                                             result_manifest)
 from manuscripts_search.iiif.language import first_value
+from manuscripts_search.iiif.republish import republished
 from manuscripts_search.models import Canvas, Manifest
 
 from .canvas_info import http_url, manifest_json_url
@@ -161,8 +161,18 @@ def _matches(scope: Scope, query: str, version: int) -> list[SearchMatch]:
             annotation_id = http_url(hit.annotation_iiif_id) or f"{root}/iiif/match/{hit.key.replace(':', '/')}"
         matches.append(SearchMatch(
             annotation_id=annotation_id, target_id=canvas.iiif_id, text=text, motivation=hit.motivation,
-            xywh=hit.xywh, exact=hit.exact, prefix=hit.prefix, suffix=hit.suffix, label=label, part_of=part_of))
+            xywh=hit.xywh, exact=hit.exact, prefix=hit.prefix, suffix=hit.suffix, label=label, part_of=part_of,
+            extent=_canvas_extent(canvas)))
     return matches
+
+
+def _canvas_extent(canvas: Canvas) -> Optional[tuple[int, int]]:
+    """The canvas's coordinate space: its declared size, else its image's (which then defines it)."""
+    if canvas.width and canvas.height:
+        return canvas.width, canvas.height
+    if canvas.image_width and canvas.image_height and not canvas.target_xywh:
+        return canvas.image_width, canvas.image_height
+    return None
 
 
 @bp.get("/autocomplete/<int:version>/<kind>/<key>")
@@ -200,6 +210,9 @@ def manifest(manifest_id: int):
     if not isinstance(document, dict):
         raise AppError("This manifest's stored JSON is not an object.", 404)
     version = 3 if (row.iiif_version or 3) >= 3 else 2
+    declared = document.get("id" if version == 3 else "@id")
+    original = http_url(declared if isinstance(declared, str) else None) or manifest_json_url(row)
+    document = republished(document, url_for("iiif.manifest", manifest_id=row.id, _external=True), original, version)
     document = with_search_services(document, service_urls("manifest", str(row.id)), version)
     return _json_ld(document, PRESENTATION_3_TYPE if version == 3 else PRESENTATION_2_TYPE)
 
@@ -248,8 +261,7 @@ def export_manifest():
             rights=source.rights, regions=tuple(regions), score=hit.score))
     ids = ",".join(str(c) for c in dict.fromkeys(h.canvas_id for h in hits)) or "0"
     urls = service_urls("set", ids) if hits else None
-    services = [search1_service(urls.search1, urls.autocomplete1, 3),
-                search2_service(urls.search2, urls.autocomplete2)] if urls else None
+    services = search_services(urls, 3) if urls else None
     query_string = parsed.query_string()
     try:
         exported = result_manifest(request.url, _result_label(parsed), export_canvases,

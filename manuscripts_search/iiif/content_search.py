@@ -4,8 +4,8 @@ Small pure functions from plain data (:class:`SearchMatch`, :class:`ResultPage`,
 JSON the specs define:
 
 - Search 2.0: an ``AnnotationPage`` (``@context`` search/2), paged through an embedded
-  ``AnnotationCollection`` in ``partOf`` with ``first``/``last``/``total``, ``next``/``prev`` and
-  ``startIndex``; match highlighting as ``highlighting`` annotations with a ``TextQuoteSelector``
+  ``AnnotationCollection`` in ``partOf`` (a one-item array) with ``first``/``last``/``total``,
+  ``next``/``prev`` and ``startIndex``; match highlighting as ``highlighting`` annotations with a ``TextQuoteSelector``
   in ``annotations``; autocomplete as a ``TermPage`` of ``{"value", "total"}`` terms;
 - Search 1.0: an ``sc:AnnotationList`` (presentation/2 and search/1 contexts) with ``within`` a
   ``sc:Layer`` (``total``, ``first``, ``last``, ``ignored``), ``resources`` and ``search:Hit``
@@ -13,7 +13,9 @@ JSON the specs define:
 
 Viewers (Mirador 3/4, Universal Viewer) find a search service only by its Search 1 ``profile``
 and read only Search 1 responses, so a re-published manifest declares both services: the
-Search 1 block with its profile, and the Search 2 block exactly as the 2.0 spec writes it.
+Search 2 block first (Clover takes the first search service it meets, and reads Search 2), then
+the Search 1 block with its profile (Mirador and UV look it up by profile, wherever it stands).
+Each block is written in the syntax of the document it goes into (``@id`` in Presentation 2).
 """
 from __future__ import annotations
 
@@ -48,10 +50,26 @@ class SearchMatch:
     label: Optional[dict] = None  # language map shown by viewers (e.g. the canvas label)
     target_type: str = "Canvas"
     part_of: Optional[dict] = None  # {"id", "type": "Manifest", "label"} when the scope spans manifests
+    extent: Optional[tuple[int, int]] = None  # the canvas's (width, height), when known
 
     @property
     def target(self) -> str:
         return f"{self.target_id}#xywh={self.xywh}" if self.xywh else self.target_id
+
+    @property
+    def region_target(self) -> str:
+        """The target as a region, always: a match on the whole canvas as its full extent.
+
+        Universal Viewer 4 reads the box of every Search 1 hit from ``#xywh=`` and fails on a bare
+        canvas URI (no hit shown at all). A canvas of unknown size (the harvested manifest gave
+        none) is given its top-left pixel: the viewer still goes to the page, and draws nothing
+        that could be taken for the place of the match.
+        """
+        if self.xywh or self.target_type != "Canvas":
+            return self.target
+        width, height = self.extent or (0, 0)
+        box = f"0,0,{width},{height}" if width and height and width > 0 and height > 0 else "0,0,1,1"
+        return f"{self.target_id}#xywh={box}"
 
 
 @dataclass(frozen=True)
@@ -77,11 +95,13 @@ def search2_response(matches: list[SearchMatch], page: ResultPage) -> dict:
     response: dict = {"@context": SEARCH_2_CONTEXT, "id": page.page_url, "type": "AnnotationPage"}
     if page.ignored:
         response["ignored"] = list(page.ignored)
-    response["partOf"] = {
+    # An array: Presentation 3 says partOf "MUST be an array of JSON objects", and Clover's
+    # parser maps over it (it fails on the single object of the Search 2.0 examples).
+    response["partOf"] = [{
         "id": page.collection_url, "type": "AnnotationCollection", "total": page.total,
         "first": {"id": page.first_url, "type": "AnnotationPage"},
         "last": {"id": page.last_url, "type": "AnnotationPage"},
-    }
+    }]
     if page.next_url:
         response["next"] = {"id": page.next_url, "type": "AnnotationPage"}
     if page.prev_url:
@@ -129,11 +149,19 @@ def autocomplete2_response(page_url: str, terms: list[tuple[str, int]], ignored:
     return response
 
 
-def search2_service(search_url: str, autocomplete_url: Optional[str]) -> dict:
-    """The Search 2.0 service block, with its nested autocomplete service (spec section 3)."""
-    service: dict = {"id": search_url, "type": "SearchService2"}
+def search2_service(search_url: str, autocomplete_url: Optional[str], presentation_version: int = 3) -> dict:
+    """The Search 2.0 service block, with its nested autocomplete service (spec section 3), in
+    the syntax of the manifest it goes into: Presentation 3 ``id``/``type``; Presentation 2, whose
+    services are identified by ``@id`` (its validator refuses a service without one), the same
+    block with ``@context``/``@id``/``@type``."""
+    if presentation_version >= 3:
+        service: dict = {"id": search_url, "type": "SearchService2"}
+        if autocomplete_url:
+            service["service"] = [{"id": autocomplete_url, "type": "AutoCompleteService2"}]
+        return service
+    service = {"@context": SEARCH_2_CONTEXT, "@id": search_url, "@type": "SearchService2"}
     if autocomplete_url:
-        service["service"] = [{"id": autocomplete_url, "type": "AutoCompleteService2"}]
+        service["service"] = {"@id": autocomplete_url, "@type": "AutoCompleteService2"}
     return service
 
 
@@ -168,8 +196,9 @@ def _search1_annotation(match: SearchMatch) -> dict:
         "resource": {"@type": "cnt:ContentAsText", "chars": match.text},
     }
     # Always the plain "canvas#xywh=" string: Mirador reads an object ``on`` only in the
-    # SpecificResource form (``full``), and fails on the spec's ``within`` form.
-    annotation["on"] = match.target
+    # SpecificResource form (``full``), and fails on the spec's ``within`` form; and always with
+    # a region, which Universal Viewer needs (see SearchMatch.region_target).
+    annotation["on"] = match.region_target
     label = _first_label(match.label)
     if label:
         annotation["label"] = label
@@ -225,14 +254,19 @@ class SearchServiceURLs:
     autocomplete2: str
 
 
+def search_services(urls: SearchServiceURLs, presentation_version: int) -> list[dict]:
+    """Our Search 2 and Search 1 blocks, in that order (see the module's docstring)."""
+    return [search2_service(urls.search2, urls.autocomplete2, presentation_version),
+            search1_service(urls.search1, urls.autocomplete1, presentation_version)]
+
+
 def with_search_services(manifest: dict, urls: SearchServiceURLs, presentation_version: int) -> dict:
-    """A copy of ``manifest`` (Presentation 2 or 3 JSON) declaring our Search 1 and Search 2
+    """A copy of ``manifest`` (Presentation 2 or 3 JSON) declaring our Search 2 and Search 1
     services first in its ``service`` list; services it already declares are kept after them."""
     result = copy.deepcopy(manifest)
     existing = result.get("service")
     existing = [] if existing is None else (existing if isinstance(existing, list) else [existing])
-    ours = [search1_service(urls.search1, urls.autocomplete1, presentation_version),
-            search2_service(urls.search2, urls.autocomplete2)]
+    ours = search_services(urls, presentation_version)
     result["service"] = ours + [s for s in existing if not _same_service(s, ours)]
     if presentation_version >= 3:
         context = result.get("@context") or PRESENTATION_3_CONTEXT

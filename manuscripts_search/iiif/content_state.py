@@ -1,8 +1,9 @@
 """IIIF Content State 1.0: share "this canvas, this region, of this manifest" as one link.
 
-A content state is a JSON annotation (motivation ``contentState``) or just its ``target``; in a
-URL's ``iiif-content`` parameter it is *content-state-encoded*: encodeURIComponent, then base64url
-without padding (spec section 6). A plain http(s) URI is passed as it is, never encoded.
+A content state is a JSON annotation (motivation ``contentState``) or just its ``target`` (we
+write the annotation, and read both); in a URL's ``iiif-content`` parameter it is
+*content-state-encoded*: encodeURIComponent, then base64url without padding (spec section 6).
+A plain http(s) URI is passed as it is, never encoded.
 
 Pure functions: :func:`encode_content_state` / :func:`decode_content_state` for the encoding,
 :func:`canvas_content_state` to build one, :func:`parse_content_state` to read one back into a
@@ -14,6 +15,7 @@ import base64
 import binascii
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import quote, unquote
@@ -74,18 +76,22 @@ def decode_content_state(encoded: str) -> str:
 
 
 def canvas_content_state(canvas_id: str, manifest_id: str, xywh: Optional[str] = None,
-                         full_annotation: bool = False) -> dict:
+                         full_annotation: bool = True) -> dict:
     """The content state of a canvas (or a region of it, ``xywh`` "x,y,w,h") in a manifest.
 
-    The compact form (the target of an implied annotation, as the spec recommends for links) by
-    default; the full ``contentState`` annotation with ``full_annotation``.
+    The full ``contentState`` annotation by default: the spec allows the compact form (just the
+    target) in links, but Clover opens only the annotation, and only one with an ``id`` (it stays
+    on "Loading" otherwise); every client that reads one form reads this one. The id is a
+    ``urn:uuid`` named by the target, so the same state always gets the same id. The compact form
+    with ``full_annotation=False``; :func:`parse_content_state` reads both.
     """
     target_id = f"{canvas_id}#xywh={xywh}" if xywh else canvas_id
     target = {"id": target_id, "type": "Canvas", "partOf": [{"id": manifest_id, "type": "Manifest"}]}
     if not full_annotation:
         return target
-    return {"@context": PRESENTATION_3_CONTEXT, "type": "Annotation", "motivation": ["contentState"],
-            "target": target}
+    annotation_id = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(target, sort_keys=True))}"
+    return {"@context": PRESENTATION_3_CONTEXT, "id": annotation_id, "type": "Annotation",
+            "motivation": ["contentState"], "target": target}
 
 
 def content_state_parameter(state: dict) -> str:

@@ -4,11 +4,11 @@ our addition — regions that *look like* the query, from the vision-language in
 
 Text matching reads the scope's texts directly (a manifest holds at most some thousands of
 lines), so it needs no full-text index and finds every occurrence with its surrounding words:
-each query term must start a word, compared without case or accents.
+each query term must start a word, compared without case or accents, words split as the
+full-text index splits them (search/text_folding.py: "_" separates words).
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
@@ -17,12 +17,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from manuscripts_search.search.fulltext import query_terms
-from manuscripts_search.search.text_folding import fold
+from manuscripts_search.search.text_folding import WORD, fold, term_pattern, words
 from manuscripts_search.models import Canvas, Manifest, TextAnnotation
 
 MAX_SCOPE_TEXTS = 100_000  # annotation lines read for one search; more is not one object
 CONTEXT_CHARS = 40
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -59,11 +58,11 @@ def find_term(text: str, terms: list[str]) -> Optional[tuple[int, int]]:
     folded = fold(text)
     best = None
     for term in terms:
-        pattern = re.compile(r"(?<!\w)" + re.escape(fold(term)), re.UNICODE)
-        match = pattern.search(folded)
+        pattern = term_pattern(term)
+        match = pattern.search(folded) if pattern else None
         if match and (best is None or match.start() < best[0]):
             end = match.end()
-            while end < len(text) and (text[end].isalnum() or text[end] == "_"):
+            while end < len(text) and WORD.match(text, end):
                 end += 1  # the whole word: "bird" matches and shows "birds"
             best = (match.start(), end)
     return best
@@ -163,7 +162,7 @@ def autocomplete_terms(session: Session, scope: Scope, prefix: str, limit: int =
     texts += [" ".join(language_map_texts(label)) for label in session.scalars(
         select(Canvas.label).where(Canvas.id.in_(scope.canvas_statement())))]
     for text in texts:
-        for word in _WORD.findall(text or ""):
+        for word in words(text or ""):
             folded = fold(word)
             if folded.startswith(wanted) and len(word) > 1:
                 counts[folded] += 1

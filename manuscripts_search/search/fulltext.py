@@ -18,11 +18,11 @@ from sqlalchemy import Select, column, func, literal_column, select, table
 from sqlalchemy.orm import Session
 
 from ..models.search import FTS_TABLE, SearchDocument
-from .text_folding import fold
+from .text_folding import fold, term_pattern, words
 
 MAX_TERMS = 32
 _PHRASE = re.compile(r'"([^"]+)"')
-_WORD = re.compile(r"\w+", re.UNICODE)
+_CHUNK = re.compile(r"\w+", re.UNICODE)  # a run of words joined by "_" or alone
 _STOP_WORDS = frozenset("""
 a an and are as at be by for from in into is it of on or that the this to with
 au aux de des du en et la le les un une par pour sur dans
@@ -40,16 +40,20 @@ class FulltextHit:
 
 
 def query_terms(query: str) -> list[str]:
-    """The words and quoted phrases of ``query`` that are searched, in order, without duplicates."""
+    """The words and quoted phrases of ``query`` that are searched, in order, without duplicates.
+
+    Words are split as the indexes split them (text_folding.words); a run like "ms_bnf_fr",
+    which they read as three words in a row, is kept as the phrase "ms bnf fr"."""
     terms: list[str] = []
     for phrase in _PHRASE.findall(query):
-        words = _WORD.findall(phrase)
-        if words:
-            terms.append(" ".join(words))
+        parts = words(phrase)
+        if parts:
+            terms.append(" ".join(parts))
     rest = _PHRASE.sub(" ", query)
-    words = [w for w in _WORD.findall(rest)]
-    content = [w for w in words if w.casefold() not in _STOP_WORDS and len(w) > 1 or w.isdigit()]
-    for word in content or words:  # a query of only stop words still searches them
+    chunks = [" ".join(words(chunk)) for chunk in _CHUNK.findall(rest)]
+    chunks = [chunk for chunk in chunks if chunk]
+    content = [w for w in chunks if " " in w or w.casefold() not in _STOP_WORDS and len(w) > 1 or w.isdigit()]
+    for word in content or chunks:  # a query of only stop words still searches them
         if word not in terms:
             terms.append(word)
     return terms[:MAX_TERMS]
@@ -105,8 +109,8 @@ def snippet(text_value: str, query: str, width: int = 160) -> str:
     if len(text_value) <= width:
         return text_value
     folded = fold(text_value)
-    positions = [folded.find(fold(term)) for term in query_terms(query)]
-    positions = [p for p in positions if p >= 0]
+    matches = [pattern.search(folded) for pattern in map(term_pattern, query_terms(query)) if pattern]
+    positions = [match.start() for match in matches if match]
     start = max(0, min(positions) - width // 3) if positions else 0
     piece = text_value[start:start + width]
     return ("…" if start > 0 else "") + piece + ("…" if start + width < len(text_value) else "")
