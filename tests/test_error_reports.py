@@ -1,21 +1,27 @@
-"""Errors told truly (issue 15, points 6, 3b and 2c): each error is classified by kind and host
-when it is written, and the errors already recorded are by migration 0008.
+"""Errors told truly (issue 15, points 6, 3b and 2c): every status surface counts the open errors
+(not a display cap, not every attempt of every run), groups them by kind and host with a count
+and an example, and shows a manifest's image errors on its row and its page.
 
 Real servers on loopback addresses (two hosts), real DNS failure, real databases (SQLite and
 PostgreSQL); the web pages through the Flask app on the same database."""
 from __future__ import annotations
 
 import io
+import json
 
+import pytest
 from PIL import Image
 from sqlalchemy import select
 
 from harvest.http import Fetcher, FetchError
 from harvest.images import fetch_image
 from harvest.politeness import PolitenessPolicy
-from manuscripts_search.models import HarvestError
+from manuscripts_search.cli import cli
+from manuscripts_search.models import HarvestError, Manifest
+from manuscripts_search.store import catalogue as store
 from manuscripts_search.store import error_kinds
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from tests.helpers.cli import run_cli
 from tests.helpers.image_servers import free_port
 from tests.helpers.scripted_server import Reply, ScriptedServer
 
@@ -100,6 +106,160 @@ def test_kinds_and_hosts_of_real_failures():
     assert error_kinds.describe("not_found", "image", "image service: HTTP 404 (x)") == \
         "404 not found / gone on image service"
     assert error_kinds.host_of("no such file (/data/x.json)", "/data/x.json") == "local files"
+
+
+# -- a harvest with image errors, through every surface ---------------------------------------------
+
+@pytest.fixture
+def servers():
+    with ScriptedServer() as one, ScriptedServer(host="127.0.0.2") as two:
+        yield one, two
+
+
+def harvest_env(msearch_env):
+    return {**msearch_env, "MSEARCH_ALLOW_HOSTS": ALLOWED}
+
+
+def build_catalogue(servers) -> dict:
+    """Two manifests on server one: "good" (3 images that load) and "damaged" (8 canvases: 4
+    images 404 on server two, 2 on a port nobody listens on, 1 on a host name that does not
+    exist, 1 HTML page instead of an image)."""
+    one, two = servers
+    one.fallback = image_route
+    dead = f"http://127.0.0.1:{free_port()}"
+    good = one.add_json("/good", manifest_doc(one.base_url, "good", [f"{one.base_url}/img/g{i}.jpg" for i in range(3)]))
+    two.add("/html.jpg", lambda _r: Reply(200, b"<html>sign in</html>", {"Content-Type": "text/html"}))
+    damaged_images = ([f"{two.base_url}/iiif/gone-{i}.jpg" for i in range(4)] + [f"{dead}/a.jpg", f"{dead}/b.jpg"]
+                      + [f"http://{DEAD_NAME}/c.jpg", f"{two.base_url}/html.jpg"])
+    damaged = one.add_json("/damaged", manifest_doc(one.base_url, "damaged", damaged_images))
+    return {"good": good, "damaged": damaged, "two": two.base_url.split("//")[1], "dead": dead.split("//")[1]}
+
+
+def group(groups: list[dict], kind: str, host: str) -> dict:
+    found = [g for g in groups if g["kind"] == kind and g["host"] == host]
+    assert len(found) == 1, (kind, host, groups)
+    return found[0]
+
+
+def test_a_harvest_with_image_errors_is_told_truly_everywhere(servers, msearch_env, runner, make_app):
+    env = harvest_env(msearch_env)
+    urls = build_catalogue(servers)
+    result = runner.invoke(cli,
+                           ["harvest", "--retries", "0", "--timeout", "2", urls["good"], urls["damaged"]],
+                           env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    stats = json.loads(run_cli(runner, env, "stats", "--json"))
+    assert stats["manifests"] == 2 and stats["errors"] == 8
+    assert stats["manifests_with_errors"] == 1 and stats["manifests_with_image_errors"] == 1
+    assert stats["manifests_unusable"] == 0
+    assert group(stats["error_groups"], "not_found", urls["two"])["count"] == 4
+    assert group(stats["error_groups"], "refused", urls["dead"])["count"] == 2
+    assert group(stats["error_groups"], "dns", DEAD_NAME)["count"] == 1
+    example = group(stats["error_groups"], "not_image", urls["two"])["example"]
+    assert "expected an image" in example["message"] and example["manifest_id"]
+    text = run_cli(runner, env, "stats")
+    assert "4 404 not found / gone on image URL (" + urls["two"] + ")" in text
+
+    # Harvesting again tries the 8 images again: still 8 problems, not 16.
+    run_cli(runner, env, "harvest", "--retries", "0", "--timeout", "2", urls["good"], urls["damaged"])
+    stats = json.loads(run_cli(runner, env, "stats", "--json"))
+    assert stats["errors"] == 8 and stats["errors_resolved"] == 8
+
+    listed = [json.loads(line) for line in run_cli(runner, env, "manifests", "--errors-only", "--json").splitlines()]
+    assert [row["url"] for row in listed] == [urls["damaged"]]
+    assert listed[0]["image_errors"] == 8 and listed[0]["error"] is None
+    assert listed[0]["error_kinds"]["404 not found / gone on image"] == 4
+    plain = run_cli(runner, env, "manifests", "--errors-only")
+    assert "8 open error(s): 4 404 not found / gone on image, 2 connection refused on image" in plain
+    errors = [json.loads(line) for line in run_cli(runner, env, "errors", "--kind", "not_found", "--json").splitlines()]
+    assert len(errors) == 4 and {e["host"] for e in errors} == {urls["two"]}
+    assert len(run_cli(runner, env, "errors").splitlines()) == 8
+    assert len(run_cli(runner, env, "errors", "--resolved").splitlines()) == 16
+    bad = runner.invoke(cli, ["errors", "--kind", "nope"], env=env)
+    assert bad.exit_code == 2 and "unknown kind 'nope'" in bad.output
+
+    # The web pages and the API say the same.
+    from manuscripts_search.config import load_config
+
+    client = make_app(config=load_config(env)).test_client()
+    with session_scope(make_sessionmaker(make_engine(env["MSEARCH_DB"]))) as session:
+        ids = {m.url: m.id for m in session.scalars(select(Manifest))}
+    page = client.get("/manifests").get_data(as_text=True)
+    rows = {url: page.split(f'href="/manifests/{ids[url]}"')[1].split("</tr>")[0] for url in ids}
+    assert 'status--ok">ok' in rows[urls["good"]]
+    assert "8 image errors" in rows[urls["damaged"]] and "4 404 not found / gone on image" in rows[urls["damaged"]]
+    assert 'status--ok' not in rows[urls["damaged"]]
+    only = client.get("/manifests?errors=1").get_data(as_text=True)
+    assert f'href="/manifests/{ids[urls["damaged"]]}"' in only and f'href="/manifests/{ids[urls["good"]]}"' not in only
+    detail = client.get(f"/manifests/{ids[urls['damaged']]}").get_data(as_text=True)
+    assert "8 of 8 images could not be fetched." in detail and DEAD_NAME in detail
+    assert "host name not found on image URL" in detail
+    assert "could not be fetched" not in client.get(f"/manifests/{ids[urls['good']]}").get_data(as_text=True)
+    harvest = client.get("/harvest").get_data(as_text=True)
+    assert 'Errors <span class="count">8</span>' in harvest and "8 open errors on 1 manifest" in harvest
+    assert "connection refused on image URL" in harvest
+    api = client.get("/api/stats").get_json()
+    assert api["errors"] == 8 and api["manifests_with_errors"] == 1
+    assert group(api["error_groups"], "not_found", urls["two"])["count"] == 4
+    assert client.get(f"/api/manifests/{ids[urls['damaged']]}").get_json()["image_errors"] == 8
+    by_source = {s["url"]: s["manifests_with_errors"] for s in client.get("/api/sources").get_json()["sources"]}
+    assert by_source == {urls["good"]: 0, urls["damaged"]: 1}
+
+
+def test_counts_are_true_beyond_any_display_cap(db_url, make_app, tmp_path):
+    """5,000 open errors on three hosts: every surface says 5,000, grouped in the database; the
+    page lists the newest few, not the cap as the count."""
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    factory = make_sessionmaker(engine)
+    with session_scope(factory) as session:
+        manifest = Manifest(url="https://example.org/m", iiif_id="https://example.org/m", canvas_count=0)
+        session.add(manifest)
+        session.flush()
+        for i in range(5000):
+            host = ("a.example.org", "b.example.org", "c.example.org")[i % 3]
+            store.record_error(session, "image", f"https://{host}/canvas/{i}",
+                               f"image URL: HTTP 404 (not found) (https://{host}/iiif/{i}/full/448,/0/default.jpg)"
+                               if i % 2 else f"image URL: read timed out (gave up after 4 attempts) (https://{host}/{i})",
+                               manifest_id=manifest.id)
+        manifest_id = manifest.id
+    from manuscripts_search.store.error_summary import error_groups, manifest_counts
+
+    with session_scope(factory) as session:
+        grouped = error_groups(session, limit=4)
+        assert grouped["total"] == 5000 and grouped["group_count"] == 6 and len(grouped["groups"]) == 4
+        assert sum(g["count"] for g in error_groups(session)["groups"]) == 5000
+        assert manifest_counts(session)["manifests_with_errors"] == 1
+    from manuscripts_search.config import load_config
+
+    env = {"MSEARCH_DATA_DIR": str(tmp_path / "data"), "MSEARCH_DB": db_url}
+    client = make_app(config=load_config(env)).test_client()
+    harvest = client.get("/harvest").get_data(as_text=True)
+    assert 'Errors <span class="count">5000</span>' in harvest and "The 50 newest of 5000" in harvest
+    assert harvest.count("<tr><td>834</td>") + harvest.count("<tr><td>833</td>") == 6
+    assert client.get("/api/harvest").get_json()["error_count"] == 5000
+    page = client.get(f"/manifests/{manifest_id}").get_data(as_text=True)
+    assert 'Errors <span class="count">5000</span>' in page
+    engine.dispose()
+
+
+def test_region_errors_are_counted_once_per_region_over_runs(servers, msearch_env, runner):
+    env = harvest_env(msearch_env)
+    one, two = servers
+    url = one.add_json("/regions", manifest_doc(one.base_url, "regions",
+                                                [f"{two.base_url}/gone/{i}.jpg" for i in range(2)]))
+    counts = []
+    for _run in range(2):
+        run_cli(runner, env, "harvest", "--retries", "0", "--regions", "--region-grid", "2", url)
+        stats = json.loads(run_cli(runner, env, "stats", "--json"))
+        counts.append((stats["errors"], stats["regions"]))
+    # 2 canvas images and their 2x2 regions each: 2 + 8 open errors, the first run's resolved.
+    assert counts == [(10, 8), (10, 8)], counts
+    assert stats["errors_resolved"] == 10
+    host = two.base_url.split("//")[1]
+    kinds = {(g["stage"], g["kind"], g["host"]): g["count"] for g in stats["error_groups"]}
+    assert kinds == {("image", "not_found", host): 2, ("region", "not_found", host): 8}, kinds
+    assert json.loads(run_cli(runner, env, "manifests", "--errors-only", "--json"))["image_errors"] == 10
 
 
 # -- migration 0008 on errors already recorded --------------------------------------------------------
