@@ -1,6 +1,7 @@
 """Errors told truly (issue 15, points 6, 3b and 2c): every status surface counts the open errors
 (not a display cap, not every attempt of every run), groups them by kind and host with a count
-and an example, and shows a manifest's image errors on its row and its page.
+and an example, and shows a manifest's image errors on its row and its page; the harvest summary
+gives the reasons grouped, and the command listing them all.
 
 Real servers on loopback addresses (two hosts), real DNS failure, real databases (SQLite and
 PostgreSQL); the web pages through the Flask app on the same database."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -148,6 +150,16 @@ def test_a_harvest_with_image_errors_is_told_truly_everywhere(servers, msearch_e
                            ["harvest", "--retries", "0", "--timeout", "2", urls["good"], urls["damaged"]],
                            env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    summary = result.stdout
+    # 3b: the reasons, grouped, with the commands that list them all.
+    assert "images fetched 3, failed 8" in summary
+    assert "8 failure(s) in this run, by kind:" in summary
+    assert re.search(rf"! 4 × 404 not found / gone on image URL \({re.escape(urls['two'])}\), e\.g\. ", summary), summary
+    assert re.search(rf"! 2 × connection refused on image URL \({re.escape(urls['dead'])}\)", summary), summary
+    assert f"! 1 × host name not found on image URL ({DEAD_NAME})" in summary
+    assert f"! 1 × not an image on image URL ({urls['two']})" in summary
+    assert "msearch errors" in summary and "msearch manifests --errors-only" in summary
+
     stats = json.loads(run_cli(runner, env, "stats", "--json"))
     assert stats["manifests"] == 2 and stats["errors"] == 8
     assert stats["manifests_with_errors"] == 1 and stats["manifests_with_image_errors"] == 1
