@@ -1,7 +1,8 @@
 """Errors told truly (issue 15, points 6, 3b and 2c): every status surface counts the open errors
 (not a display cap, not every attempt of every run), groups them by kind and host with a count
 and an example, and shows a manifest's image errors on its row and its page; the harvest summary
-gives the reasons grouped, and the command listing them all.
+gives the reasons grouped, and the command listing them all; a collection member held from
+another URL is linked, not fetched again into an error row.
 
 Real servers on loopback addresses (two hosts), real DNS failure, real databases (SQLite and
 PostgreSQL); the web pages through the Flask app on the same database."""
@@ -13,13 +14,14 @@ import re
 
 import pytest
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from harvest.http import Fetcher, FetchError
 from harvest.images import fetch_image
+from harvest.manifests import harvest_sources
 from harvest.politeness import PolitenessPolicy
 from manuscripts_search.cli import cli
-from manuscripts_search.models import HarvestError, Manifest
+from manuscripts_search.models import CollectionMembership, HarvestError, Manifest
 from manuscripts_search.store import catalogue as store
 from manuscripts_search.store import error_kinds
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
@@ -329,3 +331,94 @@ def test_migration_classifies_the_errors_already_recorded(db_url):
             assert (parse.kind, parse.host, parse.resolved) == ("not_iiif", "local files", False)
     finally:
         engine.dispose()
+
+
+# -- 2c: a collection member held from another URL ---------------------------------------------------
+
+def collection_doc(base: str, members: list[str]) -> dict:
+    return {"@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/collection",
+            "type": "Collection", "label": {"en": ["all"]},
+            "items": [{"id": m, "type": "Manifest", "label": {"en": ["m"]}} for m in members]}
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer() as scripted:
+        scripted.fallback = image_route
+        yield scripted
+
+
+@pytest.fixture
+def session_factory(db_url):
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def held_copy(server) -> tuple[str, str, str]:
+    """A manifest served at /copies/m1.json that declares the id /m1 (which fails: 500), and a
+    collection listing it by that id."""
+    base = server.base_url
+    doc = manifest_doc(base, "m1", [f"{base}/img/1.jpg"])
+    copy_url = server.add_json("/copies/m1.json", doc)
+    server.add("/m1", lambda _r: Reply(500, b"the id URL does not answer"))
+    collection = server.add_json("/collection", collection_doc(base, [doc["id"]]))
+    return copy_url, doc["id"], collection
+
+
+def assert_one_usable_row_linked(session_factory, copy_url: str) -> None:
+    with session_scope(session_factory) as session:
+        rows = list(session.scalars(select(Manifest)))
+        assert [(m.url, m.error) for m in rows] == [(copy_url, None)]
+        assert session.scalar(select(func.count()).select_from(CollectionMembership)
+                              .where(CollectionMembership.manifest_id == rows[0].id)) == 1
+        open_errors = session.scalar(select(func.count()).select_from(HarvestError)
+                                     .where(HarvestError.resolved.is_(False)))
+        assert open_errors == 0
+
+
+def test_a_collection_member_held_from_another_url_is_linked_not_fetched(server, session_factory):
+    copy_url, member_id, collection = held_copy(server)
+    harvest_sources([copy_url], session_factory, fetcher())
+    report = harvest_sources([collection], session_factory, fetcher())
+    assert server.count("/m1") == 0 and report.failures == []
+    assert_one_usable_row_linked(session_factory, copy_url)
+    # And again (the collection unchanged: its remembered members): still nothing fetched.
+    harvest_sources([collection], session_factory, fetcher())
+    assert server.count("/m1") == 0
+    assert_one_usable_row_linked(session_factory, copy_url)
+
+
+def test_a_failed_member_row_goes_when_its_copy_is_harvested(server, session_factory):
+    copy_url, member_id, collection = held_copy(server)
+    report = harvest_sources([collection], session_factory, fetcher())
+    assert [url for url, _ in report.failures] == [member_id]  # nothing held yet: a true failure
+    harvest_sources([copy_url], session_factory, fetcher())
+    with session_scope(session_factory) as session:  # the failed row is gone, its error resolved
+        assert [m.url for m in session.scalars(select(Manifest))] == [copy_url]
+        assert session.scalar(select(func.count()).select_from(HarvestError)
+                              .where(HarvestError.resolved.is_(False))) == 0
+    fetched = server.count("/m1")
+    harvest_sources([collection], session_factory, fetcher())  # the collection links the copy
+    assert server.count("/m1") == fetched
+    assert_one_usable_row_linked(session_factory, copy_url)
+
+
+def test_a_member_and_its_copy_in_one_crawl_give_one_row(server, session_factory):
+    copy_url, member_id, collection = held_copy(server)
+    harvest_sources([copy_url, collection], session_factory, fetcher())
+    assert_one_usable_row_linked(session_factory, copy_url)
+
+
+def test_the_same_document_served_at_its_id_is_not_stored_twice(server, session_factory):
+    """The member's id URL answers with the same manifest: one row still, linked."""
+    base = server.base_url
+    doc = manifest_doc(base, "m2", [f"{base}/img/1.jpg"])
+    copy_url = server.add_json("/copies/m2.json", doc)
+    server.add_json("/m2", doc)
+    collection = server.add_json("/collection", collection_doc(base, [doc["id"]]))
+    harvest_sources([copy_url], session_factory, fetcher())
+    harvest_sources([collection], session_factory, fetcher())
+    assert server.count("/m2") == 0
+    assert_one_usable_row_linked(session_factory, copy_url)

@@ -152,6 +152,8 @@ def save_manifest(session: Session, parsed: ParsedManifest, *, url: Optional[str
     session.flush()
     if not is_new:
         resolve_errors(session, MANIFEST_STAGES, manifest_id=manifest.id)
+    if parsed.id != url:  # a failed fetch of its id (as a collection lists it) left a row of its own
+        absorb_failed_copy(session, manifest, parsed.id)
 
     existing = {} if is_new else {c.iiif_id: c for c in session.scalars(
         select(Canvas).where(Canvas.manifest_id == manifest.id))}
@@ -208,6 +210,27 @@ def record_manifest_failure(session: Session, url: str, message: str, *, stage: 
     resolve_errors(session, MANIFEST_STAGES, manifest_id=manifest.id)
     record_error(session, stage, url, message, manifest_id=manifest.id, http_status=http_status)
     return manifest
+
+
+def absorb_failed_copy(session: Session, manifest: Manifest, url: str) -> bool:
+    """``manifest`` declares the id ``url`` but came from another URL: the row a failed fetch of
+    ``url`` left (an error, no canvases) is the same manifest. Its collection links move to
+    ``manifest``, its errors too (resolved: the manifest is held), and the row goes, so the
+    catalogue counts no failure for a manifest it holds. Returns whether there was such a row."""
+    copy = session.scalar(select(Manifest).where(Manifest.url == url, Manifest.id != manifest.id,
+                                                 Manifest.error.is_not(None)))
+    if copy is None or session.scalar(select(Canvas.id).where(Canvas.manifest_id == copy.id).limit(1)) is not None:
+        return False
+    collection_ids = list(session.scalars(select(CollectionMembership.collection_id)
+                                          .where(CollectionMembership.manifest_id == copy.id)))
+    session.execute(delete(CollectionMembership).where(CollectionMembership.manifest_id == copy.id))
+    for collection_id in collection_ids:
+        link_manifest_ids(session, collection_id, manifest.id)
+    session.execute(update(HarvestError).where(HarvestError.manifest_id == copy.id)
+                    .values(manifest_id=manifest.id, resolved=True).execution_options(synchronize_session=False))
+    session.delete(copy)
+    session.flush()
+    return True
 
 
 def mark_manifest_gone(session: Session, url: str, reason: str,
