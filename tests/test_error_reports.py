@@ -108,7 +108,7 @@ def test_kinds_and_hosts_of_real_failures():
     assert error_kinds.classify("host down: request deferred to a later run", "image") == error_kinds.HOST_DOWN
     assert error_kinds.classify("anything", "image", kind="deferred") == error_kinds.HOST_DOWN
     assert error_kinds.describe("not_found", "image", "image service: HTTP 404 (x)") == \
-        "404 not found / gone on image service"
+        "404 not found / gone (image service)"
     assert error_kinds.host_of("no such file (/data/x.json)", "/data/x.json") == "local files"
 
 
@@ -156,10 +156,10 @@ def test_a_harvest_with_image_errors_is_told_truly_everywhere(servers, msearch_e
     # 3b: the reasons, grouped, with the commands that list them all.
     assert "images fetched 3, failed 8" in summary
     assert "8 failure(s) in this run, by kind:" in summary
-    assert re.search(rf"! 4 × 404 not found / gone on image URL \({re.escape(urls['two'])}\), e\.g\. ", summary), summary
-    assert re.search(rf"! 2 × connection refused on image URL \({re.escape(urls['dead'])}\)", summary), summary
-    assert f"! 1 × host name not found on image URL ({DEAD_NAME})" in summary
-    assert f"! 1 × not an image on image URL ({urls['two']})" in summary
+    assert re.search(rf"! 4 × 404 not found / gone \(image URL\) on {re.escape(urls['two'])}, e\.g\. ", summary), summary
+    assert re.search(rf"! 2 × connection refused \(image URL\) on {re.escape(urls['dead'])}, ", summary), summary
+    assert f"! 1 × host name not found (image URL) on {DEAD_NAME}, " in summary
+    assert f"! 1 × not an image (image URL) on {urls['two']}, " in summary
     assert "msearch errors" in summary and "msearch manifests --errors-only" in summary
 
     stats = json.loads(run_cli(runner, env, "stats", "--json"))
@@ -172,7 +172,7 @@ def test_a_harvest_with_image_errors_is_told_truly_everywhere(servers, msearch_e
     example = group(stats["error_groups"], "not_image", urls["two"])["example"]
     assert "expected an image" in example["message"] and example["manifest_id"]
     text = run_cli(runner, env, "stats")
-    assert "4 404 not found / gone on image URL (" + urls["two"] + ")" in text
+    assert "4 404 not found / gone (image URL) on " + urls["two"] in text
 
     # Harvesting again tries the 8 images again: still 8 problems, not 16.
     run_cli(runner, env, "harvest", "--retries", "0", "--timeout", "2", urls["good"], urls["damaged"])
@@ -182,9 +182,9 @@ def test_a_harvest_with_image_errors_is_told_truly_everywhere(servers, msearch_e
     listed = [json.loads(line) for line in run_cli(runner, env, "manifests", "--errors-only", "--json").splitlines()]
     assert [row["url"] for row in listed] == [urls["damaged"]]
     assert listed[0]["image_errors"] == 8 and listed[0]["error"] is None
-    assert listed[0]["error_kinds"]["404 not found / gone on image"] == 4
+    assert listed[0]["error_kinds"]["404 not found / gone (images)"] == 4
     plain = run_cli(runner, env, "manifests", "--errors-only")
-    assert "8 open error(s): 4 404 not found / gone on image, 2 connection refused on image" in plain
+    assert "8 open error(s): 4 404 not found / gone (images), 2 connection refused (images)" in plain
     errors = [json.loads(line) for line in run_cli(runner, env, "errors", "--kind", "not_found", "--json").splitlines()]
     assert len(errors) == 4 and {e["host"] for e in errors} == {urls["two"]}
     assert len(run_cli(runner, env, "errors").splitlines()) == 8
@@ -201,17 +201,17 @@ def test_a_harvest_with_image_errors_is_told_truly_everywhere(servers, msearch_e
     page = client.get("/manifests").get_data(as_text=True)
     rows = {url: page.split(f'href="/manifests/{ids[url]}"')[1].split("</tr>")[0] for url in ids}
     assert 'status--ok">ok' in rows[urls["good"]]
-    assert "8 image errors" in rows[urls["damaged"]] and "4 404 not found / gone on image" in rows[urls["damaged"]]
+    assert "8 image errors" in rows[urls["damaged"]] and "4 404 not found / gone (images)" in rows[urls["damaged"]]
     assert 'status--ok' not in rows[urls["damaged"]]
     only = client.get("/manifests?errors=1").get_data(as_text=True)
     assert f'href="/manifests/{ids[urls["damaged"]]}"' in only and f'href="/manifests/{ids[urls["good"]]}"' not in only
     detail = client.get(f"/manifests/{ids[urls['damaged']]}").get_data(as_text=True)
     assert "8 of 8 images could not be fetched." in detail and DEAD_NAME in detail
-    assert "host name not found on image URL" in detail
+    assert "host name not found (image URL)" in detail
     assert "could not be fetched" not in client.get(f"/manifests/{ids[urls['good']]}").get_data(as_text=True)
     harvest = client.get("/harvest").get_data(as_text=True)
     assert 'Errors <span class="count">8</span>' in harvest and "8 open errors on 1 manifest" in harvest
-    assert "connection refused on image URL" in harvest
+    assert "connection refused (image URL)" in harvest
     api = client.get("/api/stats").get_json()
     assert api["errors"] == 8 and api["manifests_with_errors"] == 1
     assert group(api["error_groups"], "not_found", urls["two"])["count"] == 4
@@ -257,7 +257,7 @@ def test_counts_are_true_beyond_any_display_cap(db_url, make_app, tmp_path):
     engine.dispose()
 
 
-def test_region_errors_are_counted_once_per_region_over_runs(servers, msearch_env, runner):
+def test_region_errors_are_counted_once_per_region_over_runs(servers, msearch_env, runner, make_app):
     env = harvest_env(msearch_env)
     one, two = servers
     url = one.add_json("/regions", manifest_doc(one.base_url, "regions",
@@ -273,7 +273,12 @@ def test_region_errors_are_counted_once_per_region_over_runs(servers, msearch_en
     host = two.base_url.split("//")[1]
     kinds = {(g["stage"], g["kind"], g["host"]): g["count"] for g in stats["error_groups"]}
     assert kinds == {("image", "not_found", host): 2, ("region", "not_found", host): 8}, kinds
-    assert json.loads(run_cli(runner, env, "manifests", "--errors-only", "--json"))["image_errors"] == 10
+    row = json.loads(run_cli(runner, env, "manifests", "--errors-only", "--json"))
+    assert (row["open_errors"], row["image_errors"]) == (10, 2)
+    from manuscripts_search.config import load_config
+
+    page = make_app(config=load_config(env)).test_client().get("/manifests").get_data(as_text=True)
+    assert "2 image errors, 8 other errors" in page
 
 
 # -- migration 0008 on errors already recorded --------------------------------------------------------

@@ -99,18 +99,18 @@ def stats(state: CLIState, as_json):
                        "errors_resolved": count(HarvestError, HarvestError.resolved.is_(True)),
                        "error_groups": groups["groups"], "error_group_count": groups["group_count"]})
         result["indexes"] = _index_stats(state, session)
-    lines = [f"{k:>26}: {v}" for k, v in result.items() if k not in ("indexes", "error_groups", "error_group_count")]
+    lines = [f"{k:>27}: {v}" for k, v in result.items() if k not in ("indexes", "error_groups", "error_group_count")]
     for group in result["error_groups"]:
-        lines.append(f"{'errors':>26}: {group['count']} {group['description']}"
-                     + (f" ({group['host']})" if group["host"] else "")
+        lines.append(f"{'errors':>27}: {group['count']} {group['description']}"
+                     + (f" on {group['host']}" if group["host"] else "")
                      + f", e.g. {shorten(group['example']['message'], 160)}")
     if result["error_group_count"] > len(result["error_groups"]):
-        lines.append(f"{'':>26}  ... {result['error_group_count'] - len(result['error_groups'])} more group(s): "
+        lines.append(f"{'':>27}  ... {result['error_group_count'] - len(result['error_groups'])} more group(s): "
                      "msearch errors")
     budget = result["indexes"]["budget_bytes"]
-    lines.append(f"{'index memory budget':>26}: {format_bytes(budget)}")
+    lines.append(f"{'index memory budget':>27}: {format_bytes(budget)}")
     for entry in result["indexes"]["spaces"]:
-        lines.append(f"{'index':>26}: {entry['space']} [{entry['layout'] or 'none'}] {entry['vectors']} vectors, "
+        lines.append(f"{'index':>27}: {entry['space']} [{entry['layout'] or 'none'}] {entry['vectors']} vectors, "
                      f"{format_bytes(entry['bytes_on_disk'])} on disk, ~{format_bytes(entry['resident_estimate_bytes'])} "
                      f"in memory" + (f" ({entry['problem']})" if entry.get("problem") else ""))
     emit(result, as_json, "\n".join(lines))

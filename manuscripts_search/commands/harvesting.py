@@ -166,7 +166,7 @@ def _failure_lines(result: dict) -> list[str]:
     groups = summarise_failures(failures, limit=FAILURE_GROUPS_SHOWN)
     lines = [f"{len(failures)} failure(s) in this run, by kind:"]
     for group in groups:
-        host = f" ({group['host']})" if group["host"] else ""
+        host = f" on {group['host']}" if group["host"] else ""
         example = group["example"]
         where = f"{example['url']}: " if example["url"] else ""
         lines.append(f"  ! {group['count']} × {group['description']}{host}, e.g. {where}{shorten(example['message'])}")

@@ -41,9 +41,9 @@ LABELS = {
     "other": "other",
 }
 
-# stage -> where it happened, for "404 not found / gone on image service".
+# stage -> where it happened, for "404 not found / gone (image service)".
 _WHERE = {"fetch": "document", "parse": "document", "store": "database", "annotations": "annotation document",
-          "image": "image", "region": "region image", "embed": "encoder", "index": "index"}
+          "image": "images", "region": "region images", "embed": "encoder", "index": "index"}
 
 _URL = re.compile(r"\(?\b(?:https?|file)://[^\s()]+\)?", re.IGNORECASE)
 _FIRST_URL = re.compile(r"\b(?:https?|file)://[^\s()]+", re.IGNORECASE)
@@ -132,11 +132,11 @@ def label(kind: Optional[str]) -> str:
 
 
 def describe(kind: Optional[str], stage: Optional[str] = None, message: Optional[str] = None) -> str:
-    """"404 not found / gone on image service": the kind, and where it happened."""
+    """"404 not found / gone (image service)": the kind, and where it happened."""
     where = _WHERE.get(stage or "", stage or "")
     if stage == "image" and message:
         if message.startswith("image service:"):
             where = "image service"
         elif message.startswith("image URL:"):
             where = "image URL"
-    return f"{label(kind)} on {where}" if where else label(kind)
+    return f"{label(kind)} ({where})" if where else label(kind)

@@ -37,7 +37,8 @@ def has_problem():
 
 
 def manifest_counts(session: Session) -> dict:
-    """Manifests with a problem of any kind, that could not be used, and with image errors."""
+    """Manifests with a problem of any kind, that could not be used, and whose canvas or region
+    images failed."""
     count = lambda *where: session.scalar(select(func.count()).select_from(Manifest).where(*where)) or 0  # noqa: E731
     return {
         "manifests_with_errors": count(has_problem()),
@@ -85,8 +86,8 @@ def error_groups(session: Session, limit: int = GROUP_LIMIT, manifest_id: Option
 
 
 def per_manifest(session: Session, manifest_ids: Iterable[int]) -> dict[int, dict]:
-    """For each manifest id with open errors: ``{"errors": n, "image_errors": n,
-    "kinds": [(description, count), ...] largest first}``."""
+    """For each manifest id with open errors: ``{"errors": n, "image_errors": canvases whose
+    image failed, "kinds": [(description, count), ...] largest first}``."""
     ids = list(dict.fromkeys(manifest_ids))
     found: dict[int, dict] = {}
     for start in range(0, len(ids), 500):
@@ -97,7 +98,7 @@ def per_manifest(session: Session, manifest_ids: Iterable[int]) -> dict[int, dic
         for manifest_id, stage, kind, n in rows:
             entry = found.setdefault(manifest_id, {"errors": 0, "image_errors": 0, "kinds": []})
             entry["errors"] += n
-            if stage in IMAGE_STAGES:
+            if stage == "image":  # one per canvas whose image failed
                 entry["image_errors"] += n
             entry["kinds"].append((error_kinds.describe(kind, stage), n))
     for entry in found.values():
