@@ -427,3 +427,42 @@ def test_the_same_document_served_at_its_id_is_not_stored_twice(server, session_
     harvest_sources([collection], session_factory, fetcher())
     assert server.count("/m2") == 0
     assert_one_usable_row_linked(session_factory, copy_url)
+
+
+# -- embedding errors: one open error per item, none once it is embedded ------------------------------
+
+def test_an_embedding_error_is_replaced_by_the_next_attempt_and_resolved_by_success(db_url, tmp_path):
+    from manuscripts_search.embedding.registry import resolve_image_encoder
+    from manuscripts_search.embedding.worker import WorkerOptions, embed_pending
+    from manuscripts_search.models import Canvas
+    from manuscripts_search.store.claims import clear_failures
+    from manuscripts_search.store.error_summary import open_error_count
+    from tests.helpers.worker_catalogue import build_catalogue, migrated_factory, shape_images
+
+    factory = migrated_factory(db_url)
+    handcrafted = resolve_image_encoder("handcrafted").encoder
+    options = WorkerOptions(batch_size=4, threads=2, prefetch_batches=2)
+    catalogue = build_catalogue(factory, tmp_path, shape_images(3))
+    broken = catalogue.canvas_ids[1]
+    with session_scope(factory) as session:
+        canvas = session.get(Canvas, broken)
+        sha, manifest_id = canvas.derivative_sha256, canvas.manifest_id
+    path = catalogue.store.path_for(sha)
+    good = path.read_bytes()
+    path.write_bytes(b"\xff\xd8 not a JPEG any more")
+    open_embed = lambda: open_error_count_of(factory, "embed")  # noqa: E731
+    for attempt in range(2):
+        assert len(embed_pending(factory, handcrafted, catalogue.store, options).failed) == 1
+        assert open_embed() == 1, attempt  # the second attempt's error replaces the first's
+        clear_failures(factory, handcrafted.space_id)
+    with session_scope(factory) as session:
+        assert open_error_count(session, manifest_id) == 1  # on its manifest too
+    path.write_bytes(good)
+    assert embed_pending(factory, handcrafted, catalogue.store, options).failed == []
+    assert open_embed() == 0
+
+
+def open_error_count_of(factory, stage: str) -> int:
+    with session_scope(factory) as session:
+        return session.scalar(select(func.count()).select_from(HarvestError)
+                              .where(HarvestError.stage == stage, HarvestError.resolved.is_(False)))

@@ -69,16 +69,23 @@ def record_error(session: Session, stage: str, url: Optional[str], message: str,
 
 
 def resolve_errors(session: Session, stages: tuple[str, ...], *, manifest_id: Optional[int] = None,
-                   canvas_id: Optional[int] = None) -> None:
-    """Mark the open errors of ``stages`` on a canvas (or on a manifest itself, not its canvases)
-    resolved: a later attempt succeeded, or failed again and its error replaces them. So the open
-    errors say what is wrong now, once, however many runs tried."""
-    if canvas_id is not None:
+                   canvas_id=None, subject: Optional[str] = None) -> None:
+    """Mark the open errors of ``stages`` on a canvas (or canvases: a list of ids), or on a
+    manifest itself (not its canvases), resolved: a later attempt succeeded, or failed again and
+    its error replaces them. So the open errors say what is wrong now, once, however many runs
+    tried. ``subject``: only errors whose message starts with it (one item of a canvas)."""
+    if isinstance(canvas_id, (list, tuple, set)):
+        if not canvas_id:
+            return
+        target = HarvestError.canvas_id.in_(list(canvas_id))
+    elif canvas_id is not None:
         target = HarvestError.canvas_id == canvas_id
     elif manifest_id is not None:
         target = (HarvestError.manifest_id == manifest_id) & HarvestError.canvas_id.is_(None)
     else:
         raise ValueError("resolve_errors needs a canvas or a manifest")
+    if subject is not None:
+        target = target & HarvestError.message.startswith(subject, autoescape=True)
     session.execute(update(HarvestError).where(target, HarvestError.stage.in_(stages),
                                                HarvestError.resolved.is_(False))
                     .values(resolved=True).execution_options(synchronize_session=False))
