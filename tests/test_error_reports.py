@@ -218,6 +218,12 @@ def test_a_harvest_with_image_errors_is_told_truly_everywhere(servers, msearch_e
     assert client.get(f"/api/manifests/{ids[urls['damaged']]}").get_json()["image_errors"] == 8
     by_source = {s["url"]: s["manifests_with_errors"] for s in client.get("/api/sources").get_json()["sources"]}
     assert by_source == {urls["good"]: 0, urls["damaged"]: 1}
+    admin = make_app(config=load_config(env), ADMIN_TOKEN="error-test-token").test_client()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', admin.get("/admin").get_data(as_text=True)).group(1)
+    admin.post("/admin/login", data={"token": "error-test-token", "csrf_token": csrf})
+    dashboard = admin.get("/admin").get_data(as_text=True)
+    assert dashboard.split(urls["damaged"])[1].split("</tr>")[0].count("1 with errors") == 1
+    assert "with errors" not in dashboard.split(urls["good"])[1].split("</tr>")[0]
 
 
 def test_counts_are_true_beyond_any_display_cap(db_url, make_app, tmp_path):
