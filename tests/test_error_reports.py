@@ -472,3 +472,28 @@ def open_error_count_of(factory, stage: str) -> int:
     with session_scope(factory) as session:
         return session.scalar(select(func.count()).select_from(HarvestError)
                               .where(HarvestError.stage == stage, HarvestError.resolved.is_(False)))
+
+
+# -- images deferred because their host was down: the "host down / deferred" kind --------------------
+
+def test_images_deferred_on_a_down_host_are_grouped_as_host_down(runner, msearch_env, make_app):
+    from manuscripts_search.config import load_config
+    from tests.helpers.dead_hosts import RefusingPort, manifest_on_image_host
+
+    with ScriptedServer() as site, RefusingPort() as down:
+        url = site.add_json("/manifest.json", manifest_on_image_host(site.base_url, down.base_url, 12))
+        run_cli(runner, msearch_env, "harvest", url, "--timeout", "0.5", "--per-host", "4")
+    host = down.base_url.split("//")[1]
+    stats = json.loads(run_cli(runner, msearch_env, "stats", "--json"))
+    assert (stats["errors"], stats["deferred_images"], stats["manifests_with_errors"]) == (0, 12, 1)
+    deferred = group(stats["error_groups"], error_kinds.HOST_DOWN, host)
+    assert deferred["count"] == 12 and deferred["description"] == "host down / deferred (images)"
+    assert "host down: image deferred" in deferred["example"]["message"]
+    assert "12 host down / deferred (images) on " + host in run_cli(runner, msearch_env, "stats")
+    listed = json.loads(run_cli(runner, msearch_env, "manifests", "--errors-only", "--json"))
+    assert listed["deferred"] == {down.base_url: 12} and listed["open_errors"] == 0
+    client = make_app(config=load_config(msearch_env)).test_client()
+    assert "12 images deferred: host down" in client.get("/manifests").get_data(as_text=True)
+    harvest = client.get("/harvest").get_data(as_text=True)
+    assert "12 images deferred because their host was down" in harvest and "host down / deferred (images)" in harvest
+    assert client.get("/api/stats").get_json()["deferred_images"] == 12

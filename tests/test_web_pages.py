@@ -260,7 +260,7 @@ def test_browse_api(client, shapes_site):
     assert detail["rights"] == "http://creativecommons.org/licenses/by/4.0/"
     assert set(client.get("/api/harvest").get_json()) == {
         "crawls", "error_count", "error_groups", "error_group_count", "errors", "manifests_with_errors",
-        "manifests_unusable", "manifests_with_image_errors", "failed_manifests"}
+        "manifests_unusable", "manifests_with_image_errors", "deferred_images", "failed_manifests"}
 
 
 # -- OpenAPI --------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def manifests(session: Session, page: int = 1, collection_id: Optional[int] = No
     return [manifest_summary(m, problems.get(m.id)) for m in shown], len(rows) > PAGE_SIZE
 
 
-_NO_PROBLEMS = {"errors": 0, "image_errors": 0, "kinds": []}
+_NO_PROBLEMS = {"errors": 0, "image_errors": 0, "deferred": {}, "kinds": []}
 
 
 def manifest_summary(manifest: Manifest, problems: Optional[dict] = None) -> dict:
@@ -65,6 +65,7 @@ def manifest_summary(manifest: Manifest, problems: Optional[dict] = None) -> dic
             "image_canvas_count": manifest.image_canvas_count, "json_url": manifest_json_url(manifest),
             "nav_date": manifest.nav_date, "error": manifest.error, "fetched_at": _iso(manifest.fetched_at),
             "open_errors": problems["errors"], "image_errors": problems["image_errors"],
+            "deferred_images": sum(problems["deferred"].values()), "deferred_hosts": sorted(problems["deferred"]),
             "error_kinds": [{"description": d, "count": n} for d, n in problems["kinds"]]}
 
 
@@ -113,6 +114,7 @@ def harvest_status(session: Session, limit: int = 50) -> dict:
     grouped = error_summary.error_groups(session)
     failed = select(Manifest).where(Manifest.error.is_not(None))
     failed_manifests = [manifest_summary(m) for m in session.scalars(failed.order_by(Manifest.id.desc()).limit(limit))]
-    return {"crawls": crawls, "error_count": grouped["total"], "error_groups": grouped["groups"],
+    return {"crawls": crawls, "error_count": grouped["total"], "deferred_images": grouped["deferred"],
+            "error_groups": grouped["groups"],
             "error_group_count": grouped["group_count"], "errors": errors,
             **error_summary.manifest_counts(session), "failed_manifests": failed_manifests}
