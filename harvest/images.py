@@ -254,6 +254,9 @@ def record_canvas_image(session, job, sha: Optional[str], width: Optional[int], 
     canvas = session.get(Canvas, job.canvas_id)
     if canvas is None:
         return False
+    # This attempt's outcome replaces what earlier runs recorded for the canvas's image (a
+    # deferral too: the canvas is then counted as waiting for its host, not as failed).
+    core_store.resolve_errors(session, ("image",), canvas_id=canvas.id)
     canvas.derivative_deferred = deferred_host
     if deferred_host is not None:
         canvas.derivative_error = None  # not known to be broken: its host did not answer

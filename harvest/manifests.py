@@ -247,11 +247,17 @@ class _Crawler:
                     "manifest" if isinstance(parsed, ParsedManifest) else
                     "collection" if isinstance(parsed, ParsedCollection) else "annotations")
         crawl_queue.finish_item(session, task.item_id, "done", outcome.status)
-        self._link_known_members(session, outcome)
-        return self._queue_children(session, task, outcome.children)
+        held = self._link_known_members(session, outcome)
+        return self._queue_children(session, task, [c for c in outcome.children if c.url not in held])
 
     def _save_manifest(self, session: Session, outcome: Outcome) -> None:
         task, parsed, fetched = outcome.task, outcome.parsed, outcome.fetched
+        if outcome.status == NEW and task.parent_url:
+            held = self._held_elsewhere(session, [task.url]).get(task.url)
+            if held is not None:  # saved under its own URL while this copy was in flight
+                self._link_held(session, task.parent_url, task.url, held)
+                self.report.manifests.append(held.iiif_id)
+                return
         manifest = store.save_manifest(
             session, parsed, url=task.url, source_id=self._source_id(session, task),
             fetched_from=fetched.url, raw_json=fetched.body.decode("utf-8", "replace"),
@@ -296,6 +302,15 @@ class _Crawler:
         doc.last_error = outcome.error
         doc.error_count = (doc.error_count or 0) + 1
         reason = outcome.error or "unknown failure"
+        if task.kind == DOCUMENT and task.parent_url:
+            held = self._held_elsewhere(session, [task.url]).get(task.url)
+            if held is not None:
+                # A member listed by its id, held from another URL (saved while this fetch was
+                # in flight): the collection has it; the failed copy is no failure of the catalogue.
+                log.info("%s: %s; held from %s, linked", task.url, reason, held.url)
+                self._link_held(session, task.parent_url, task.url, held)
+                crawl_queue.finish_item(session, task.item_id, "done", "held", reason)
+                return []
         if outcome.status == GONE:
             doc.gone_at = doc.gone_at or utcnow()
             doc.etag = doc.last_modified = doc.content_sha256 = None
@@ -386,16 +401,42 @@ class _Crawler:
                 self.report.failures.append((task.url, reason))
         return crawl_queue.tasks_for(session, items)
 
-    def _link_known_members(self, session: Session, outcome: Outcome) -> None:
-        """Link members harvested before (or listed twice) to the collection now."""
+    def _link_known_members(self, session: Session, outcome: Outcome) -> set[str]:
+        """Link members harvested before (or listed twice) to the collection now. Returns the
+        member URLs not to fetch: manifests held under that id from another URL (a collection
+        lists ids; the row may have come from a file, a mirror or another spelling of the URL)."""
         members = [c for c in outcome.children if c.kind == DOCUMENT and c.parent_url]
         if not members:
-            return
+            return set()
         urls = [c.url for c in members]
+        usable: set[str] = set()
         for start in range(0, len(urls), 500):
             for manifest in session.scalars(select(Manifest).where(Manifest.url.in_(urls[start:start + 500]),
                                                                    Manifest.error.is_(None))):
+                usable.add(manifest.url)
                 self._link_to_collection(session, members[0].parent_url, manifest)
+        held = self._held_elsewhere(session, [u for u in urls if u not in usable])
+        for url, manifest in held.items():
+            self._link_held(session, members[0].parent_url, url, manifest)
+        return set(held)
+
+    def _link_held(self, session: Session, collection_iiif_id: str, url: str, manifest: Manifest) -> None:
+        """Link the manifest held under the member id ``url`` to the collection, in place of the
+        row of failure an earlier fetch of ``url`` left (its links go to ``manifest``)."""
+        store.absorb_failed_copy(session, manifest, url)
+        self._link_to_collection(session, collection_iiif_id, manifest)
+
+    @staticmethod
+    def _held_elsewhere(session: Session, ids: list[str]) -> dict[str, Manifest]:
+        """Usable manifests that declare one of ``ids`` but were harvested from another URL, by id."""
+        held: dict[str, Manifest] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for manifest in session.scalars(select(Manifest).where(
+                    Manifest.iiif_id.in_(chunk), Manifest.url.not_in(chunk), Manifest.error.is_(None))
+                    .order_by(Manifest.id)):
+                held.setdefault(manifest.iiif_id, manifest)
+        return held
 
     def _link_to_collection(self, session: Session, collection_iiif_id: Optional[str], manifest) -> None:
         if not collection_iiif_id:

@@ -232,6 +232,8 @@ def fetch_region_derivatives(session_factory: sessionmaker[Session], fetcher: Fe
         try:
             for job, results in pool.map(work, jobs):
                 with session_scope(session_factory) as session:  # one canvas's regions per transaction
+                    # The regions not fetched before were all tried now: their errors replace older ones.
+                    core_store.resolve_errors(session, ("region",), canvas_id=job.canvas_id)
                     for region_id, sha, error, deferred_host in results:
                         region = session.get(Region, region_id)
                         if region is None:

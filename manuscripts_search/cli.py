@@ -75,8 +75,9 @@ def cli(ctx, data_dir, db_url, model, verbose):
 
 
 # Every command, registered here in one place (the command modules do not import this one).
-for _command in (catalogue.init_db, catalogue.manifests, catalogue.stats, embedding.embed, harvesting.harvest,
-                 harvesting.publish, searching.index, searching.search, searching.classify, serving.serve):
+for _command in (catalogue.init_db, catalogue.manifests, catalogue.stats, catalogue.errors, embedding.embed,
+                 harvesting.harvest, harvesting.publish, searching.index, searching.search, searching.classify,
+                 serving.serve):
     cli.add_command(_command)
 
 

@@ -259,7 +259,9 @@ def test_browse_api(client, shapes_site):
     detail = client.get(f"/api/manifests/{shapes_site.manifest_ids['book']}").get_json()
     assert len(detail["canvases"]) == 4 and detail["iiif"]["search2"].endswith(f"/manifest/{detail['id']}")
     assert detail["rights"] == "http://creativecommons.org/licenses/by/4.0/"
-    assert set(client.get("/api/harvest").get_json()) == {"crawls", "errors", "failed_manifests"}
+    assert set(client.get("/api/harvest").get_json()) == {
+        "crawls", "error_count", "error_groups", "error_group_count", "errors", "manifests_with_errors",
+        "manifests_unusable", "manifests_with_image_errors", "deferred_images", "failed_manifests"}
 
 
 # -- OpenAPI --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter
 from manuscripts_search.models import Canvas, Collection, Embedding, HarvestError, Manifest, Region
+from manuscripts_search.store.error_summary import error_groups, manifest_counts
 
 from . import auth, catalogue
 from .admin_actions import add_source, delete_manifest, delete_source, load_job, load_source, start_harvest
@@ -163,16 +164,19 @@ def stats():
     def count(model, *conditions) -> int:
         return session.scalar(select(func.count()).select_from(model).where(*conditions))
 
+    groups = error_groups(session)
     return jsonify({
         "manifests": count(Manifest, Manifest.error.is_(None)),
-        "manifests_with_errors": count(Manifest, Manifest.error.is_not(None)),
+        **manifest_counts(session),
         "collections": count(Collection),
         "canvases": count(Canvas),
         "canvases_with_images": count(Canvas, Canvas.service_id.is_not(None) | Canvas.image_url.is_not(None)),
         "regions": count(Region),
         "embeddings": count(Embedding, Embedding.stale.is_(False)),
         "stale_embeddings": count(Embedding, Embedding.stale.is_(True)),
-        "errors": count(HarvestError, HarvestError.resolved.is_(False)),
+        "errors": groups["total"],
+        "errors_resolved": count(HarvestError, HarvestError.resolved.is_(True)),
+        "error_groups": groups["groups"], "error_group_count": groups["group_count"],
         "indexes": saved_indexes(current_app),
     })
 

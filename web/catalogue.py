@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from manuscripts_search.iiif.language import first_value
 from manuscripts_search.models import (Canvas, Collection, CollectionMembership, Crawl, CrawlItem, HarvestError,
                                        Manifest, Source)
+from manuscripts_search.store import error_kinds, error_summary
 
 from .canvas_info import manifest_json_url
 from .errors import AppError
@@ -23,7 +24,7 @@ def _iso(value) -> Optional[str]:
 
 def sources(session: Session) -> list[dict]:
     counts = dict(session.execute(select(Manifest.source_id, func.count()).group_by(Manifest.source_id)).all())
-    errors = dict(session.execute(select(Manifest.source_id, func.count()).where(Manifest.error.is_not(None))
+    errors = dict(session.execute(select(Manifest.source_id, func.count()).where(error_summary.has_problem())
                                   .group_by(Manifest.source_id)).all())
     return [{"id": s.id, "url": s.url, "kind": s.kind, "status": s.status, "added_at": _iso(s.added_at),
              "last_harvested_at": _iso(s.last_harvested_at), "manifests": counts.get(s.id, 0),
@@ -46,20 +47,31 @@ def manifests(session: Session, page: int = 1, collection_id: Optional[int] = No
         statement = statement.where(Manifest.id.in_(select(CollectionMembership.manifest_id).where(
             CollectionMembership.collection_id == collection_id)))
     if errors_only:
-        statement = statement.where(Manifest.error.is_not(None))
+        statement = statement.where(error_summary.has_problem())
     rows = list(session.scalars(statement.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
-    return [manifest_summary(m) for m in rows[:PAGE_SIZE]], len(rows) > PAGE_SIZE
+    shown = rows[:PAGE_SIZE]
+    problems = error_summary.per_manifest(session, [m.id for m in shown])
+    return [manifest_summary(m, problems.get(m.id)) for m in shown], len(rows) > PAGE_SIZE
 
 
-def manifest_summary(manifest: Manifest) -> dict:
+_NO_PROBLEMS = {"errors": 0, "image_errors": 0, "deferred": {}, "kinds": []}
+
+
+def manifest_summary(manifest: Manifest, problems: Optional[dict] = None) -> dict:
+    """A manifest's row; ``problems`` its open errors (:func:`error_summary.per_manifest`)."""
+    problems = problems or _NO_PROBLEMS
     return {"id": manifest.id, "iiif_id": manifest.iiif_id, "url": manifest.url, "label": first_value(manifest.label),
             "iiif_version": manifest.iiif_version, "canvas_count": manifest.canvas_count,
             "image_canvas_count": manifest.image_canvas_count, "json_url": manifest_json_url(manifest),
-            "nav_date": manifest.nav_date, "error": manifest.error, "fetched_at": _iso(manifest.fetched_at)}
+            "nav_date": manifest.nav_date, "error": manifest.error, "fetched_at": _iso(manifest.fetched_at),
+            "open_errors": problems["errors"], "image_errors": problems["image_errors"],
+            "deferred_images": sum(problems["deferred"].values()), "deferred_hosts": sorted(problems["deferred"]),
+            "error_kinds": [{"description": d, "count": n} for d, n in problems["kinds"]]}
 
 
 def manifest_detail(session: Session, manifest: Manifest) -> dict:
-    detail = manifest_summary(manifest)
+    detail = manifest_summary(manifest, error_summary.per_manifest(session, [manifest.id]).get(manifest.id))
+    detail["error_groups"] = error_summary.error_groups(session, manifest_id=manifest.id)
     detail.update({"labels": manifest.label or {}, "summary": manifest.summary or {},
                    "metadata": manifest.metadata_entries or [], "required_statement": manifest.required_statement,
                    "rights": manifest.rights, "providers": manifest.providers or [],
@@ -83,7 +95,9 @@ def load_manifest(session: Session, manifest_id: int) -> Manifest:
     return manifest
 
 
-def harvest_status(session: Session, limit: int = 200) -> dict:
+def harvest_status(session: Session, limit: int = 50) -> dict:
+    """Recent crawls; the open errors counted and grouped by kind and host (all of them, in the
+    database), the ``limit`` newest of them, and the manifests that could not be used."""
     crawls = []
     for crawl in session.scalars(select(Crawl).order_by(Crawl.id.desc()).limit(20)):
         counts = dict(session.execute(select(CrawlItem.status, func.count()).where(CrawlItem.crawl_id == crawl.id)
@@ -91,9 +105,16 @@ def harvest_status(session: Session, limit: int = 200) -> dict:
         crawls.append({"id": crawl.id, "status": crawl.status, "sources": crawl.sources or [],
                        "started_at": _iso(crawl.started_at), "finished_at": _iso(crawl.finished_at),
                        "items": counts})
-    errors = [{"id": e.id, "stage": e.stage, "url": e.url, "message": e.message, "manifest_id": e.manifest_id,
-               "canvas_id": e.canvas_id, "created_at": _iso(e.created_at), "resolved": e.resolved}
-              for e in session.scalars(select(HarvestError).order_by(HarvestError.id.desc()).limit(limit))]
-    failed_manifests = [manifest_summary(m) for m in session.scalars(
-        select(Manifest).where(Manifest.error.is_not(None)).order_by(Manifest.id.desc()).limit(limit))]
-    return {"crawls": crawls, "errors": errors, "failed_manifests": failed_manifests}
+    errors = [{"id": e.id, "stage": e.stage, "kind": e.kind, "host": e.host,
+               "description": error_kinds.describe(e.kind, e.stage, e.message), "url": e.url,
+               "message": e.message, "manifest_id": e.manifest_id, "canvas_id": e.canvas_id,
+               "created_at": _iso(e.created_at), "resolved": e.resolved}
+              for e in session.scalars(select(HarvestError).where(error_summary.OPEN)
+                                       .order_by(HarvestError.id.desc()).limit(limit))]
+    grouped = error_summary.error_groups(session)
+    failed = select(Manifest).where(Manifest.error.is_not(None))
+    failed_manifests = [manifest_summary(m) for m in session.scalars(failed.order_by(Manifest.id.desc()).limit(limit))]
+    return {"crawls": crawls, "error_count": grouped["total"], "deferred_images": grouped["deferred"],
+            "error_groups": grouped["groups"],
+            "error_group_count": grouped["group_count"], "errors": errors,
+            **error_summary.manifest_counts(session), "failed_manifests": failed_manifests}

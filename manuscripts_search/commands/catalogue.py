@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .common import CLIState, emit, pass_state
+from .common import CLIState, emit, pass_state, shorten
 
 
 @click.command("init-db")
@@ -19,51 +19,52 @@ def init_db(state: CLIState):
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per manifest, one per line.")
 @click.option("--errors-only", is_flag=True,
-              help="Only manifests that could not be used, or whose images wait for a host that was down.")
+              help="Only manifests that could not be used, have open errors (of their images, say) or "
+                   "images waiting for a host that was down.")
 @pass_state
 def manifests(state: CLIState, as_json, errors_only):
     """List harvested manifests with canvas counts and errors."""
     from sqlalchemy import select
 
     from ..store.db import session_scope
+    from ..store.error_summary import has_problem, per_manifest
     from ..iiif.language import first_value
-    from ..models import Canvas, Manifest
-    from .harvesting import host_down_line
+    from ..models import Manifest
 
     with session_scope(state.session_factory()) as session:
-        deferred = _deferred_images(session)
         query = select(Manifest).order_by(Manifest.id)
         if errors_only:
-            query = query.where(Manifest.error.is_not(None) | Manifest.id.in_(
-                select(Canvas.manifest_id).where(Canvas.derivative_deferred.is_not(None))))
-        for manifest in session.scalars(query):
-            row = {"id": manifest.iiif_id, "url": manifest.url, "iiif_version": manifest.iiif_version,
-                   "label": first_value(manifest.label), "canvas_count": manifest.canvas_count,
-                   "image_canvas_count": manifest.image_canvas_count, "error": manifest.error,
-                   "deferred": deferred.get(manifest.id, {})}
-            if as_json:
-                click.echo(json.dumps(row, ensure_ascii=False))
-            else:
-                status = f"ERROR: {row['error']}" if row["error"] else (
-                    f"{row['canvas_count']} canvases, {row['image_canvas_count']} with images")
-                if row["deferred"]:
-                    status += f"; {host_down_line(row['deferred'])}, the next harvest retries them"
-                click.echo(f"[v{row['iiif_version'] or '?'}] {row['label'] or row['id']} — {status}")
+            query = query.where(has_problem())
+        # Keyset pages: the open-error counts are asked for one page of manifests at a time.
+        last = 0
+        while page := list(session.scalars(query.where(Manifest.id > last).limit(500))):
+            last = page[-1].id
+            problems = per_manifest(session, [m.id for m in page])
+            for manifest in page:
+                _print_manifest(manifest, problems.get(manifest.id), first_value(manifest.label), as_json)
+            session.expunge_all()
 
 
-def _deferred_images(session) -> dict[int, dict[str, int]]:
-    """Per manifest id: its canvas images deferred because their host was down, per host."""
-    from sqlalchemy import func, select
+def _print_manifest(manifest, problems, label, as_json) -> None:
+    from .harvesting import host_down_line
 
-    from ..models import Canvas
-
-    rows = session.execute(select(Canvas.manifest_id, Canvas.derivative_deferred, func.count())
-                           .where(Canvas.derivative_deferred.is_not(None))
-                           .group_by(Canvas.manifest_id, Canvas.derivative_deferred))
-    deferred: dict[int, dict[str, int]] = {}
-    for manifest_id, host, count in rows:
-        deferred.setdefault(manifest_id, {})[host] = count
-    return deferred
+    problems = problems or {"errors": 0, "image_errors": 0, "deferred": {}, "kinds": []}
+    row = {"id": manifest.iiif_id, "url": manifest.url, "iiif_version": manifest.iiif_version,
+           "label": label, "canvas_count": manifest.canvas_count,
+           "image_canvas_count": manifest.image_canvas_count, "error": manifest.error,
+           "open_errors": problems["errors"], "image_errors": problems["image_errors"],
+           "deferred": problems.get("deferred", {}), "error_kinds": dict(problems["kinds"])}
+    if as_json:
+        click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    status = f"ERROR: {row['error']}" if row["error"] else (
+        f"{row['canvas_count']} canvases, {row['image_canvas_count']} with images")
+    if row["deferred"]:
+        status += f"; {host_down_line(row['deferred'])}, the next harvest retries them"
+    if problems["errors"]:
+        status += f"; {problems['errors']} open error(s): " + ", ".join(
+            f"{n} {description}" for description, n in problems["kinds"])
+    click.echo(f"[v{row['iiif_version'] or '?'}] {row['label'] or row['id']} — {status}")
 
 
 @click.command()
@@ -75,6 +76,7 @@ def stats(state: CLIState, as_json):
 
     from ..index.layouts import format_bytes
     from ..store.db import session_scope
+    from ..store.error_summary import error_groups, manifest_counts
     from ..models import Canvas, Collection, Embedding, HarvestError, Manifest, Region
 
     with session_scope(state.session_factory()) as session:
@@ -83,7 +85,6 @@ def stats(state: CLIState, as_json):
 
         result = {
             "manifests": count(Manifest, Manifest.error.is_(None)),
-            "manifests_with_errors": count(Manifest, Manifest.error.is_not(None)),
             "collections": count(Collection),
             "canvases": count(Canvas),
             "canvases_with_images": count(Canvas, (Canvas.service_id.is_not(None)) | (Canvas.image_url.is_not(None))),
@@ -91,17 +92,74 @@ def stats(state: CLIState, as_json):
             "regions": count(Region),
             "embeddings": count(Embedding, Embedding.stale.is_(False)),
             "stale_embeddings": count(Embedding, Embedding.stale.is_(True)),
-            "errors": count(HarvestError),
         }
+        result.update(manifest_counts(session))
+        groups = error_groups(session)
+        result.update({"errors": groups["total"],
+                       "errors_resolved": count(HarvestError, HarvestError.resolved.is_(True)),
+                       "error_groups": groups["groups"], "error_group_count": groups["group_count"]})
         result["indexes"] = _index_stats(state, session)
-    lines = [f"{k:>26}: {v}" for k, v in result.items() if k != "indexes"]
+    lines = [f"{k:>27}: {v}" for k, v in result.items() if k not in ("indexes", "error_groups", "error_group_count")]
+    for group in result["error_groups"]:
+        lines.append(f"{'errors':>27}: {group['count']} {group['description']}"
+                     + (f" on {group['host']}" if group["host"] else "")
+                     + f", e.g. {shorten(group['example']['message'], 160)}")
+    if result["error_group_count"] > len(result["error_groups"]):
+        lines.append(f"{'':>27}  ... {result['error_group_count'] - len(result['error_groups'])} more group(s): "
+                     "msearch errors")
     budget = result["indexes"]["budget_bytes"]
-    lines.append(f"{'index memory budget':>26}: {format_bytes(budget)}")
+    lines.append(f"{'index memory budget':>27}: {format_bytes(budget)}")
     for entry in result["indexes"]["spaces"]:
-        lines.append(f"{'index':>26}: {entry['space']} [{entry['layout'] or 'none'}] {entry['vectors']} vectors, "
+        lines.append(f"{'index':>27}: {entry['space']} [{entry['layout'] or 'none'}] {entry['vectors']} vectors, "
                      f"{format_bytes(entry['bytes_on_disk'])} on disk, ~{format_bytes(entry['resident_estimate_bytes'])} "
                      f"in memory" + (f" ({entry['problem']})" if entry.get("problem") else ""))
     emit(result, as_json, "\n".join(lines))
+
+
+@click.command()
+@click.option("--kind", help="Only errors of this kind (as `msearch stats` names them, e.g. dns, not_found, host_down).")
+@click.option("--host", help="Only errors on this host.")
+@click.option("--stage", help="Only errors of this stage (fetch, parse, image, region, embed...).")
+@click.option("--resolved", "include_resolved", is_flag=True, help="Also errors a later attempt made obsolete.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per error, one per line.")
+@pass_state
+def errors(state: CLIState, kind, host, stage, include_resolved, as_json):
+    """List every recorded error that is still open, newest first, with its kind and host."""
+    from sqlalchemy import select
+
+    from ..models import HarvestError
+    from ..store import error_kinds
+    from ..store.db import session_scope
+
+    if kind and kind not in error_kinds.LABELS:
+        raise click.BadParameter(f"unknown kind {kind!r}; kinds: {', '.join(error_kinds.LABELS)}",
+                                 param_hint="--kind")
+    query = select(HarvestError)
+    for column, value in ((HarvestError.kind, kind), (HarvestError.host, host and host.lower()),
+                          (HarvestError.stage, stage)):
+        if value:
+            query = query.where(column == value)
+    if not include_resolved:
+        query = query.where(HarvestError.resolved.is_(False))
+    with session_scope(state.session_factory()) as session:
+        last = None
+        while True:  # keyset pages, so memory stays bounded whatever the number of errors
+            page_query = query if last is None else query.where(HarvestError.id < last)
+            page = list(session.scalars(page_query.order_by(HarvestError.id.desc()).limit(1000)))
+            if not page:
+                break
+            last = page[-1].id
+            for e in page:
+                row = {"id": e.id, "stage": e.stage, "kind": e.kind, "host": e.host, "url": e.url,
+                       "message": e.message, "manifest_id": e.manifest_id, "canvas_id": e.canvas_id,
+                       "created_at": e.created_at.isoformat(timespec="seconds") if e.created_at else None,
+                       "resolved": e.resolved}
+                if as_json:
+                    click.echo(json.dumps(row, ensure_ascii=False))
+                else:
+                    click.echo(f"{row['created_at']} [{error_kinds.describe(e.kind, e.stage, e.message)}] "
+                               f"{e.host or '-'} {e.url or ''}: {e.message}")
+            session.expunge_all()
 
 
 def _index_stats(state: CLIState, session) -> dict:

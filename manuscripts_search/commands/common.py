@@ -93,3 +93,9 @@ def emit(obj, as_json: bool, text: Optional[str] = None) -> None:
         click.echo(json.dumps(obj, ensure_ascii=False, default=str))
     else:
         click.echo(text if text is not None else json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def shorten(text: Optional[str], width: int = 200) -> str:
+    """``text`` on one line, cut to ``width`` characters (an example error in a summary)."""
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[:width - 1] + "…"

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from .common import CLIState, emit, pass_state, ray_engine_options, refuse_without_ray
+from .common import CLIState, emit, pass_state, ray_engine_options, refuse_without_ray, shorten
 
 
 def _grid_levels(ctx, param, value):
@@ -144,14 +144,38 @@ def _summary(result: dict) -> str:
     deferred = deferred_by_host(result)
     if deferred:
         lines.append(host_down_line(deferred) + "; the next run retries them")
-    failures = list(result.get("failures", []))
-    for stream in result.get("changes", []):
-        failures += stream["failures"]
-    for failure in failures[:200]:
-        lines.append(f"  ! {failure['url']}: {failure['reason']}")
-    if len(failures) > 200:
-        lines.append(f"  ... and {len(failures) - 200} more (msearch manifests --errors-only)")
+    lines += _failure_lines(result)
     return "\n".join(lines)
+
+
+FAILURE_GROUPS_SHOWN = 5
+
+
+def _failure_lines(result: dict) -> list[str]:
+    """The run's failures grouped by kind and host (as `msearch stats` groups them), the largest
+    few with a count and an example each, and the commands that list them all."""
+    from ..store.error_summary import summarise_failures
+
+    failures = [("fetch", f["url"], f["reason"]) for f in result.get("failures", [])]
+    for stream in result.get("changes", []):
+        failures += [("fetch", f["url"], f["reason"]) for f in stream["failures"]]
+    for stage, phase in (("image", "images"), ("region", "regions")):
+        failures += [(stage, f.get("canvas"), f["reason"]) for f in result.get(phase, {}).get("failures", [])]
+    if not failures:
+        return []
+    groups = summarise_failures(failures, limit=FAILURE_GROUPS_SHOWN)
+    lines = [f"{len(failures)} failure(s) in this run, by kind:"]
+    for group in groups:
+        host = f" on {group['host']}" if group["host"] else ""
+        example = group["example"]
+        where = f"{example['url']}: " if example["url"] else ""
+        lines.append(f"  ! {group['count']} × {group['description']}{host}, e.g. {where}{shorten(example['message'])}")
+    shown = sum(g["count"] for g in groups)
+    if shown < len(failures):
+        lines.append(f"  ... and {len(failures) - shown} more of other kinds")
+    lines.append("  all of them: msearch errors (--kind KIND, --host HOST), "
+                 "by manifest: msearch manifests --errors-only")
+    return lines
 
 
 @click.command()
@@ -217,7 +241,7 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
         # Nothing usable came of it (a typo'd URL, a folder of no images): say so and stop a
         # script (`make demo`) before it embeds and serves an empty site.
         raise click.ClickException("nothing was harvested; the reasons are listed above "
-                                   "(all of them: msearch manifests --errors-only)")
+                                   "(all of them: msearch errors)")
 
 
 def _publish_folders(state: CLIState, sources) -> tuple[list[str], list, Optional[dict]]:

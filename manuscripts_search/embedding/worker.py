@@ -283,7 +283,7 @@ class _Pipeline:
 def write_batch(factory: sessionmaker[Session], claims: ClaimQueue, encoder, batch: list[_Result],
                 retry_after: float, report: EmbedReport) -> None:
     """One transaction: the batch's vectors and hashes, its failures, and its claims gone."""
-    from ..store.catalogue import record_error
+    from ..store.catalogue import record_error, resolve_errors
 
     with write_transaction(factory) as session:
         owned = claims.take_ownership(session, [r.item.claim_id for r in batch if r.error is None])
@@ -292,9 +292,15 @@ def write_batch(factory: sessionmaker[Session], claims: ClaimQueue, encoder, bat
         for result in batch:
             if result.error is not None:
                 item = result.item
+                # This attempt's error replaces the item's earlier ones (one open error per item).
+                resolve_errors(session, ("embed",), canvas_id=item.canvas_id, subject=f"{item.kind} {item.item_id}: ")
                 record_error(session, "embed", None, f"{item.kind} {item.item_id}: {result.error}",
                              canvas_id=item.canvas_id)
                 report.failed.append((item.kind, item.item_id, result.error))
+        # A canvas embedded now has no embedding problem left (its regions' errors are their own).
+        resolve_errors(session, ("embed",), canvas_id={r.item.canvas_id for r in batch
+                                                       if r.error is None and r.item.region_id is None},
+                       subject="canvas ")
         done = [r for r in batch if r.error is None and r.item.claim_id in owned]
         unhashed = _unhashed(session, [r.item for r in done if r.hashes is not None])
         hashed = [r for r in done if r.hashes is not None and r.item.claim_id in unhashed]

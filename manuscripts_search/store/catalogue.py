@@ -15,6 +15,7 @@ from typing import Optional
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from . import error_kinds
 from ..iiif.annotations import ParsedTextAnnotation
 from ..iiif.model import ParsedCollection, ParsedManifest
 from ..models import (
@@ -47,13 +48,47 @@ def get_or_create_source(session: Session, url: str, kind: Optional[str] = None)
     return source
 
 
+# The stages of a manifest's own errors (as opposed to those of its canvases' images).
+MANIFEST_STAGES = ("fetch", "parse", "store")
+
+
 def record_error(session: Session, stage: str, url: Optional[str], message: str,
-                 manifest_id: Optional[int] = None, canvas_id: Optional[int] = None) -> HarvestError:
+                 manifest_id: Optional[int] = None, canvas_id: Optional[int] = None, *,
+                 kind: Optional[str] = None, http_status: Optional[int] = None) -> HarvestError:
+    """Record a failure with its kind and host (:mod:`.error_kinds`; ``kind`` when the caller
+    knows it, e.g. "deferred"). An error of a canvas is also one of its manifest."""
+    if canvas_id is not None and manifest_id is None:
+        manifest_id = session.scalar(select(Canvas.manifest_id).where(Canvas.id == canvas_id))
     error = HarvestError(stage=stage, url=url, message=message[:4000],
-                         manifest_id=manifest_id, canvas_id=canvas_id)
+                         manifest_id=manifest_id, canvas_id=canvas_id,
+                         kind=error_kinds.classify(message, stage, http_status, kind),
+                         host=error_kinds.host_of(message, url))
     session.add(error)
     session.flush()
     return error
+
+
+def resolve_errors(session: Session, stages: tuple[str, ...], *, manifest_id: Optional[int] = None,
+                   canvas_id=None, subject: Optional[str] = None) -> None:
+    """Mark the open errors of ``stages`` on a canvas (or canvases: a list of ids), or on a
+    manifest itself (not its canvases), resolved: a later attempt succeeded, or failed again and
+    its error replaces them. So the open errors say what is wrong now, once, however many runs
+    tried. ``subject``: only errors whose message starts with it (one item of a canvas)."""
+    if isinstance(canvas_id, (list, tuple, set)):
+        if not canvas_id:
+            return
+        target = HarvestError.canvas_id.in_(list(canvas_id))
+    elif canvas_id is not None:
+        target = HarvestError.canvas_id == canvas_id
+    elif manifest_id is not None:
+        target = (HarvestError.manifest_id == manifest_id) & HarvestError.canvas_id.is_(None)
+    else:
+        raise ValueError("resolve_errors needs a canvas or a manifest")
+    if subject is not None:
+        target = target & HarvestError.message.startswith(subject, autoescape=True)
+    session.execute(update(HarvestError).where(target, HarvestError.stage.in_(stages),
+                                               HarvestError.resolved.is_(False))
+                    .values(resolved=True).execution_options(synchronize_session=False))
 
 
 def _canvas_values(parsed_canvas) -> dict:
@@ -122,6 +157,10 @@ def save_manifest(session: Session, parsed: ParsedManifest, *, url: Optional[str
     manifest.warnings = list(parsed.warnings)
     manifest.error = None
     session.flush()
+    if not is_new:
+        resolve_errors(session, MANIFEST_STAGES, manifest_id=manifest.id)
+    if parsed.id != url:  # a failed fetch of its id (as a collection lists it) left a row of its own
+        absorb_failed_copy(session, manifest, parsed.id)
 
     existing = {} if is_new else {c.iiif_id: c for c in session.scalars(
         select(Canvas).where(Canvas.manifest_id == manifest.id))}
@@ -175,8 +214,30 @@ def record_manifest_failure(session: Session, url: str, message: str, *, stage: 
         manifest.http_status = http_status
         manifest.fetched_at = utcnow()
     session.flush()
-    record_error(session, stage, url, message, manifest_id=manifest.id)
+    resolve_errors(session, MANIFEST_STAGES, manifest_id=manifest.id)
+    record_error(session, stage, url, message, manifest_id=manifest.id, http_status=http_status)
     return manifest
+
+
+def absorb_failed_copy(session: Session, manifest: Manifest, url: str) -> bool:
+    """``manifest`` declares the id ``url`` but came from another URL: the row a failed fetch of
+    ``url`` left (an error, no canvases) is the same manifest. Its collection links move to
+    ``manifest``, its errors too (resolved: the manifest is held), and the row goes, so the
+    catalogue counts no failure for a manifest it holds. Returns whether there was such a row."""
+    copy = session.scalar(select(Manifest).where(Manifest.url == url, Manifest.id != manifest.id,
+                                                 Manifest.error.is_not(None)))
+    if copy is None or session.scalar(select(Canvas.id).where(Canvas.manifest_id == copy.id).limit(1)) is not None:
+        return False
+    collection_ids = list(session.scalars(select(CollectionMembership.collection_id)
+                                          .where(CollectionMembership.manifest_id == copy.id)))
+    session.execute(delete(CollectionMembership).where(CollectionMembership.manifest_id == copy.id))
+    for collection_id in collection_ids:
+        link_manifest_ids(session, collection_id, manifest.id)
+    session.execute(update(HarvestError).where(HarvestError.manifest_id == copy.id)
+                    .values(manifest_id=manifest.id, resolved=True).execution_options(synchronize_session=False))
+    session.delete(copy)
+    session.flush()
+    return True
 
 
 def mark_manifest_gone(session: Session, url: str, reason: str,
@@ -193,7 +254,8 @@ def mark_manifest_gone(session: Session, url: str, reason: str,
     canvas_ids = select(Canvas.id).where(Canvas.manifest_id == manifest.id).scalar_subquery()
     session.execute(update(Embedding).where(Embedding.canvas_id.in_(canvas_ids)).values(stale=True))
     session.flush()
-    record_error(session, "fetch", url, manifest.error, manifest_id=manifest.id)
+    resolve_errors(session, MANIFEST_STAGES, manifest_id=manifest.id)
+    record_error(session, "fetch", url, manifest.error, manifest_id=manifest.id, http_status=http_status)
     return manifest
 
 
