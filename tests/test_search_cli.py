@@ -64,7 +64,7 @@ def test_index_then_search_filter_group_and_page(cli_site):
     groups = json_lines(run(env, "search", "Lyon", "--group", "manifest", "--json"))
     assert groups[0]["manifest_id"] == library.manifests["hours"] and groups[0]["canvases"]
 
-    page = json.loads(run(env, "search", "a green square", "--per-page", "5", "--page", "2", "--page-json"))
+    page = json.loads(run(env, "search", "a green square", "--per-page", "5", "--page", "2", "--weaker", "--page-json"))
     assert page["offset"] == 5 and [h["rank"] for h in page["hits"]] == [6, 7, 8, 9, 10] and page["has_more"]
     assert "label" in page["facets"] and page["score"] == "rrf"
 
