@@ -307,8 +307,13 @@ def test_one_manuscript_filling_the_page_is_grouped_by_default(library):
     assert page.total == 6 and page.manuscripts == 2
     # Every result fits on the page: nothing is buried, pages stay pages.
     assert library.search(text="Lyon herbal", signals=("fulltext",), limit=10, group="auto").group == "canvas"
-    # One manuscript alone: grouping would show one group.
-    assert library.search(text="Lyon", signals=("fulltext",), limit=2, group="auto").group == "canvas"
+    # One manuscript alone floods the page too: one group says "3 matching pages" once.
+    lyon = library.search(text="Lyon", signals=("fulltext",), limit=2, group="auto")
+    assert lyon.group == "manifest" and lyon.groups[0].matching_canvases == 3
+    # Pages that match themselves are not grouped away: the sampler's 24 pages fill this page
+    # because of what each of them shows.
+    page = library.search(text="a green square", signals=("visual",), limit=5, group="auto", weaker=True)
+    assert page.group == "canvas" and len(page.hits) == 5
 
 
 def test_bad_requests_are_refused_with_the_reason(library):

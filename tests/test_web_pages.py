@@ -69,6 +69,15 @@ def test_paging_and_grouping(client, shapes_site):
     assert grouped["groups"][0]["manifest_id"] == shapes_site.manifest_ids["book"]
     assert grouped["groups"][0]["canvases"][0]["viewer_url"].startswith("/canvas/")
     assert "Grouped by manuscript" in client.get("/search?q=a+red+circle&group=manifest").get_data(as_text=True)
+    # A metadata match ranks every page of the book: the page groups them by default, the API
+    # only when asked (group=auto), so that its answers keep their shape.
+    html = client.get("/search?q=shapes&k=2").get_data(as_text=True)
+    assert "Grouped by manuscript: one manuscript holds most of these results." in html
+    assert "4 matching pages" in html and 'href="/search?q=shapes&amp;k=2&amp;group=canvas">' in html
+    assert client.get("/search?q=shapes&k=2&group=canvas").get_data(as_text=True).count('class="result-card"') == 2
+    assert "hits" in client.get("/api/search?q=shapes&k=2").get_json()
+    auto = client.get("/api/search?q=shapes&k=2&group=auto").get_json()
+    assert auto["group"] == "manifest" and auto["grouped_automatically"] and auto["total"] == 4
 
 
 def test_nonsense_finds_nothing_and_says_so_while_a_red_circle_finds_the_red_circles(client, shapes_site):

@@ -3,7 +3,8 @@
 :func:`run_search` is the engine. A :class:`SearchRequest` may carry text (searched by the
   vision-language text tower, full-text and MiniLM semantic search), an image, or "more like" an
   existing canvas or region; filters; grouping by canvas (region hits grouped under their canvas)
-  or by manifest (``auto``: by manifest when one manuscript would fill the first page); pagination.
+  or by manifest (``auto``: by manifest when one manuscript's metadata match would fill the first
+  page with its pages); pagination.
   Text queries through a k-NN signal only return hits above the signal's calibrated floor
   (:mod:`.calibration`), so a query that matches nothing finds nothing.
 
@@ -251,8 +252,8 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
                                         context.index.space if context.index is not None else None)
     group = request.group
     if group == "auto":
-        group = "manifest" if manuscripts > 1 and _one_manuscript_floods(
-            session, ordered, request.limit, facets["manifest"]) else "canvas"
+        group = "manifest" if _one_manuscript_floods(session, ordered, evidence, request.limit,
+                                                     facets["manifest"]) else "canvas"
     if group == "canvas":
         window = ordered[request.offset:request.offset + request.limit]
         has_more = len(ordered) > request.offset + request.limit
@@ -270,24 +271,33 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
                       grouped_automatically=request.group == "auto" and group == "manifest")
 
 
-def _one_manuscript_floods(session: Session, ordered: list, limit: int, per_manifest: dict[str, int]) -> bool:
-    """Whether one manuscript holds more matching canvases than a page shows and more than half
-    of the first page: its pages would bury the other manuscripts' results (a metadata match ranks
-    all of a manuscript's canvases). Decided on the whole ranking, so every page of a query agrees."""
+def _one_manuscript_floods(session: Session, ordered: list, evidence: dict, limit: int,
+                           per_manifest: dict[str, int]) -> bool:
+    """Whether the first page would be one manuscript's pages, there only because its metadata
+    matched (a manifest-level document ranks every canvas of its manuscript: hundreds of identical
+    cards), with more of them than a page shows. Pages that matched themselves (the picture, their
+    label, a transcription) are never grouped away. Decided on the whole ranking, so every page of
+    a query agrees."""
     if len(ordered) <= limit:
         return False
     first_page = [canvas_id for canvas_id, _, _ in ordered[:limit]]
-    manifest_of = dict(session.execute(select(Canvas.id, Canvas.manifest_id).where(Canvas.id.in_(first_page))).all())
+
+    def matched_itself(canvas_id: int) -> bool:
+        return any((found := by_canvas.get(canvas_id)) is not None and (found.whole_canvas or found.regions)
+                   for by_canvas in evidence.values())
+
+    metadata_only = [canvas_id for canvas_id in first_page if not matched_itself(canvas_id)]
+    if len(metadata_only) * 2 <= limit:
+        return False
+    manifest_of = dict(session.execute(select(Canvas.id, Canvas.manifest_id).where(Canvas.id.in_(metadata_only))).all())
     counts: dict[int, int] = {}
-    for canvas_id in first_page:
+    for canvas_id in metadata_only:
         if canvas_id in manifest_of:
             counts[manifest_of[canvas_id]] = counts.get(manifest_of[canvas_id], 0) + 1
     if not counts:
         return False
     manifest_id, on_first_page = max(counts.items(), key=lambda kv: kv[1])
-    if on_first_page * 2 <= limit:
-        return False
-    return per_manifest.get(str(manifest_id), 0) > limit
+    return on_first_page * 2 > limit and per_manifest.get(str(manifest_id), 0) > limit
 
 
 def _resolve_canvases(session: Session, window: list, evidence: dict, first_rank: int,
