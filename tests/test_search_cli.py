@@ -71,6 +71,14 @@ def test_index_then_search_filter_group_and_page(cli_site):
     text = run(env, "search", "Pâques", "--explain")
     assert "fulltext: rank 1" in text and "region 10,20,30,8" in text and "Pâques" in text
 
+    # Nonsense finds nothing, and says how to see what scored no better; the total is printed.
+    assert run(env, "search", "zzqxv").strip() == ("no results; --weaker shows the hits that score no better "
+                                                   "than nonsense")
+    assert json_lines(run(env, "search", "zzqxv", "--weaker", "--json"))
+    assert "-- 3 canvases in 2 manuscript(s);" in run(env, "search", "a red circle", "--signal", "visual")
+    floors_off = {**env, "MSEARCH_SCORE_FLOORS": "off"}
+    assert json_lines(run(floors_off, "search", "zzqxv", "--json"))
+
 
 def test_image_queries_from_a_file_a_url_and_an_existing_canvas(cli_site, tmp_path, iiif_server):
     env, library, _ = cli_site
