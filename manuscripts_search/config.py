@@ -59,6 +59,9 @@ SETTINGS: tuple[Setting, ...] = (
             "picks the best-recall layout that fits (default: half of this machine's memory)."),
     Setting("MSEARCH_TRUSTED_PROXIES", "0",
             "Reverse proxies in front of the web server that set X-Forwarded-For (for the client's IP)."),
+    Setting("MSEARCH_SCORE_FLOORS", "auto",
+            "The score a text query's hit must beat, per k-NN signal: auto (learned per model space from "
+            "what nonsense queries score), off, or signal=value pairs such as visual=0.22,semantic=auto."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -84,6 +87,8 @@ class Config:
     search_rate_burst: Optional[str] = None
     trusted_proxies: Optional[str] = None
     index_memory: Optional[int] = None  # bytes; None: half of this machine's memory
+    # signal -> "auto" | None (off) | a fixed floor (search/calibration.py); a signal not named: auto
+    score_floors: dict = field(default_factory=dict)
     public_url: str = "http://127.0.0.1:5000"  # where the web app is served (published folders' URLs)
     # Which addresses harvesting and image URLs may reach (SSRF rule); public only by default.
     network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
@@ -154,6 +159,12 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
             index_memory = parse_memory(env["MSEARCH_INDEX_MEMORY"])
         except ValueError as error:
             raise ConfigError(f"MSEARCH_INDEX_MEMORY: {error}") from None
+    from .search.calibration import parse_score_floors
+
+    try:
+        score_floors = parse_score_floors(env.get("MSEARCH_SCORE_FLOORS"))
+    except ValueError as error:
+        raise ConfigError(f"MSEARCH_SCORE_FLOORS: {error}") from None
     config = Config(
         data_dir=data_dir,
         db_url=db_url,
@@ -172,6 +183,7 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         search_rate_burst=env.get("MSEARCH_SEARCH_RATE_BURST") or None,
         trusted_proxies=env.get("MSEARCH_TRUSTED_PROXIES") or None,
         index_memory=index_memory,
+        score_floors=score_floors,
         public_url=env.get("MSEARCH_PUBLIC_URL") or _DEFAULTS["MSEARCH_PUBLIC_URL"],
     )
     return config.replace(**overrides) if overrides else config

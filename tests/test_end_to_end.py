@@ -35,9 +35,9 @@ def test_harvest_embed_search_and_web(shapes_collection, runner, trained_clip_di
 
     hits = [json.loads(line) for line in
             run_cli(runner, env, "search", "red circle", "--k", "3", "--json").splitlines()]
-    assert len(hits) == 3
-    assert {h["canvas"] for h in hits[:2]} == {f"{server.base_url}/canvas/rc1", f"{server.base_url}/canvas/rc2"}
-    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    # The two red circles, and nothing else: the other pages score no better than nonsense does.
+    assert {h["canvas"] for h in hits} == {f"{server.base_url}/canvas/rc1", f"{server.base_url}/canvas/rc2"}
+    assert hits[0]["score"] >= hits[1]["score"]
     hits = [json.loads(line) for line in
             run_cli(runner, env, "search", "blue triangle", "--k", "1", "--json").splitlines()]
     assert hits[0]["canvas"] == f"{server.base_url}/canvas/bt1"

@@ -64,12 +64,20 @@ def test_index_then_search_filter_group_and_page(cli_site):
     groups = json_lines(run(env, "search", "Lyon", "--group", "manifest", "--json"))
     assert groups[0]["manifest_id"] == library.manifests["hours"] and groups[0]["canvases"]
 
-    page = json.loads(run(env, "search", "a green square", "--per-page", "5", "--page", "2", "--page-json"))
+    page = json.loads(run(env, "search", "a green square", "--per-page", "5", "--page", "2", "--weaker", "--page-json"))
     assert page["offset"] == 5 and [h["rank"] for h in page["hits"]] == [6, 7, 8, 9, 10] and page["has_more"]
     assert "label" in page["facets"] and page["score"] == "rrf"
 
     text = run(env, "search", "Pâques", "--explain")
     assert "fulltext: rank 1" in text and "region 10,20,30,8" in text and "Pâques" in text
+
+    # Nonsense finds nothing, and says how to see what scored no better; the total is printed.
+    assert run(env, "search", "zzqxv").strip() == ("no results; --weaker shows the hits that score no better "
+                                                   "than nonsense")
+    assert json_lines(run(env, "search", "zzqxv", "--weaker", "--json"))
+    assert "-- 3 canvases in 2 manuscript(s);" in run(env, "search", "a red circle", "--signal", "visual")
+    floors_off = {**env, "MSEARCH_SCORE_FLOORS": "off"}
+    assert json_lines(run(floors_off, "search", "zzqxv", "--json"))
 
 
 def test_image_queries_from_a_file_a_url_and_an_existing_canvas(cli_site, tmp_path, iiif_server):

@@ -94,7 +94,8 @@ def test_an_image_query_finds_the_canvases_that_look_like_it(library):
 ])
 def test_filters_restrict_results_to_matching_canvases(library, pairs, expected_keys):
     filters = parse_filter_options(pairs)
-    page = library.search(text="a red circle", signals=("visual",), filters=filters, limit=50)
+    # weaker: every canvas the filter allows, red or not (the score floor is tested on its own).
+    page = library.search(text="a red circle", signals=("visual",), filters=filters, limit=50, weaker=True)
     assert set(canvas_ids(page)) == {library.canvases[key] for key in expected_keys}
 
 
@@ -104,7 +105,7 @@ def test_a_selective_filter_still_returns_k_results(library):
     sampler = {library.canvases[f"filler{n}"] for n in range(24)}
     assert not set(canvas_ids(unfiltered)[:3]) & sampler
     filters = SearchFilters(manifests=(str(library.manifests["sampler"]),))
-    page = library.search(text="a red circle", signals=("visual",), filters=filters, limit=10)
+    page = library.search(text="a red circle", signals=("visual",), filters=filters, limit=10, weaker=True)
     assert len(page.hits) == 10 and set(canvas_ids(page)) <= sampler
     assert page.has_more
 
@@ -165,24 +166,127 @@ def test_fusion_explains_which_signal_contributed(library):
     assert scores == sorted(scores, reverse=True)
 
 
+# -- score floors: a query that matches nothing finds nothing ------------------------------------
+
+def test_nonsense_finds_nothing_and_real_words_still_do(library):
+    page = library.search(text="zzqxv")
+    assert page.hits == [] and page.total == 0 and page.total_exact and page.below_floor
+    # Both k-NN signals ran, each with the floor learned from its own space (tiny CLIP; MiniLM).
+    assert set(page.floors) == {"visual", "semantic"}
+    assert library.search(text="zzqxv", weaker=True).hits  # what the floors held back
+    reds = {library.canvases[k] for k in ("red1", "red2", "grid")}
+    page = library.search(text="a red circle", limit=10)
+    assert set(canvas_ids(page)) == reds and page.total == 3  # the red circles, and nothing else
+    medicine = library.search(text="medicine", signals=("semantic",), limit=10)
+    assert set(canvas_ids(medicine)) == {library.canvases[k] for k in ("red2", "green", "yellow")}
+
+
+def test_calibrated_semantic_floor_holds_back_what_a_fixed_one_let_through(library):
+    """Nonsense strings the floor was not learned from: MiniLM's old fixed 0.25 let 18 of these 30
+    find a "match"; the calibrated floor (the 90th percentile of other nonsense) about 1 in 10."""
+    from manuscripts_search.search.calibration import _nonsense_queries
+    from tests.helpers.search_library import session_scope
+
+    def finding(floors) -> int:
+        found = 0
+        with session_scope(library.factory) as session:
+            for query in _nonsense_queries(30, seed=99):
+                context = library.context(session)
+                if floors is not None:
+                    context.score_floors = floors
+                found += bool(run_search(context, SearchRequest(text=query, signals=("semantic",))).hits)
+        return found
+
+    assert finding(None) <= 4
+    assert finding({"semantic": 0.25}) >= 12
+
+
+def test_score_floor_settings_override_the_calibration(library):
+    from tests.helpers.search_library import session_scope
+
+    with session_scope(library.factory) as session:
+        context = library.context(session)
+        context.score_floors = {"visual": None, "semantic": None}  # MSEARCH_SCORE_FLOORS=off
+        assert run_search(context, SearchRequest(text="zzqxv", signals=("visual",))).hits
+        context.score_floors = {"visual": 0.99}  # stricter than any match
+        page = run_search(context, SearchRequest(text="a red circle", signals=("visual",)))
+        assert page.hits == [] and page.floors == {"visual": 0.99}
+    # Image queries ask for the nearest pictures: no floor.
+    assert library.search(like_canvas_id=library.canvases["red1"], limit=40).total == 29
+
+
+# -- counts: the total, the facets and the window ------------------------------------------------
+
+def test_total_counts_the_whole_result_set_and_says_when_it_is_a_lower_bound(library):
+    page = library.search(text="a red circle", signals=("visual",), limit=5, weaker=True)
+    assert len(page.hits) == 5 and page.total == 30 and page.total_exact and page.manuscripts == 3
+    assert sum(page.facets["iiif_version"].values()) == sum(page.facets["manifest"].values()) == page.total
+    # A window smaller than the matches: the total is what was ranked, and said to be a lower bound.
+    narrow = library.search(text="a red circle", signals=("visual",), limit=5, weaker=True, window=10)
+    assert narrow.total == 10 and not narrow.total_exact
+
+
+def test_facets_count_collection_institution_date_and_transcription(library):
+    page = library.search(text="a red circle", signals=("visual",), limit=5, weaker=True)
+    facets = page.facets
+    hours, herbal, sampler = (str(library.manifests[k]) for k in ("hours", "herbal", "sampler"))
+    assert facets["manifest"] == {sampler: 24, hours: 3, herbal: 3}
+    assert list(facets["collection"].values()) == [3]  # the one collection holds the book of hours
+    assert facets["provider"] == {"Bibliothèque municipale de Lyon": 3, "Bodleian Libraries": 3}
+    assert facets["century"] == {"1400-1499": 3, "1500-1599": 3}  # from navDate
+    assert facets["decade"] == {"1450-1459": 3, "1520-1529": 3}
+    assert facets["transcription"] == {"true": 2, "false": 28}
+    assert facets["iiif_version"] == {"3": 27, "2": 3}
+    # Inside a filter the facets count the filtered set.
+    filtered = library.search(text="a red circle", signals=("visual",), weaker=True,
+                              filters=SearchFilters(has_transcription=True))
+    assert filtered.total == 2 and filtered.facets["transcription"] == {"true": 2}
+    assert filtered.facets["provider"] == {"Bibliothèque municipale de Lyon": 1, "Bodleian Libraries": 1}
+
+
+def test_a_metadata_date_dates_a_manuscript_without_navdate(library):
+    from sqlalchemy import update as sql_update
+
+    from manuscripts_search.models import Manifest
+    from tests.helpers.search_library import session_scope
+
+    with session_scope(library.factory) as session:
+        session.execute(sql_update(Manifest).where(Manifest.id == library.manifests["sampler"]).values(
+            metadata_entries=[{"label": {"en": ["Date"]}, "value": {"en": ["15th century"]}}]))
+    try:
+        page = library.search(text="a red circle", signals=("visual",), weaker=True)
+        assert page.facets["century"] == {"1400-1499": 27, "1500-1599": 3}
+        assert page.facets["decade"] == {"1450-1459": 3, "1520-1529": 3}  # "15th century" names no decade
+        # The facet's link filters to what it counted.
+        dated = library.search(text="a red circle", signals=("visual",), weaker=True, limit=50,
+                               filters=SearchFilters(date_from="1400", date_to="1499"))
+        assert dated.total == 27
+        assert library.search(text="a red circle", signals=("visual",), weaker=True,
+                              filters=SearchFilters(date_from="1500")).total == 3
+    finally:
+        with session_scope(library.factory) as session:
+            session.execute(sql_update(Manifest).where(Manifest.id == library.manifests["sampler"]).values(
+                metadata_entries=None))
+
+
 # -- grouping and pages ------------------------------------------------------------------------------
 
 def test_pages_are_slices_of_one_stable_ordering(library):
-    everything = library.search(text="a green square", limit=40)
+    everything = library.search(text="a green square", limit=40, weaker=True)
     pages, offset = [], 0
     while True:
-        page = library.search(text="a green square", limit=7, offset=offset)
+        page = library.search(text="a green square", limit=7, offset=offset, weaker=True)
         pages += canvas_ids(page)
         assert [hit.rank for hit in page.hits] == list(range(offset + 1, offset + 1 + len(page.hits)))
         if not page.has_more:
             break
         offset += 7
     assert pages == canvas_ids(everything) and len(pages) == len(set(pages)) == 30
-    assert library.search(text="a green square", limit=7, offset=700).hits == []
+    assert library.search(text="a green square", limit=7, offset=700, weaker=True).hits == []
 
 
 def test_results_grouped_by_manifest(library):
-    page = library.search(text="a red circle", signals=("visual",), group="manifest", limit=3)
+    page = library.search(text="a red circle", signals=("visual",), group="manifest", limit=3, weaker=True)
     assert [g.manifest_id for g in page.groups][:2] == sorted(
         [library.manifests["hours"], library.manifests["herbal"]],
         key=lambda m: [g.manifest_id for g in page.groups].index(m))
@@ -191,6 +295,25 @@ def test_results_grouped_by_manifest(library):
     assert first.canvases[0].canvas_id in {library.canvases[k] for k in ("red1", "red2", "grid")}
     assert first.matching_canvases >= len(first.canvases)
     assert [g.score for g in page.groups] == sorted((g.score for g in page.groups), reverse=True)
+
+
+def test_one_manuscript_filling_the_page_is_grouped_by_default(library):
+    # A metadata match ranks all of a manuscript's pages: 3 of the hours then 3 of the herbal.
+    page = library.search(text="Lyon herbal", signals=("fulltext",), limit=2, group="auto")
+    assert page.group == "manifest" and page.grouped_automatically
+    # (Which comes first is the database's ranking: BM25 on SQLite, ts_rank_cd on PostgreSQL.)
+    assert {g.manifest_id for g in page.groups} == {library.manifests["herbal"], library.manifests["hours"]}
+    assert all(len(g.canvases) == g.matching_canvases == 3 for g in page.groups)
+    assert page.total == 6 and page.manuscripts == 2
+    # Every result fits on the page: nothing is buried, pages stay pages.
+    assert library.search(text="Lyon herbal", signals=("fulltext",), limit=10, group="auto").group == "canvas"
+    # One manuscript alone floods the page too: one group says "3 matching pages" once.
+    lyon = library.search(text="Lyon", signals=("fulltext",), limit=2, group="auto")
+    assert lyon.group == "manifest" and lyon.groups[0].matching_canvases == 3
+    # Pages that match themselves are not grouped away: the sampler's 24 pages fill this page
+    # because of what each of them shows.
+    page = library.search(text="a green square", signals=("visual",), limit=5, group="auto", weaker=True)
+    assert page.group == "canvas" and len(page.hits) == 5
 
 
 def test_bad_requests_are_refused_with_the_reason(library):

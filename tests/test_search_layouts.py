@@ -63,15 +63,16 @@ def test_a_text_query_finds_the_red_circles_first(library):
 def test_a_selective_filter_still_returns_k_results(library):
     sampler = {library.canvases[f"filler{n}"] for n in range(24)}
     filters = SearchFilters(manifests=(str(library.manifests["sampler"]),))
-    page = library.search(text="a red circle", signals=("visual",), filters=filters, limit=10)
+    # weaker: no red in the sampler, so every page of it scores below the floor.
+    page = library.search(text="a red circle", signals=("visual",), filters=filters, limit=10, weaker=True)
     assert len(page.hits) == 10 and set(canvas_ids(page)) <= sampler and page.has_more
 
 
 def test_pages_are_slices_of_one_stable_ordering(library):
-    everything = canvas_ids(library.search(text="a green square", signals=("visual",), limit=40))
+    everything = canvas_ids(library.search(text="a green square", signals=("visual",), limit=40, weaker=True))
     pages, offset = [], 0
     while True:
-        page = library.search(text="a green square", signals=("visual",), limit=7, offset=offset)
+        page = library.search(text="a green square", signals=("visual",), limit=7, offset=offset, weaker=True)
         pages += canvas_ids(page)
         if not page.has_more:
             break

@@ -1,5 +1,5 @@
 """The small parts of search on their own: rank fusion, query words, near-duplicate hashing,
-search documents from catalogue records, and the sentence encoder."""
+search documents from catalogue records, the sentence encoder, score floors and date statements."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,3 +75,75 @@ def test_minilm_sentence_vectors_are_unit_length_and_meaningful():
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
     with pytest.raises(TypeError, match="expected str"):
         encoder.encode([b"bytes"])
+
+
+# -- score floors and date statements -------------------------------------------------------------
+
+def test_score_floor_setting_is_parsed_and_bad_values_are_named():
+    from manuscripts_search.config import ConfigError, load_config
+    from manuscripts_search.search.calibration import parse_score_floors
+
+    assert parse_score_floors(None) == {"visual": "auto", "semantic": "auto"}
+    assert parse_score_floors("off") == {"visual": None, "semantic": None}
+    assert parse_score_floors("visual=0.22, semantic=off") == {"visual": 0.22, "semantic": None}
+    for bad, message in (("visual=high", "auto, off or a number"), ("visual=2", "from -1 to 1"),
+                         ("colour=0.2", "signal=value"), ("0.3", "signal=value")):
+        with pytest.raises(ValueError, match=message):
+            parse_score_floors(bad)
+    with pytest.raises(ConfigError, match="MSEARCH_SCORE_FLOORS"):
+        load_config({"MSEARCH_SCORE_FLOORS": "visual=nan"})
+    assert load_config({"MSEARCH_SCORE_FLOORS": "semantic=0.4"}).score_floors == {"visual": "auto", "semantic": 0.4}
+
+
+def test_the_floor_is_the_90th_percentile_of_what_nonsense_finds_in_the_index():
+    import numpy as np
+
+    from manuscripts_search.index.layouts import new_index
+    from manuscripts_search.search.calibration import NONSENSE_QUERIES, calibrated_floor
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = new_index("test@floor", 8)
+    index.add(list(range(1, 51)), vectors)
+    queries = rng.normal(size=(len(NONSENSE_QUERIES), 8)).astype(np.float32)
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return queries
+
+    floor = calibrated_floor("visual", index, "encoder-a", encode)
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    expected = np.percentile((unit @ vectors.T).max(axis=1), 90)
+    assert floor.source == "calibrated" and floor.queries == len(NONSENSE_QUERIES)
+    assert floor.value == pytest.approx(float(expected), abs=1e-5)
+    assert calls == [list(NONSENSE_QUERIES)]
+    calibrated_floor("visual", index, "encoder-a", encode)  # kept with the index: not computed again
+    assert len(calls) == 1
+    index.add([51], vectors[:1])  # the index grew: learned again
+    calibrated_floor("visual", index, "encoder-a", encode)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("text, years", [
+    ("c. 1450", (1450, 1450)), ("1450–1475", (1450, 1475)), ("15th century", (1400, 1499)),
+    ("s. XV", (1400, 1499)), ("saec. XII", (1100, 1199)), ("XIVe siècle", None), ("12 folios", None),
+    ("Dated 1302", (1302, 1302)), ("1475-1450", None),
+])
+def test_date_statements_name_their_years(text, years):
+    from manuscripts_search.search.dates import years_in_text
+
+    assert years_in_text(text) == years
+
+
+def test_a_manuscript_is_dated_by_navdate_before_its_metadata():
+    from manuscripts_search.search.dates import century_key, decade_key, manuscript_years
+
+    metadata = [{"label": {"en": ["Shelfmark"]}, "value": {"none": ["MS 1200"]}},
+                {"label": {"fr": ["Datation"]}, "value": {"fr": ["vers 1460"]}}]
+    assert manuscript_years(None, metadata) == (1460, 1460)  # not the shelfmark's number
+    assert manuscript_years("1520-06-01T00:00:00Z", metadata) == (1520, 1520)
+    assert manuscript_years(None, None) is None
+    assert century_key((1460, 1460)) == "1400-1499" and decade_key((1460, 1460)) == "1460-1469"
+    assert decade_key((1400, 1499)) is None

@@ -152,7 +152,8 @@ def test_search_page_has_a_labelled_query_box(client):
 @pytest.mark.parametrize("key", [row[0] for row in SHAPE_CANVASES])
 def test_api_search_finds_the_canvas_that_shows_the_query(client, site, key):
     _, _, colour, shape, _ = next(row for row in SHAPE_CANVASES if row[0] == key)
-    response = client.get("/api/search", query_string={"q": f"a {colour} {shape}", "k": "3"})
+    # weaker: the three best whatever their score (the floor is tested on its own below).
+    response = client.get("/api/search", query_string={"q": f"a {colour} {shape}", "k": "3", "weaker": "1"})
     assert response.status_code == 200
     body = response.get_json()
     assert body["query"] == f"a {colour} {shape}" and body["k"] == 3
@@ -168,13 +169,13 @@ def test_api_search_finds_the_canvas_that_shows_the_query(client, site, key):
 
 
 def test_api_search_default_k_returns_every_indexed_canvas_once(client, site):
-    hits = client.get("/api/search?q=a+red+circle").get_json()["hits"]
+    hits = client.get("/api/search?q=a+red+circle&weaker=1").get_json()["hits"]
     indexed = {site.canvas_ids[row[0]] for row in SHAPE_CANVASES}
     assert sorted(hit["canvas_id"] for hit in hits) == sorted(indexed)
 
 
 def test_results_page_shows_iiif_thumbnails_labels_scores_and_links(client, site):
-    response = client.get("/search", query_string={"q": "a red circle", "k": "4"})
+    response = client.get("/search", query_string={"q": "a red circle", "k": "4", "weaker": "1"})
     html = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "<title>“a red circle” — results · Manuscripts search</title>" in html
@@ -183,7 +184,7 @@ def test_results_page_shows_iiif_thumbnails_labels_scores_and_links(client, site
     red = site.canvas_ids["red_circle"]
     # Each card shows the hit's IIIF thumbnail: through the image service when there is one
     # (in that service's API version), else the painted image itself.
-    hits = client.get("/api/search", query_string={"q": "a red circle", "k": "4"}).get_json()["hits"]
+    hits = client.get("/api/search", query_string={"q": "a red circle", "k": "4", "weaker": "1"}).get_json()["hits"]
     thumbnails = {hit["canvas_id"]: hit["thumbnail"] for hit in hits}
     assert thumbnails[red].startswith("http://iiif.test/iiif3/red-circle/full/")
     assert thumbnails[site.canvas_ids["blue_triangle"]].startswith("http://iiif.test/iiif2/blue-triangle/full/")
@@ -199,7 +200,7 @@ def test_results_page_shows_iiif_thumbnails_labels_scores_and_links(client, site
 
 @pytest.mark.parametrize("query", ["\x00 red \x07circle", "🐉 dragon", "مخطوطة", "x" * 1000, "%ff<>&\"'"])
 def test_odd_but_valid_queries_are_answered(client, query):
-    response = client.get("/api/search", query_string={"q": query, "k": "2"})
+    response = client.get("/api/search", query_string={"q": query, "k": "2", "weaker": "1"})
     assert response.status_code == 200
     assert response.get_json()["query"] == query.strip() and len(response.get_json()["hits"]) == 2
     assert client.get("/search", query_string={"q": query, "k": "2"}).status_code == 200
@@ -439,7 +440,8 @@ def test_a_new_index_on_disk_is_picked_up_without_restart(make_app, trained_clip
         _add_shape_canvas(session, trained_clip_encoder, manifest, 0, "red", "circle", "service3", seed=11)
         _save_index(session, trained_clip_encoder, config)
     client = make_app(config, INDEX_CHECK_INTERVAL=0).test_client()  # look at the files on every search
-    assert len(client.get("/api/search?q=a+blue+triangle").get_json()["hits"]) == 1
+    # A red circle is no blue triangle: nothing scores above the floor (learned on this index).
+    assert client.get("/api/search?q=a+blue+triangle").get_json()["hits"] == []
 
     with _database(config) as factory, session_scope(factory) as session:  # a later `msearch embed`
         manifest = session.get(Manifest, manifest.id)
@@ -448,7 +450,52 @@ def test_a_new_index_on_disk_is_picked_up_without_restart(make_app, trained_clip
         triangle_id = triangle.id
         _save_index(session, trained_clip_encoder, config)
     hits = client.get("/api/search?q=a+blue+triangle").get_json()["hits"]
-    assert len(hits) == 2 and hits[0]["canvas_id"] == triangle_id
+    assert [hit["canvas_id"] for hit in hits] == [triangle_id]
+    assert len(client.get("/api/search?q=a+blue+triangle&weaker=1").get_json()["hits"]) == 2
+
+
+# -- "more like this" on a page without an image ---------------------------------------------
+
+def test_more_like_a_page_without_an_image_says_so_and_cards_do_not_offer_it(make_app, trained_clip_dir,
+                                                                           trained_clip_encoder, tmp_path, db_url):
+    from manuscripts_search.search.documents import sync_documents
+
+    config = site_config(tmp_path / "flyleaf", trained_clip_dir, db_url)
+    with _database(config) as factory, session_scope(factory) as session:
+        manifest = Manifest(url="http://iiif.test/fly.json", iiif_id="http://iiif.test/fly.json", iiif_version=3,
+                            label={"en": ["Flyleaf book"]})
+        session.add(manifest)
+        session.flush()
+        red, _, _ = _add_shape_canvas(session, trained_clip_encoder, manifest, 0, "red", "circle", "service3", seed=3)
+        red.label = {"none": ["Flyleaf with a red circle"]}
+        blank = Canvas(manifest_id=manifest.id, iiif_id="http://iiif.test/canvas/fly-blank", position=1,
+                       label={"none": ["Flyleaf, blank"]}, width=1000, height=1500)
+        session.add(blank)
+        session.flush()
+        red_id, blank_id = red.id, blank.id
+        sync_documents(session)
+        _save_index(session, trained_clip_encoder, config)
+    # A second image space (another model's index): the app cannot tell from the indexes alone
+    # which space a canvas's vector is in, and used to answer "run msearch embed and msearch index".
+    other = new_index("someone/else@abc", 4)
+    other.add([999], np.eye(4, dtype=np.float32)[:1])
+    other.save(config.index_dir)
+    client = make_app(config).test_client()
+    for path in (f"/search?like={blank_id}", f"/api/search?like={blank_id}"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "This page has no image to compare" in response.get_data(as_text=True), path
+        assert "msearch embed" not in response.get_data(as_text=True), path
+    found = client.get(f"/api/search?like={red_id}").get_json()  # the space that holds its vector
+    assert found["total"] == 0 and found["signals"] == ["visual"]  # no other page to be like it
+    html = client.get("/search?q=flyleaf").get_data(as_text=True)
+    assert html.count('class="result-card"') == 2
+    assert f'href="/search?like={red_id}">More like this</a>' in html
+    assert f"like={blank_id}" not in html
+    hits = {hit["canvas_id"]: hit for hit in client.get("/api/search?q=flyleaf").get_json()["hits"]}
+    assert hits[blank_id]["similar_url"] is None and hits[red_id]["similar_url"] == f"/search?like={red_id}"
+    canvas_page = client.get(f"/canvas/{blank_id}").get_data(as_text=True)
+    assert "More like this page" not in canvas_page
 
 
 # -- escaping of manifest text ----------------------------------------------------------------

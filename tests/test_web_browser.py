@@ -80,7 +80,7 @@ def test_search_open_a_hit_and_see_the_highlight(live_site, browser):
     assert page.title() == "“a red circle” — results · Manuscripts search"
     page.wait_for_load_state("networkidle")
     cards = page.locator(".results-grid .result-card")
-    assert cards.count() == 4
+    assert cards.count() == 2  # the red circle and the scene's; the others score below the floor
     # The scene's red-circle region is drawn on its thumbnail, with its crop beside it.
     assert page.locator(".hit-box--best").count() >= 1
     assert page.locator("img.region-crop").count() >= 1
@@ -134,7 +134,7 @@ def test_search_open_a_hit_and_see_the_highlight(live_site, browser):
 @pytest.mark.browser
 def test_mirador_opens_an_exported_result_set_and_searches_it(live_site, browser):
     base, site = live_site
-    export_url = f"{base}/iiif/export/manifest?q={quote('a red circle')}&k=4"
+    export_url = f"{base}/iiif/export/manifest?q={quote('a red circle')}&k=4&weaker=1"
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems = _watch(page)
     searched = []

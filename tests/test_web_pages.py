@@ -22,12 +22,13 @@ def _png(colour="red", shape="circle", size=96) -> bytes:
 # -- search ---------------------------------------------------------------------------------------
 
 def test_text_search_fuses_the_picture_and_the_words(client, shapes_site):
-    body = client.get("/api/search?q=dragon&k=4").get_json()
+    # "red" is a word the tiny CLIP knows ("dragon" it does not: alone, it finds no picture).
+    body = client.get("/api/search?q=red+dragon&k=4").get_json()
     assert set(body["signals"]) == {"visual", "fulltext"} and body["score"] == "rrf"
     by_canvas = {hit["canvas_id"]: hit for hit in body["hits"]}
     red = by_canvas[shapes_site.canvas_ids["red_circle"]]
-    assert "fulltext" in red["signals"] and red["snippets"] == ["Here begins the book of the red dragon"]
-    assert body["links"]["export_manifest"].startswith("http://msearch.test/iiif/export/manifest?q=dragon")
+    assert "fulltext" in red["signals"] and "Here begins the book of the red dragon" in red["snippets"]
+    assert body["links"]["export_manifest"].startswith("http://msearch.test/iiif/export/manifest?q=red+dragon")
 
 
 def test_region_hits_get_boxes_and_a_cropped_thumbnail(client, shapes_site):
@@ -44,23 +45,23 @@ def test_region_hits_get_boxes_and_a_cropped_thumbnail(client, shapes_site):
 
 
 def test_filters_narrow_and_facets_count(client, shapes_site):
-    everything = client.get("/api/search?q=a+red+circle&k=10").get_json()
+    everything = client.get("/api/search?q=a+red+circle&k=10&weaker=1").get_json()
     assert everything["facets"]["manifest"] == {str(shapes_site.manifest_ids["book"]): 4}
     assert everything["facets"]["iiif_version"] == {"3": 4}
     for query in (f"collection={shapes_site.collection_id}", "provider=bibliotheque", "date_from=1400&date_to=1500",
                   "has_transcription=true"):
-        body = client.get(f"/api/search?q=a+red+circle&k=10&{query}").get_json()
+        body = client.get(f"/api/search?q=a+red+circle&k=10&weaker=1&{query}").get_json()
         assert body["hits"], query
         assert all(h["manifest_id"] == shapes_site.manifest_ids["book"] for h in body["hits"]), query
     assert client.get("/api/search?q=a+red+circle&date_from=1500").get_json()["hits"] == []
-    transcribed = client.get("/api/search?q=a+red+circle&k=10&has_transcription=true").get_json()["hits"]
+    transcribed = client.get("/api/search?q=a+red+circle&k=10&weaker=1&has_transcription=true").get_json()["hits"]
     assert shapes_site.canvas_ids["green_square"] not in {h["canvas_id"] for h in transcribed}
     page = client.get("/search?q=a+red+circle&provider=bibliotheque").get_data(as_text=True)
     assert 'class="chip">provider: bibliotheque</span>' in page and "clear filters" in page
 
 
 def test_paging_and_grouping(client, shapes_site):
-    first = client.get("/api/search?q=a+red+circle&k=2&signal=visual").get_json()
+    first = client.get("/api/search?q=a+red+circle&k=2&signal=visual&weaker=1").get_json()
     second = client.get(first["links"]["next"]).get_json()
     assert first["has_more"] and len(first["hits"]) == 2 and second["page"] == 2
     assert not {h["canvas_id"] for h in first["hits"]} & {h["canvas_id"] for h in second["hits"]}
@@ -68,6 +69,67 @@ def test_paging_and_grouping(client, shapes_site):
     assert grouped["groups"][0]["manifest_id"] == shapes_site.manifest_ids["book"]
     assert grouped["groups"][0]["canvases"][0]["viewer_url"].startswith("/canvas/")
     assert "Grouped by manuscript" in client.get("/search?q=a+red+circle&group=manifest").get_data(as_text=True)
+    # A metadata match ranks every page of the book: the page groups them by default, the API
+    # only when asked (group=auto), so that its answers keep their shape.
+    html = client.get("/search?q=shapes&k=2").get_data(as_text=True)
+    assert "Grouped by manuscript: one manuscript holds most of these results." in html
+    assert "4 matching pages" in html and 'href="/search?q=shapes&amp;k=2&amp;group=canvas">' in html
+    assert client.get("/search?q=shapes&k=2&group=canvas").get_data(as_text=True).count('class="result-card"') == 2
+    assert "hits" in client.get("/api/search?q=shapes&k=2").get_json()
+    auto = client.get("/api/search?q=shapes&k=2&group=auto").get_json()
+    assert auto["group"] == "manifest" and auto["grouped_automatically"] and auto["total"] == 4
+
+
+def test_nonsense_finds_nothing_and_says_so_while_a_red_circle_finds_the_red_circles(client, shapes_site):
+    body = client.get("/api/search?q=zzqxv").get_json()
+    # Before score floors: every canvas, at the cosine the tiny CLIP gives any unknown word.
+    assert body["hits"] == [] and body["total"] == 0 and body["below_floor"]
+    assert 0 < body["floors"]["visual"] < 1
+    html = client.get("/search?q=zzqxv").get_data(as_text=True)
+    assert "0 results for <q>zzqxv</q>" in html and "Nothing matched <q>zzqxv</q>" in html
+    assert 'class="result-card"' not in html
+    assert 'href="/search?q=zzqxv&amp;k=24&amp;weaker=1">show these weaker matches</a>' in html
+    weaker = client.get("/search?q=zzqxv&weaker=1").get_data(as_text=True)
+    assert weaker.count('class="result-card"') == 4 and 'name="weaker" value="1"' in weaker
+    red = client.get("/api/search?q=red+circle").get_json()
+    assert [hit["canvas_id"] for hit in red["hits"]] == [shapes_site.canvas_ids["red_circle"],
+                                                       shapes_site.canvas_ids["scene"]]
+    assert red["hits"][1]["xywh"] == ",".join(map(str, SCENE_REGION))  # the scene's red circle
+    html = client.get("/search?q=red+circle").get_data(as_text=True)
+    assert "Show weaker matches</a>" in html  # the other two pages are only held back
+
+
+def test_one_total_in_the_heading_the_api_the_facets_and_the_export(client, shapes_site):
+    body = client.get("/api/search?q=a+red+circle&k=1").get_json()
+    assert len(body["hits"]) == 1 and body["has_more"]
+    assert body["total"] == 2 and body["total_exact"] and body["manuscripts"] == 1
+    assert sum(body["facets"]["manifest"].values()) == sum(body["facets"]["iiif_version"].values()) == 2
+    html = client.get("/search?q=a+red+circle&k=1").get_data(as_text=True)
+    assert "2 results for <q>a red circle</q>" in html and "Results 1–1 of 2." in html
+    assert "IIIF manifest of these 2 results</a>" in html
+    export = client.get("/iiif/export/manifest?q=a+red+circle").get_json()
+    assert len(export["items"]) == 2 and export["summary"]["en"] == ["2 canvases found by manuscripts-search."]
+
+
+def test_facets_count_collection_institution_date_and_transcription_with_working_links(client, shapes_site):
+    body = client.get("/api/search?q=a+red+circle&weaker=1").get_json()
+    facets = body["facets"]
+    assert facets["collection"] == {str(shapes_site.collection_id): 4}
+    assert body["facet_labels"]["collection"] == {str(shapes_site.collection_id): "All shapes"}
+    assert facets["provider"] == {"Bibliothèque des formes": 4}
+    assert facets["century"] == {"1400-1499": 4} and facets["decade"] == {"1450-1459": 4}  # navDate 1450
+    assert facets["transcription"] == {"true": 3, "false": 1}  # the green square has no text
+    html = client.get("/search?q=a+red+circle&weaker=1").get_data(as_text=True)
+    for heading in ("Collections", "Institutions", "Date", "Transcription"):
+        assert f'<h2 class="sidebar-heading">{heading}</h2>' in html
+    assert f"collection={shapes_site.collection_id}\">All shapes</a> <span class=\"count\">4</span>" in html
+    assert "date_from=1400&amp;date_to=1499\">15th century</a>" in html
+    assert "has_transcription=false\">Without</a> <span class=\"count\">1</span>" in html
+    # Each facet's link narrows the results to exactly what it counted.
+    for query, count in ((f"collection={shapes_site.collection_id}", 4), ("provider=Biblioth%C3%A8que+des+formes", 4),
+                         ("date_from=1400&date_to=1499", 4), ("has_transcription=false", 1),
+                         ("has_transcription=true", 3)):
+        assert client.get(f"/api/search?q=a+red+circle&weaker=1&{query}").get_json()["total"] == count, query
 
 
 def test_image_upload_finds_the_same_picture(client, shapes_site):

@@ -16,8 +16,10 @@ DEFAULT_SETTINGS = {
     "SEARCH_DEFAULT_K": 24,  # results on the HTML page when ``k`` is not given
     "API_DEFAULT_K": 10,
     "SEARCH_MAX_K": 100,
-    "EXPORT_DEFAULT_K": 50,  # canvases in an exported result manifest
-    "EXPORT_MAX_K": 100,
+    # Canvases in an exported result manifest: the whole result set as the page counts it (the
+    # engine ranks 500 canvases per window), so the export holds what the page says it found.
+    "EXPORT_DEFAULT_K": 500,
+    "EXPORT_MAX_K": 500,
     "CONTENT_SEARCH_PAGE_SIZE": 50,  # annotations per IIIF Content Search page
     "CONTENT_SEARCH_VISUAL_MATCHES": 5,  # "looks like the query" regions added to a Content Search
     "SEND_FILE_MAX_AGE_DEFAULT": 3600,

@@ -17,6 +17,7 @@ from .database import get_session
 from .duplicates import find_duplicates
 from .engine import describe_setup, execute, prepare_search
 from .errors import AppError
+from .facet_views import facet_labels
 from .harvest_jobs import list_jobs
 from .hit_views import hit_views
 from .query_image import read_query_image
@@ -36,9 +37,12 @@ def _search_response(parsed, image=None):
                        + " ".join(setup.notices), 503)
     page = execute(setup, parsed.to_request(image))
     body = {"query": parsed.text, "k": parsed.k, "page": parsed.page, "group": page.group,
+            "grouped_automatically": page.grouped_automatically,
+            "total": page.total, "total_exact": page.total_exact, "manuscripts": page.manuscripts,
             "has_more": page.has_more, "candidates": page.candidates, "signals": page.signals,
-            "score": page.score, "facets": page.facets, "filters": parsed.filters.as_dict(),
-            **describe_setup(setup)}
+            "score": page.score, "floors": page.floors, "below_floor": page.below_floor,
+            "facets": page.facets, "facet_labels": facet_labels(session, page.facets),
+            "filters": parsed.filters.as_dict(), **describe_setup(setup)}
     if page.group == "canvas":
         body["hits"] = [view.as_dict() for view in hit_views(session, page.hits, parsed.text)]
     else:
@@ -50,7 +54,7 @@ def _search_response(parsed, image=None):
     if image is None:
         query_string = parsed.query_string()
         body["links"] = {
-            "html": url_for("search.results") + "?" + query_string,
+            "html": url_for("search.results") + "?" + parsed.query_string(group=parsed.group),
             "export_manifest": url_for("iiif.export_manifest", _external=True) + "?" + query_string,
             "export_collection": url_for("iiif.export_collection", _external=True) + "?" + query_string,
         }

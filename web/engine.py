@@ -17,7 +17,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from manuscripts_search.search.filters import FilterError
-from manuscripts_search.models import SearchDocument
+from manuscripts_search.models import Canvas, Embedding, Region, SearchDocument
 from manuscripts_search.search.engine import SearchContext, SearchError, SearchPage, SearchRequest, run_search
 from manuscripts_search.search.signal_registry import text_only_signals
 
@@ -50,7 +50,7 @@ def prepare_search(session: Session, *, text: bool, visual: bool, image_space_ne
     Never raises for a missing model or index: what is missing becomes a notice.
     """
     app = current_app._get_current_object()
-    setup = SearchSetup(SearchContext(session))
+    setup = SearchSetup(SearchContext(session, score_floors=dict(app.config["MSEARCH_CONFIG"].score_floors)))
     if visual or image_space_needed:
         _add_visual(app, setup, load_model=visual)
     if text:
@@ -125,6 +125,8 @@ def execute(setup: SearchSetup, request: SearchRequest) -> SearchPage:
     if wants_text_tower and request.image is None:
         text_signals = text_only_signals()
         request.signals = tuple(s for s in (request.signals or text_signals) if s in text_signals) or None
+    if request.like_canvas_id or request.like_region_id:
+        _find_like_space(setup, request)
     if context.index is None and request.image is None and not (request.like_canvas_id or request.like_region_id) \
             and not has_text_documents(context.session) and not has_any_index(current_app._get_current_object()):
         raise AppError(NO_INDEX_MESSAGE, 503)
@@ -137,6 +139,36 @@ def execute(setup: SearchSetup, request: SearchRequest) -> SearchPage:
         if "index" in message and ("msearch" in message or "no index" in message):
             raise AppError(message[0].upper() + message[1:], 503) from None
         raise AppError(message[0].upper() + message[1:], 400) from None
+
+
+def _find_like_space(setup: SearchSetup, request: SearchRequest) -> None:
+    """"More like this" compares the stored vector of a canvas (or region): say what is true when
+    there is none — the page has no image, or its image is not encoded yet — and search the
+    space that holds it when the app could not tell which (several image spaces indexed)."""
+    app = current_app._get_current_object()
+    session = setup.context.session
+    if request.like_canvas_id:
+        canvas = session.get(Canvas, request.like_canvas_id)
+        if canvas is None:
+            raise AppError(f"There is no canvas {request.like_canvas_id}.", 404)
+        if not canvas.service_id and not canvas.image_url:
+            raise AppError("This page has no image to compare, so no pages can be found that look like it.", 404)
+        vector_of = (Embedding.canvas_id == canvas.id) & Embedding.region_id.is_(None)
+        what = "This page's image"
+    else:
+        if session.get(Region, request.like_region_id) is None:
+            raise AppError(f"There is no region {request.like_region_id}.", 404)
+        vector_of = Embedding.region_id == request.like_region_id
+        what = "This region"
+    spaces = set(session.scalars(select(Embedding.space).where(vector_of, Embedding.stale.is_(False)).distinct()))
+    index = setup.context.index
+    if index is not None and index.space in spaces:
+        return
+    indexed = [s["space"] for s in saved_indexes(app) if s.get("space") in spaces]
+    if not indexed:
+        raise AppError(f"{what} is not encoded for image search yet: run msearch embed "
+                       "(and msearch index) to compare it.", 503)
+    setup.context.index = get_index(app, indexed[0])
 
 
 def describe_setup(setup: SearchSetup) -> dict[str, Any]:

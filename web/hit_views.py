@@ -1,6 +1,7 @@
 """Search hits as the pages and the API show them: the engine's hit plus links (viewer, IIIF
 Content State share link), the boxes of its region matches as percentages of the thumbnail, a
-cropped thumbnail of the best region, and the holding institution."""
+cropped thumbnail of the best region, the holding institution, and "more like this" only for
+pages that have an image vector to compare."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter
-from manuscripts_search.models import Canvas, Manifest
+from manuscripts_search.models import Canvas, Embedding, Manifest
 from manuscripts_search.search.engine import ResultHit
 
 from .canvas_info import http_url, manifest_json_url, region_thumbnail_url
@@ -31,6 +32,7 @@ class HitView:
     content_state: str
     region_thumbnail: Optional[str]
     boxes: list[dict] = field(default_factory=list)
+    similar_url: Optional[str] = None  # "more like this"; None: the page has no image vector
 
     @property
     def aspect(self) -> Optional[str]:
@@ -42,7 +44,8 @@ class HitView:
         data = self.hit.as_dict()
         data.update({"institution": self.institution, "viewer_url": self.viewer_url, "share_url": self.share_url,
                      "content_state": self.content_state, "region_thumbnail": self.region_thumbnail,
-                     "canvas_width": self.canvas_width, "canvas_height": self.canvas_height})
+                     "canvas_width": self.canvas_width, "canvas_height": self.canvas_height,
+                     "similar_url": self.similar_url})
         return data
 
 
@@ -52,12 +55,18 @@ def hit_views(session: Session, hits: list[ResultHit], query: Optional[str]) -> 
     canvases = {c.id: c for c in session.scalars(select(Canvas).where(Canvas.id.in_([h.canvas_id for h in hits])))}
     manifests = {m.id: m for m in session.scalars(select(Manifest).where(
         Manifest.id.in_({h.manifest_id for h in hits})))}
+    # A page without an image (or not encoded yet) has no vector: "more like this" would fail.
+    with_vector = set(session.scalars(select(Embedding.canvas_id).where(
+        Embedding.canvas_id.in_(list(canvases)), Embedding.region_id.is_(None), Embedding.stale.is_(False))))
     views = []
     for hit in hits:
         canvas, manifest = canvases.get(hit.canvas_id), manifests.get(hit.manifest_id)
         if canvas is None or manifest is None:
             continue
-        views.append(_view(hit, canvas, manifest, query))
+        view = _view(hit, canvas, manifest, query)
+        if canvas.id in with_vector and (canvas.service_id or canvas.image_url):
+            view.similar_url = url_for("search.results", like=canvas.id)
+        views.append(view)
     return views
 
 

@@ -23,7 +23,10 @@ _SEARCH_PARAMETERS = [
            {"type": "string", "maxLength": 1000}),
     _param("k", "Results per page (1–100).", {"type": "integer", "minimum": 1, "maximum": 100}),
     _param("page", "Page number, from 1.", {"type": "integer", "minimum": 1}),
-    _param("group", "canvas (default) or manifest.", {"type": "string", "enum": ["canvas", "manifest"]}),
+    _param("group", "canvas (default), manifest, or auto (by manuscript when one manuscript would fill the first "
+                    "page, as the HTML pages do).", {"type": "string", "enum": ["canvas", "manifest", "auto"]}),
+    _param("weaker", "1: also return hits that score no better than nonsense queries do (below the score "
+                     "floors; see floors in the response).", {"type": "string", "enum": ["0", "1"]}),
     _param("like", "More like this canvas (database id).", {"type": "integer", "minimum": 1}),
     _param("like_region", "More like this region (database id).", {"type": "integer", "minimum": 1}),
     _param("signal", "Use only these rankings (repeatable).",
@@ -31,8 +34,10 @@ _SEARCH_PARAMETERS = [
     _param("collection", "Filter: collection id or IIIF id (repeatable).", {"type": "string"}),
     _param("manifest", "Filter: manifest id, IIIF id or URL (repeatable).", {"type": "string"}),
     _param("provider", "Filter: institution name, part of it (repeatable).", {"type": "string"}),
-    _param("date_from", "Filter: navDate from YYYY[-MM[-DD]].", {"type": "string"}),
-    _param("date_to", "Filter: navDate up to YYYY[-MM[-DD]].", {"type": "string"}),
+    _param("date_from", "Filter: dated from YYYY[-MM[-DD]] (navDate, else the metadata's date).",
+           {"type": "string"}),
+    _param("date_to", "Filter: dated up to YYYY[-MM[-DD]] (navDate, else the metadata's date).",
+           {"type": "string"}),
     _param("iiif_version", "Filter: IIIF Presentation version 1, 2 or 3.", {"type": "integer", "enum": [1, 2, 3]}),
     _param("has_transcription", "Filter: canvases with (true) or without (false) text.", {"type": "boolean"}),
     _param("label", "Filter: category label from classification (repeatable).", {"type": "string"}),
@@ -128,11 +133,32 @@ def openapi_document() -> dict:
                     "snippets": {"type": "array", "items": {"type": "string"}}, "signals": {"type": "object"},
                     "thumbnail": {"type": ["string", "null"]}, "region_thumbnail": {"type": ["string", "null"]},
                     "viewer_url": {"type": "string"}, "share_url": {"type": "string"},
-                    "content_state": {"type": "string"}}},
+                    "content_state": {"type": "string"},
+                    "similar_url": {"type": ["string", "null"],
+                                    "description": "More like this page; null when it has no image vector"}}},
                 "SearchPage": {"type": "object", "properties": {
                     "query": {"type": ["string", "null"]}, "k": {"type": "integer"}, "page": {"type": "integer"},
+                    "group": {"type": "string", "enum": ["canvas", "manifest"]},
+                    "grouped_automatically": {"type": "boolean"},
+                    "total": {"type": "integer", "description": "Canvases matched: what the facets count and "
+                                                               "the export holds (up to its limit)"},
+                    "total_exact": {"type": "boolean",
+                                    "description": "false: more matched past the ranked window; total is a lower bound"},
+                    "manuscripts": {"type": "integer", "description": "Manifests those canvases belong to"},
                     "has_more": {"type": "boolean"}, "signals": {"type": "array", "items": {"type": "string"}},
-                    "score": {"type": "string"}, "facets": {"type": "object"},
+                    "score": {"type": "string"},
+                    "floors": {"type": "object", "additionalProperties": {"type": "number"},
+                               "description": "Per signal, the score a hit had to beat (calibrated on nonsense "
+                                              "queries, or MSEARCH_SCORE_FLOORS)"},
+                    "below_floor": {"type": "boolean", "description": "Weaker matches were left out (weaker=1 "
+                                                                      "shows them)"},
+                    "facets": {"type": "object", "description": "Counts of canvases over the whole result set, "
+                               "per facet: label, iiif_version, manifest, collection, provider, century and "
+                               "decade (keys YYYY-YYYY, usable as date_from/date_to), transcription (true/false)",
+                               "additionalProperties": {"type": "object",
+                                                        "additionalProperties": {"type": "integer"}}},
+                    "facet_labels": {"type": "object", "description": "Names of the manifest and collection "
+                                                                      "facet keys (database ids)"},
                     "notices": {"type": "array", "items": {"type": "string"}},
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
                     "groups": {"type": "array"}, "links": {"type": "object"}}},

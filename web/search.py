@@ -6,12 +6,13 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from sqlalchemy import select
 
 from manuscripts_search.iiif.language import first_value
-from manuscripts_search.models import Collection, Manifest
+from manuscripts_search.models import Collection
 
 from .canvas_info import load_canvas, parse_xywh
 from .database import get_session
 from .engine import describe_setup, execute, prepare_search
 from .errors import AppError
+from .facet_views import century_name, date_bounds, decade_name, facet_labels
 from .hit_views import hit_views
 from .query_image import read_query_image
 from .region_images import region_image
@@ -33,7 +34,8 @@ def results():
         if "q" in request.args:
             parse_search(request.args, 1, 1)  # an empty q: the 400 that says so
         return redirect(url_for("search.index"))
-    parsed = parse_search(request.args, current_app.config["SEARCH_DEFAULT_K"], current_app.config["SEARCH_MAX_K"])
+    parsed = parse_search(request.args, current_app.config["SEARCH_DEFAULT_K"], current_app.config["SEARCH_MAX_K"],
+                          default_group="auto")
     return _render_results(parsed)
 
 
@@ -41,7 +43,7 @@ def results():
 def image_results():
     """A search with an image (and optionally words): the form posts the file or its URL."""
     parsed = parse_search(request.form, current_app.config["SEARCH_DEFAULT_K"], current_app.config["SEARCH_MAX_K"],
-                          require_query=False)
+                          require_query=False, default_group="auto")
     image = read_query_image(request.files, request.form)
     if image is None and not parsed.text:
         raise AppError("Give an image (upload, paste, drop or URL) or type a few words.", 400)
@@ -60,7 +62,7 @@ def similar_region():
     if rect is None:
         return redirect(url_for("search.results", like=canvas.id))
     parsed = parse_search(request.args, current_app.config["SEARCH_DEFAULT_K"], current_app.config["SEARCH_MAX_K"],
-                          require_query=False)
+                          require_query=False, default_group="auto")
     image = region_image(canvas, rect)
     return _render_results(parsed, image=image, image_query=True,
                            region_source=(canvas, f"{rect.x},{rect.y},{rect.w},{rect.h}"))
@@ -82,17 +84,8 @@ def _render_results(parsed, image=None, image_query: bool = False, region_source
         "results.html", parsed=parsed, query=parsed.text or "", page=page, views=views,
         notices=describe_setup(setup)["notices"], image_query=image_query, like_canvas=like_canvas,
         like_canvas_label=first_value(like_canvas.label) if like_canvas else None, region_source=region_source,
-        facet_names=_facet_names(session, page.facets), collections=_collections())
-
-
-def _facet_names(session, facets: dict) -> dict:
-    ids = [int(key) for key in facets.get("manifest", {}) if key.isdigit()]
-    names = {}
-    if ids:
-        for manifest_id, label, iiif_id in session.execute(
-                select(Manifest.id, Manifest.label, Manifest.iiif_id).where(Manifest.id.in_(ids))):
-            names[str(manifest_id)] = first_value(label) or iiif_id
-    return names
+        facet_labels=facet_labels(session, page.facets), century_name=century_name, decade_name=decade_name,
+        date_bounds=date_bounds, export_max=current_app.config["EXPORT_MAX_K"], collections=_collections())
 
 
 def _collections() -> list[tuple[int, str]]:

@@ -39,18 +39,22 @@ class ParsedSearch:
     like_region_id: Optional[int] = None
     signals: Optional[tuple[str, ...]] = None
     filter_args: list[tuple[str, str]] = field(default_factory=list)
+    weaker: bool = False  # show hits below the score floors too
+    default_group: str = "auto"  # left out of links when it is the group
 
     def to_request(self, image: Any = None) -> SearchRequest:
         return SearchRequest(text=self.text or None, image=image, like_canvas_id=self.like_canvas_id,
                              like_region_id=self.like_region_id, filters=self.filters, group=self.group,
-                             offset=(self.page - 1) * self.k, limit=self.k, signals=self.signals)
+                             offset=(self.page - 1) * self.k, limit=self.k, signals=self.signals,
+                             weaker=self.weaker)
 
     def query_args(self, **changes) -> list[tuple[str, str]]:
         """The query string of this search as (name, value) pairs, with ``changes`` applied
         (None removes a parameter)."""
         base: dict[str, Any] = {"q": self.text, "k": self.k, "page": self.page if self.page > 1 else None,
-                                "group": self.group if self.group != "canvas" else None,
-                                "like": self.like_canvas_id, "like_region": self.like_region_id}
+                                "group": self.group if self.group != self.default_group else None,
+                                "like": self.like_canvas_id, "like_region": self.like_region_id,
+                                "weaker": "1" if self.weaker else None}
         base.update(changes)
         pairs = [(name, str(value)) for name, value in base.items() if value not in (None, "")]
         pairs += [(name, value) for name, value in self.filter_args if name not in changes]
@@ -66,9 +70,11 @@ class ParsedSearch:
         return self.filters.active
 
 
-def parse_search(args: MultiDict, default_k: int, max_k: int, require_query: bool = True) -> ParsedSearch:
-    """Validate a search's parameters: ``q``, ``k`` (page size), ``page``, ``group``, ``like``,
-    ``like_region``, ``signal`` and the filters. ``require_query``: an empty ``q`` (with no
+def parse_search(args: MultiDict, default_k: int, max_k: int, require_query: bool = True,
+                 default_group: str = "canvas") -> ParsedSearch:
+    """Validate a search's parameters: ``q``, ``k`` (page size), ``page``, ``group`` (canvas,
+    manifest or auto; the pages default to auto, the API to canvas so that its answers keep one
+    shape unless asked), ``like``, ``like_region``, ``signal``, ``weaker`` and the filters. ``require_query``: an empty ``q`` (with no
     ``like``) is a 400, as when there is no image either."""
     text = (args.get("q") or "").strip()
     if len(text) > MAX_QUERY_CHARS:
@@ -79,9 +85,12 @@ def parse_search(args: MultiDict, default_k: int, max_k: int, require_query: boo
         raise AppError("The query is empty: type a few words describing what you are looking for.", 400)
     k = _bounded_int(args, "k", default_k, 1, max_k, f"k must be a whole number from 1 to {max_k}")
     page = _bounded_int(args, "page", 1, 1, MAX_PAGE, f"page must be a whole number from 1 to {MAX_PAGE}")
-    group = (args.get("group") or "canvas").strip()
-    if group not in ("canvas", "manifest"):
-        raise AppError(f"group must be canvas or manifest, got {group[:20]!r}.", 400)
+    group = (args.get("group") or default_group).strip()
+    if group not in ("canvas", "manifest", "auto"):
+        raise AppError(f"group must be canvas, manifest or auto, got {group[:20]!r}.", 400)
+    weaker_raw = (args.get("weaker") or "").strip().lower()
+    if weaker_raw not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise AppError(f"weaker must be 1 or 0, got {weaker_raw[:20]!r}.", 400)
     signals = tuple(dict.fromkeys(s.strip() for s in args.getlist("signal") if s.strip())) or None
     for signal in signals or ():
         if signal not in SIGNALS:
@@ -97,7 +106,8 @@ def parse_search(args: MultiDict, default_k: int, max_k: int, require_query: boo
         filters = parse_filter_options(pairs)
     except FilterError as error:
         raise AppError(str(error)[0].upper() + str(error)[1:], 400) from None
-    return ParsedSearch(text or None, k, page, group, filters, like_canvas, like_region, signals, filter_args)
+    return ParsedSearch(text or None, k, page, group, filters, like_canvas, like_region, signals, filter_args,
+                        weaker=weaker_raw in ("1", "true", "yes"), default_group=default_group)
 
 
 def _bounded_int(args: MultiDict, name: str, default: int, low: int, high: int, message: str) -> int:

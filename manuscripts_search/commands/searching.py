@@ -216,7 +216,10 @@ def _text_resources(state: CLIState):
 @click.option("--filter", "filter_pairs", multiple=True, metavar="NAME=VALUE",
               help="collection, manifest, provider, date-from, date-to, iiif-version, has-transcription, "
                    "label; repeat for more.")
-@click.option("--group", type=click.Choice(["canvas", "manifest"]), default="canvas", show_default=True)
+@click.option("--group", type=click.Choice(["canvas", "manifest", "auto"]), default="canvas", show_default=True,
+              help="auto: by manuscript when one manuscript would fill the first page.")
+@click.option("--weaker", is_flag=True,
+              help="Also show hits that score no better than nonsense queries do (below the score floors).")
 @click.option("--page", type=click.IntRange(1, 10_000), default=1, show_default=True)
 @click.option("-k", "--k", "--per-page", "per_page", type=click.IntRange(1, 200), default=10, show_default=True,
               help="Results per page.")
@@ -228,7 +231,7 @@ def _text_resources(state: CLIState):
 @click.option("--page-json", is_flag=True, help="The whole page (hits, facets, paging) as one JSON object.")
 @pass_state
 def search(state: CLIState, query, image_source, like_canvas, like_region, duplicates_of, max_distance,
-           filter_pairs, group, page, per_page, signals, ef, explain, as_json, page_json):
+           filter_pairs, group, weaker, page, per_page, signals, ef, explain, as_json, page_json):
     """Find canvases by QUERY text (what they show, their metadata and transcriptions), by an
     image, like an existing canvas or region, or near-duplicates of a canvas."""
     from ..store.db import session_scope
@@ -252,7 +255,7 @@ def search(state: CLIState, query, image_source, like_canvas, like_region, dupli
     image = _load_query_image(state, image_source) if image_source else None
     request = SearchRequest(text=query, image=image, like_canvas_id=like_canvas, like_region_id=like_region,
                             filters=filters, group=group, offset=(page - 1) * per_page, limit=per_page,
-                            signals=tuple(signals) or None, ef=ef)
+                            signals=tuple(signals) or None, ef=ef, weaker=weaker)
     text_index, text_encoder = _text_resources(state) if query and (not signals or "semantic" in signals) \
         else (None, None)
     try:
@@ -265,7 +268,8 @@ def search(state: CLIState, query, image_source, like_canvas, like_region, dupli
                 except SearchError:
                     if image_source or like_canvas or like_region:
                         raise
-            result = run_search(SearchContext(session, visual_index, encoder, text_index, text_encoder), request)
+            result = run_search(SearchContext(session, visual_index, encoder, text_index, text_encoder,
+                                              score_floors=dict(state.config.score_floors)), request)
     except (SearchError, FilterError) as error:
         raise click.ClickException(str(error)) from None
     _print_page(result, as_json, page_json, explain)
@@ -291,7 +295,8 @@ def _print_page(result, as_json: bool, page_json: bool, explain: bool) -> None:
             click.echo(json.dumps(item.as_dict(), ensure_ascii=False))
         return
     if not items:
-        click.echo("no results")
+        weaker = "; --weaker shows the hits that score no better than nonsense" if result.below_floor else ""
+        click.echo(f"no results{weaker}")
         return
     for item in items:
         if result.group == "manifest":
@@ -312,7 +317,9 @@ def _print_page(result, as_json: bool, page_json: bool, explain: bool) -> None:
             for text in item.snippets:
                 click.echo(f"       “{text}”")
     more = "; more with --page" if result.has_more else ""
-    click.echo(f"-- {result.score} scores from {', '.join(result.signals)}{more}")
+    total = f"{result.total}" if result.total_exact else f"more than {result.total}"
+    click.echo(f"-- {total} canvases in {result.manuscripts} manuscript(s); {result.score} scores from "
+               f"{', '.join(result.signals)}{more}")
 
 
 def _search_duplicates(state: CLIState, canvas_id: int, max_distance: Optional[int], limit: int,

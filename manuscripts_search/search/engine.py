@@ -3,7 +3,13 @@
 :func:`run_search` is the engine. A :class:`SearchRequest` may carry text (searched by the
   vision-language text tower, full-text and MiniLM semantic search), an image, or "more like" an
   existing canvas or region; filters; grouping by canvas (region hits grouped under their canvas)
-  or by manifest; pagination. Rankings are fused by weighted reciprocal rank fusion
+  or by manifest (``auto``: by manifest when one manuscript's metadata match would fill the first
+  page with its pages); pagination.
+  Text queries through a k-NN signal only return hits above the signal's calibrated floor
+  (:mod:`.calibration`), so a query that matches nothing finds nothing.
+
+The page says how many canvases matched (``total``): exact when every signal ran out of hits
+inside the window, else a lower bound (``total_exact`` False). Facets count the same set. Rankings are fused by weighted reciprocal rank fusion
   (:mod:`.fusion` says why) and every hit explains which signal put it there.
 
 Pagination is stable: the pages of a query are slices of one ordering, computed over a fixed
@@ -16,9 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .calibration import parse_score_floors
+from .facets import result_facets
 from .filters import SearchFilters, canvas_filter_statement
 from .fusion import RRF_K, RankedSignal, reciprocal_rank_fusion
 from ..iiif.language import first_value
@@ -58,8 +66,8 @@ def load_index(index_dir: Path, space: str) -> VectorIndex:
 # -- the full engine -----------------------------------------------------------------------------
 
 SIGNALS = signal_names()  # every signal, in the order they run
-GROUPS = ("canvas", "manifest")
-MAX_LIMIT = 200
+GROUPS = ("canvas", "manifest", "auto")
+MAX_LIMIT = 500  # one candidate window: an export may hold a whole result set
 DEFAULT_WINDOW = 500
 
 
@@ -69,7 +77,8 @@ class SearchRequest:
 
     At least one of ``text``, ``image`` (a PIL image), ``like_canvas_id`` or ``like_region_id``.
     ``signals`` restricts the rankings used (default: every one available for the query);
-    ``weights`` scale each signal's share in the fusion.
+    ``weights`` scale each signal's share in the fusion. ``weaker``: keep hits below the signals'
+    score floors too.
     """
 
     text: Optional[str] = None
@@ -84,6 +93,7 @@ class SearchRequest:
     weights: dict = field(default_factory=lambda: {name: 1.0 for name in signal_names()})
     window: int = DEFAULT_WINDOW
     ef: Optional[int] = None
+    weaker: bool = False
 
     def validate(self) -> None:
         """Raises SearchError naming what is wrong."""
@@ -120,6 +130,8 @@ class SearchContext:
     encoder: Any = None  # VisionLanguageEncoder: encodes text and image queries
     text_index: Optional[VectorIndex] = None  # the sentence-vector space's index
     text_encoder: Any = None  # TextEncoder
+    # signal -> "auto" (calibrated), None (no floor) or a fixed score (MSEARCH_SCORE_FLOORS)
+    score_floors: dict = field(default_factory=lambda: parse_score_floors(None))
 
 
 @dataclass
@@ -180,11 +192,20 @@ class SearchPage:
     score: str  # what ``score`` means: "rrf" when fused, else the one signal's own score
     facets: dict[str, dict[str, int]]
     strategies: dict[str, Optional[str]]
+    total: int = 0  # canvases matched (what the facets count)
+    total_exact: bool = True  # False: every signal had more past the window, total is a lower bound
+    manuscripts: int = 0  # manifests those canvases belong to
+    floors: dict[str, Optional[float]] = field(default_factory=dict)  # signal -> floor applied
+    below_floor: bool = False  # weaker matches were left out (ask with ``weaker``)
+    grouped_automatically: bool = False  # group "auto" chose "manifest"
 
     def as_dict(self) -> dict:
         return {"group": self.group, "offset": self.offset, "limit": self.limit,
+                "total": self.total, "total_exact": self.total_exact, "manuscripts": self.manuscripts,
                 "has_more": self.has_more, "candidates": self.candidates, "signals": self.signals,
                 "score": self.score, "facets": self.facets, "strategies": self.strategies,
+                "floors": self.floors, "below_floor": self.below_floor,
+                "grouped_automatically": self.grouped_automatically,
                 "hits": [hit.as_dict() for hit in self.hits],
                 "groups": [group.as_dict() for group in self.groups]}
 
@@ -214,6 +235,8 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
     rankings: list[CanvasRanking] = [
         ranking for name in wanted
         if (ranking := BY_NAME[name].rank(request, context, depth, canvas_filter)) is not None]
+    floors = {r.name: r.floor for r in rankings if r.floor is not None}
+    below_floor = any(r.below_floor for r in rankings)
     # A signal that found nothing takes no part (and a lone remaining signal keeps its own score).
     rankings = [r for r in rankings if r.canvases] or rankings[:1]
     evidence: dict[str, dict[int, CanvasEvidence]] = {
@@ -225,18 +248,56 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
     ordered = [(item.key, item.contributions[rankings[0].name].score if single else item.score, item)
                for item in fused]
     page_hits, groups, has_more, candidates = [], [], False, len(ordered)
-    facets = _facets(session, [canvas_id for canvas_id, _, _ in ordered], context)
-    if request.group == "canvas":
+    facets, manuscripts = result_facets(session, [canvas_id for canvas_id, _, _ in ordered],
+                                        context.index.space if context.index is not None else None)
+    group = request.group
+    if group == "auto":
+        group = "manifest" if _one_manuscript_floods(session, ordered, evidence, request.limit,
+                                                     facets["manifest"]) else "canvas"
+    if group == "canvas":
         window = ordered[request.offset:request.offset + request.limit]
         has_more = len(ordered) > request.offset + request.limit
         page_hits = _resolve_canvases(session, window, evidence, request.offset, context)
     else:
         groups, has_more, candidates = _manifest_groups(session, ordered, evidence, request, context)
-    return SearchPage(group=request.group, offset=request.offset, limit=request.limit, hits=page_hits,
+    return SearchPage(group=group, offset=request.offset, limit=request.limit, hits=page_hits,
                       groups=groups, has_more=has_more, candidates=candidates,
                       signals=[r.name for r in rankings],
                       score="rrf" if not single else BY_NAME[rankings[0].name].score,
-                      facets=facets, strategies={r.name: r.strategy for r in rankings})
+                      facets=facets, strategies={r.name: r.strategy for r in rankings},
+                      total=len(ordered), total_exact=all(r.exhausted for r in rankings),
+                      manuscripts=manuscripts,
+                      floors=floors, below_floor=below_floor,
+                      grouped_automatically=request.group == "auto" and group == "manifest")
+
+
+def _one_manuscript_floods(session: Session, ordered: list, evidence: dict, limit: int,
+                           per_manifest: dict[str, int]) -> bool:
+    """Whether the first page would be one manuscript's pages, there only because its metadata
+    matched (a manifest-level document ranks every canvas of its manuscript: hundreds of identical
+    cards), with more of them than a page shows. Pages that matched themselves (the picture, their
+    label, a transcription) are never grouped away. Decided on the whole ranking, so every page of
+    a query agrees."""
+    if len(ordered) <= limit:
+        return False
+    first_page = [canvas_id for canvas_id, _, _ in ordered[:limit]]
+
+    def matched_itself(canvas_id: int) -> bool:
+        return any((found := by_canvas.get(canvas_id)) is not None and (found.whole_canvas or found.regions)
+                   for by_canvas in evidence.values())
+
+    metadata_only = [canvas_id for canvas_id in first_page if not matched_itself(canvas_id)]
+    if len(metadata_only) * 2 <= limit:
+        return False
+    manifest_of = dict(session.execute(select(Canvas.id, Canvas.manifest_id).where(Canvas.id.in_(metadata_only))).all())
+    counts: dict[int, int] = {}
+    for canvas_id in metadata_only:
+        if canvas_id in manifest_of:
+            counts[manifest_of[canvas_id]] = counts.get(manifest_of[canvas_id], 0) + 1
+    if not counts:
+        return False
+    manifest_id, on_first_page = max(counts.items(), key=lambda kv: kv[1])
+    return on_first_page * 2 > limit and per_manifest.get(str(manifest_id), 0) > limit
 
 
 def _resolve_canvases(session: Session, window: list, evidence: dict, first_rank: int,
@@ -317,25 +378,3 @@ def _canvas_labels(session: Session, canvas_ids: list[int], context: SearchConte
     for canvas_id, name in session.execute(statement):
         labels.setdefault(canvas_id, []).append(name)
     return labels
-
-
-def _facets(session: Session, canvas_ids: list[int], context: SearchContext) -> dict[str, dict[str, int]]:
-    """Counts over the ranked candidates: category labels, IIIF version, manifest."""
-    if not canvas_ids:
-        return {"label": {}, "iiif_version": {}, "manifest": {}}
-    facets: dict[str, dict[str, int]] = {"label": {}, "iiif_version": {}, "manifest": {}}
-    for start in range(0, len(canvas_ids), 5000):
-        block = canvas_ids[start:start + 5000]
-        label_counts = (select(Category.name, func.count()).join(CanvasLabel, CanvasLabel.category_id == Category.id)
-                        .where(CanvasLabel.canvas_id.in_(block)).group_by(Category.name))
-        if context.index is not None:
-            label_counts = label_counts.where(CanvasLabel.space == context.index.space)
-        for name, count in session.execute(label_counts):
-            facets["label"][name] = facets["label"].get(name, 0) + count
-        for version, manifest_id, count in session.execute(
-                select(Manifest.iiif_version, Manifest.id, func.count()).join(Canvas, Canvas.manifest_id == Manifest.id)
-                .where(Canvas.id.in_(block)).group_by(Manifest.iiif_version, Manifest.id)):
-            facets["iiif_version"][str(version)] = facets["iiif_version"].get(str(version), 0) + count
-            facets["manifest"][str(manifest_id)] = facets["manifest"].get(str(manifest_id), 0) + count
-    facets["manifest"] = dict(sorted(facets["manifest"].items(), key=lambda kv: (-kv[1], int(kv[0])))[:20])
-    return facets

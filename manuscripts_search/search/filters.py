@@ -30,7 +30,8 @@ class SearchFilters:
     ``collections`` and ``manifests`` take database ids or IIIF ids/URLs; ``providers`` are matched
     as case- and accent-insensitive substrings of the provider (institution) labels; dates are
     ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` bounds on navDate, both inclusive (a manifest without
-    navDate is excluded by a date filter); ``labels`` are category names from classification.
+    navDate is matched by the years of its metadata's date statement, :mod:`.dates`, and excluded
+    when it has none); ``labels`` are category names from classification.
     """
 
     collections: tuple[str, ...] = ()
@@ -140,6 +141,22 @@ def _provider_manifest_ids(session: Session, needles: tuple[str, ...]) -> list[i
     return matching
 
 
+def _metadata_dated_manifest_ids(session: Session, date_from: Optional[str], date_to: Optional[str]) -> list[int]:
+    # Manuscripts without navDate, dated by their metadata ("c. 1450", "15th century"): the
+    # years it names overlap the bounds (read in Python, as the date facet reads them).
+    from .dates import metadata_years
+
+    low = int(date_from[:5 if date_from.startswith("-") else 4]) if date_from else -10_000
+    high = int(date_to[:5 if date_to.startswith("-") else 4]) if date_to else 10_000
+    matching = []
+    for manifest_id, metadata in session.execute(
+            select(Manifest.id, Manifest.metadata_entries).where(Manifest.nav_date.is_(None))):
+        years = metadata_years(metadata)
+        if years and years[0] <= high and years[1] >= low:
+            matching.append(manifest_id)
+    return matching
+
+
 def canvas_filter_statement(session: Session, filters: SearchFilters) -> Select:
     """``SELECT canvases.id`` of the canvases the filters allow."""
     statement = select(Canvas.id).join(Manifest, Manifest.id == Canvas.manifest_id)
@@ -153,14 +170,16 @@ def canvas_filter_statement(session: Session, filters: SearchFilters) -> Select:
             select(CollectionMembership.manifest_id).where(CollectionMembership.collection_id.in_(collection_ids))))
     if filters.providers:
         conditions.append(Canvas.manifest_id.in_(_provider_manifest_ids(session, filters.providers)))
-    if filters.date_from:
-        bound = filters.date_from
-        conditions.append(and_(Manifest.nav_date.is_not(None),
-                               func.substr(Manifest.nav_date, 1, len(bound)) >= bound))
-    if filters.date_to:
-        bound = filters.date_to
-        conditions.append(and_(Manifest.nav_date.is_not(None),
-                               func.substr(Manifest.nav_date, 1, len(bound)) <= bound))
+    if filters.date_from or filters.date_to:
+        by_nav_date = [Manifest.nav_date.is_not(None)]
+        if filters.date_from:
+            bound = filters.date_from
+            by_nav_date.append(func.substr(Manifest.nav_date, 1, len(bound)) >= bound)
+        if filters.date_to:
+            bound = filters.date_to
+            by_nav_date.append(func.substr(Manifest.nav_date, 1, len(bound)) <= bound)
+        conditions.append(or_(and_(*by_nav_date), Canvas.manifest_id.in_(
+            _metadata_dated_manifest_ids(session, filters.date_from, filters.date_to))))
     if filters.iiif_versions:
         conditions.append(Manifest.iiif_version.in_(filters.iiif_versions))
     if filters.has_transcription is not None:

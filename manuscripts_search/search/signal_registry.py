@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..models import Embedding
 from ..store.vector_codec import decode_vector
+from .calibration import ScoreFloor, resolve_floor
 from .errors import SearchError
 from .signals import CanvasRanking, fulltext_ranking, semantic_ranking, visual_ranking
 
@@ -92,10 +93,28 @@ def query_vector(request, context) -> tuple[np.ndarray, Optional[int]]:
     return vector / max(float(np.linalg.norm(vector)), 1e-12), None
 
 
+def visual_floor(request, context) -> ScoreFloor:
+    """The visual signal's floor for ``request``: text queries only (an image or "more like this"
+    asks for the nearest pictures, however near), none when the request wants weaker matches."""
+    if request.weaker or _image_query(request) or not reads_text(context.encoder):
+        return ScoreFloor("visual", None, "off")
+    encoder = context.encoder
+    return resolve_floor("visual", context.score_floors.get("visual", "auto"), context.index,
+                         encoder.space_id, encoder.encode_texts)
+
+
+def semantic_floor(request, context) -> ScoreFloor:
+    if request.weaker:
+        return ScoreFloor("semantic", None, "off")
+    encoder = context.text_encoder
+    return resolve_floor("semantic", context.score_floors.get("semantic", "auto"), context.text_index,
+                         encoder.space_id, encoder.encode)
+
+
 def _visual_rank(request, context, depth: int, canvas_filter) -> CanvasRanking:
     vector, exclude = query_vector(request, context)
     return visual_ranking(context.session, context.index, vector, depth, canvas_filter,
-                          exclude_canvas=exclude, ef=request.ef)
+                          exclude_canvas=exclude, ef=request.ef, min_score=visual_floor(request, context).value)
 
 
 def _fulltext_rank(request, context, depth: int, canvas_filter) -> Optional[CanvasRanking]:
@@ -111,7 +130,8 @@ def _semantic_wanted(request, context) -> bool:
 
 def _semantic_rank(request, context, depth: int, canvas_filter) -> CanvasRanking:
     text_vector = context.text_encoder.encode([request.text])[0]
-    return semantic_ranking(context.session, context.text_index, text_vector, request.text, depth, canvas_filter)
+    return semantic_ranking(context.session, context.text_index, text_vector, request.text, depth, canvas_filter,
+                            min_score=semantic_floor(request, context).value)
 
 
 SIGNALS: tuple[Signal, ...] = (

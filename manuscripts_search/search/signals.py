@@ -53,6 +53,8 @@ class CanvasRanking:
     canvases: list[CanvasEvidence]  # best first
     exhausted: bool  # True when nothing more could be found at a greater depth
     strategy: Optional[str] = None  # how the k-NN ran (plain, exact, overfetch, filtered)
+    floor: Optional[float] = None  # the score a hit had to beat (see .calibration)
+    below_floor: bool = False  # hits were left out for scoring no better than nonsense
 
     def items(self) -> list[tuple[int, float]]:
         return [(c.canvas_id, c.score) for c in self.canvases]
@@ -69,20 +71,24 @@ def allowed_visual_labels(session: Session, space: str, canvas_filter: Optional[
 
 def visual_ranking(session: Session, index: VectorIndex, vector: np.ndarray, depth: int,
                    canvas_filter: Optional[Select] = None, exclude_canvas: Optional[int] = None,
-                   ef: Optional[int] = None) -> CanvasRanking:
+                   ef: Optional[int] = None, min_score: Optional[float] = None) -> CanvasRanking:
     """Canvases nearest to ``vector`` in ``index``; a canvas's score is its best vector's (whole
-    page or region); region hits are listed per canvas with their boxes."""
+    page or region); region hits are listed per canvas with their boxes. With ``min_score``,
+    only vectors scoring above it count (the ranking ends where they stop)."""
     allowed = allowed_visual_labels(session, index.space, canvas_filter)
     label_depth = depth
     while True:
         result = knn(index, vector, label_depth, allowed=allowed, ef=ef,
                      vectors_of=lambda labels: load_vectors(session, index.space, labels, index.dim))
-        canvases = _group_visual_hits(session, result.hits, exclude_canvas)
-        exhausted = len(result.hits) < label_depth
+        hits = result.hits if min_score is None else [hit for hit in result.hits if hit[1] > min_score]
+        canvases = _group_visual_hits(session, hits, exclude_canvas)
+        below_floor = len(hits) < len(result.hits)
+        # Hits come best first: once one is below the floor, deeper ones are too.
+        exhausted = len(result.hits) < label_depth or below_floor
         # Several labels per canvas (regions) can leave fewer canvases than asked: look deeper.
         if len(canvases) >= depth or exhausted or label_depth >= 8 * depth:
             return CanvasRanking("visual", canvases[:depth], exhausted and len(canvases) <= depth,
-                                 result.strategy)
+                                 result.strategy, min_score, below_floor)
         label_depth *= 2
 
 
@@ -184,10 +190,11 @@ def fulltext_ranking(session: Session, query: str, depth: int,
 
 def semantic_ranking(session: Session, text_index: VectorIndex, query_vector: np.ndarray, query: str,
                      depth: int, canvas_filter: Optional[Select] = None,
-                     min_score: float = 0.25) -> CanvasRanking:
-    """Documents nearest in sentence-vector space, mapped to canvases. Documents below
+                     min_score: Optional[float] = None) -> CanvasRanking:
+    """Documents nearest in sentence-vector space, mapped to canvases. Documents not above
     ``min_score`` cosine are left out: MiniLM ranks *something* first for any query, and
-    unrelated text must not outvote the picture."""
+    unrelated text must not outvote the picture (the engine passes the calibrated floor,
+    :mod:`.calibration`)."""
     documents = allowed_documents(canvas_filter)
     allowed = None
     if documents is not None:
@@ -195,11 +202,12 @@ def semantic_ranking(session: Session, text_index: VectorIndex, query_vector: np
             TextVector.space == text_index.space, TextVector.document_id.in_(documents))), dtype=np.int64)
     result = knn(text_index, query_vector, depth, allowed=allowed,
                  vectors_of=lambda labels: load_vectors(session, text_index.space, labels, text_index.dim))
-    hits = [(label, score) for label, score in result.hits if score >= min_score]
+    hits = [(label, score) for label, score in result.hits if min_score is None or score > min_score]
     label_docs = dict(session.execute(select(TextVector.id, TextVector.document_id)
                                       .where(TextVector.id.in_([label for label, _ in hits]))).all())
     scored = [(label_docs[label], score) for label, score in hits if label in label_docs]
     ranking = documents_to_canvases(session, "semantic", scored, depth, canvas_filter, query,
                                     exhausted=len(result.hits) < depth or len(hits) < len(result.hits))
-    ranking.strategy = result.strategy
+    ranking.strategy, ranking.floor = result.strategy, min_score
+    ranking.below_floor = len(hits) < len(result.hits)
     return ranking
