@@ -52,9 +52,10 @@ def browser():
 
 
 def _documents(base: str, site) -> dict:
-    """What the viewers open: the re-published book and an export of a search."""
+    """What the viewers open: the re-published book and an export of a search (with its weaker
+    matches, so that it holds four pages to search within, not only the two red circles)."""
     return {"republished": f"{base}/iiif/manifest/{site.manifest_ids['book']}",
-            "export": f"{base}/iiif/export/manifest?q={quote('a red circle')}&k=4"}
+            "export": f"{base}/iiif/export/manifest?q={quote('a red circle')}&k=4&weaker=1"}
 
 
 def _page(browser):

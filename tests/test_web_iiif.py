@@ -236,7 +236,7 @@ def test_export_manifest_is_valid_presentation_3_with_a_search_service(client, s
     assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
     document = response.get_json()
     Manifest(**{**document, "@context": "http://iiif.io/api/presentation/3/context.json"})
-    assert_valid_presentation(document, "http://msearch.test/iiif/export/manifest?q=a+red+circle&k=3", 3)
+    assert_valid_presentation(document, "http://msearch.test/iiif/export/manifest?q=a+red+circle", 3)
     assert document["service"][0]["type"] == "SearchService2"
     assert "http://iiif.io/api/presentation/3/context.json" in document["@context"]
     canvases = document["items"]
