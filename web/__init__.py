@@ -50,7 +50,8 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
     The database is not migrated here; ``msearch serve`` and the tests do that first.
     Raises ConfigError when no config is given and the environment holds a bad setting.
     """
-    from . import admin, api, auth, browse, database, errors, iiif, openapi, published, resources, search, vendor, viewer
+    from . import (admin, api, auth, browse, database, errors, iiif, openapi, published, resources, search,
+                   thumbnails, vendor, viewer)
     from .canvas_info import http_url
     from .sanitise import iiif_html
 
@@ -76,7 +77,7 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
     ratelimit.init_app(app)
     app.register_blueprint(health.bp)  # GET /healthz
     auth.init_app(app)
-    for module in (search, viewer, browse, admin, api, openapi, iiif, vendor, published):
+    for module in (search, viewer, browse, admin, api, openapi, iiif, vendor, published, thumbnails):
         app.register_blueprint(module.bp)
     app.add_template_filter(http_url, "http_url")
     app.add_template_filter(iiif_html, "iiif_html")

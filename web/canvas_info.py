@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from manuscripts_search.iiif.language import first_value
 from manuscripts_search.models import Canvas, Manifest
-from manuscripts_search.search.engine import thumbnail_url
 
 from .errors import AppError
 
@@ -172,7 +171,7 @@ def canvas_summary(canvas: Canvas) -> dict:
             "info_json": info_json_url(canvas),
             "image_url": canvas.image_url,
             "target_xywh": canvas.target_xywh,
-            "thumbnail": http_url(thumbnail_url(canvas)),
+            "thumbnail": _thumbnail(canvas),
         },
         "manifest": {
             "id": manifest.id,
@@ -182,6 +181,13 @@ def canvas_summary(canvas: Canvas) -> dict:
             "json_url": manifest_json_url(manifest),
         },
     }
+
+
+def _thumbnail(canvas: Canvas) -> Optional[str]:
+    from .database import get_session
+    from .thumbnails import canvas_thumbnails
+
+    return canvas_thumbnails(get_session(), [canvas])[canvas.id]
 
 
 def image_region(canvas: Canvas, rect: CanvasRect) -> Optional[tuple[int, int, int, int]]:
