@@ -270,6 +270,7 @@ def test_results_over_published_level0_images_stay_light(published_corpus, brows
     full image: a page of 24 cards within 3 MB of images (it was 52 MB), the manifest page of
     31 canvases too (it was 70 MB)."""
     import re
+    import time
     from threading import Thread
 
     from werkzeug.serving import make_server
@@ -300,6 +301,45 @@ def test_results_over_published_level0_images_stay_light(published_corpus, brows
         weight, count, settled = _image_bytes(manifest_page, base + manifest_path)
         print(f"{manifest_path}: {count} images, {weight / 1e6:.2f} MB, settled in {settled:.2f} s")
         assert count >= 24 and weight <= budget, f"{weight / 1e6:.1f} MB of images on the manifest page"
+
+        # Issue 16, point 4: an image search (a big scan uploaded through the form) has its image
+        # shown, a pager to the other 7 of 31 canvases, filters that keep the image, and exports.
+        from tests.helpers.corpus import CORPUS_IMAGES
+
+        search = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems += _watch(search)
+        search.goto(f"{base}/")
+        search.click("#image-query summary")
+        search.set_input_files("#image", str(CORPUS_IMAGES / "ms_bnf_fr-24428_bestiary_129_miniature.jpg"))
+        responses = []
+        search.on("response", lambda r: responses.append(r) if r.request.resource_type == "image" else None)
+        started = time.monotonic()
+        search.click("#search-form button[type=submit]")
+        search.wait_for_selector(".results-grid .result-card")
+        search.wait_for_load_state("networkidle")
+        settled = time.monotonic() - started
+        weight = sum(max(0, r.request.sizes()["responseBodySize"]) for r in responses)
+        print(f"image search: {search.locator('.result-card').count()} cards, {weight / 1e6:.2f} MB, "
+              f"settled in {settled:.2f} s")
+        assert weight <= budget, f"{weight / 1e6:.1f} MB of images on the image search page"
+        assert re.search(r"/search\?(.*&)?image=[0-9a-f]{64}", search.url), search.url
+        assert "for your image" in search.inner_text("h1")
+        assert search.evaluate("document.querySelector('.query-image img').naturalWidth") > 0
+        assert "metadata and transcriptions" not in search.inner_text("main")
+        assert search.locator(".result-card").count() == 24
+        mirador = search.get_by_role("link", name="Open in Mirador").get_attribute("href")
+        assert "image%3D" in mirador or "image=" in mirador, mirador
+        _shot(search, "14-image-search-published")
+        search.click('a[rel="next"]')
+        search.wait_for_selector(".results-grid .result-card")
+        assert search.locator(".result-card").count() == 7 and "page=2" in search.url
+        search.click('a[rel="prev"]')
+        search.wait_for_selector(".results-grid .result-card")
+        search.select_option("#f-transcription", "false")
+        search.click(".filter-form button[type=submit]")
+        search.wait_for_selector(".active-filters")
+        assert "image=" in search.url and "has_transcription=false" in search.url
+        assert "for your image" in search.inner_text("h1") and search.locator(".result-card").count() == 24
         assert not problems, problems
     finally:
         server.shutdown()

@@ -21,6 +21,7 @@ from .harvest_jobs import list_jobs
 from .hit_views import hit_views
 from .query_image import read_query_image
 from .query_image_store import keep_query_image
+from .thumbnails import canvas_thumbnails
 from .region_images import region_image
 from .resources import saved_indexes
 from .search_params import parse_search
@@ -87,8 +88,9 @@ def search_with_image():
 
 @bp.get("/canvas/<int:canvas_id>")
 def canvas(canvas_id: int):
-    canvas_row = load_canvas(get_session(), canvas_id)
-    summary = canvas_summary(canvas_row)
+    session = get_session()
+    canvas_row = load_canvas(session, canvas_id)
+    summary = canvas_summary(canvas_row, canvas_thumbnails(session, [canvas_row])[canvas_row.id])
     summary["viewer_url"] = url_for("viewer.canvas", canvas_id=canvas_id)
     manifest_ref = manifest_json_url(canvas_row.manifest) or canvas_row.manifest.iiif_id
     summary["content_state"] = content_state_parameter(canvas_content_state(canvas_row.iiif_id, manifest_ref))

@@ -153,8 +153,9 @@ def neighbour_ids(session: Session, canvas: Canvas) -> tuple[Optional[int], Opti
     return previous_id, next_id
 
 
-def canvas_summary(canvas: Canvas) -> dict:
-    """The canvas as plain JSON-able data (labels as published: escaping is the renderer's job)."""
+def canvas_summary(canvas: Canvas, thumbnail: Optional[str] = None) -> dict:
+    """The canvas as plain JSON-able data (labels as published: escaping is the renderer's job);
+    ``thumbnail``: its URL, as :func:`web.thumbnails.canvas_thumbnails` chose it."""
     manifest = canvas.manifest
     return {
         "id": canvas.id,
@@ -171,7 +172,7 @@ def canvas_summary(canvas: Canvas) -> dict:
             "info_json": info_json_url(canvas),
             "image_url": canvas.image_url,
             "target_xywh": canvas.target_xywh,
-            "thumbnail": _thumbnail(canvas),
+            "thumbnail": thumbnail,
         },
         "manifest": {
             "id": manifest.id,
@@ -181,13 +182,6 @@ def canvas_summary(canvas: Canvas) -> dict:
             "json_url": manifest_json_url(manifest),
         },
     }
-
-
-def _thumbnail(canvas: Canvas) -> Optional[str]:
-    from .database import get_session
-    from .thumbnails import canvas_thumbnails
-
-    return canvas_thumbnails(get_session(), [canvas])[canvas.id]
 
 
 def image_region(canvas: Canvas, rect: CanvasRect) -> Optional[tuple[int, int, int, int]]:
