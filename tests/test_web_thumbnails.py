@@ -104,7 +104,7 @@ def test_canvas_thumbnails_never_ask_a_service_for_its_full_image(catalogue):
         1: f"{BASE}/thumbs/1.jpg",  # the manifest's own thumbnail, kept at harvest
         2: f"{BASE}/iiif/listed/full/250,375/0/default.jpg",  # smallest listed long edge >= 200 px (level 0, v3)
         3: f"{BASE}/iiif/listed2/full/200,/0/default.jpg",  # v2 static trees name sizes "w,"
-        4: f"/thumbnails/canvas/{ids[4]}.jpg",  # only the full size listed: the stored derivative
+        4: f"http://localhost/thumbnails/canvas/{ids[4]}.jpg",  # only the full size listed: the stored derivative
         6: f"{BASE}/iiif/level2/full/!200,200/0/default.jpg",  # level 2: a size request
         7: f"{BASE}/plain/7/full/max/0/default.jpg",  # no service: the one image there is
     }

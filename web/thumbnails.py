@@ -21,8 +21,9 @@ bp = Blueprint("thumbnails", __name__)
 
 
 def stored_thumbnail_url(canvas: Canvas) -> Optional[str]:
-    """This app's thumbnail of ``canvas``'s stored derivative, when there is one."""
-    return url_for("thumbnails.canvas", canvas_id=canvas.id) if canvas.derivative_sha256 else None
+    """This app's thumbnail of ``canvas``'s stored derivative, when there is one (absolute, as
+    the API gives every other image URL)."""
+    return url_for("thumbnails.canvas", canvas_id=canvas.id, _external=True) if canvas.derivative_sha256 else None
 
 
 def canvas_thumbnails(session: Session, canvases: Iterable[Canvas], long_edge: int = THUMBNAIL_EDGE) -> dict:
