@@ -100,7 +100,7 @@ def test_image_search_is_a_url_with_pages_filters_export_and_its_image(client, s
     html = first.get_data(as_text=True)
     assert first.status_code == 200 and "for your image" in html
     assert re.findall(r'href="/canvas/(\d+)', html)[0] == str(shapes_site.canvas_ids["blue_triangle"])
-    assert f'<img src="/search/image/{handle}.jpg" alt="The image you searched with">' in html
+    assert f'<img src="/query-images/{handle}.jpg" alt="The image you searched with">' in html
     assert "metadata and transcriptions only" not in html
     # The pager: page 2 holds other canvases (4 canvases, 2 a page: none unreachable).
     next_link = re.search(r'<a rel="next" href="([^"]+)"', html).group(1).replace("&amp;", "&")
@@ -118,7 +118,7 @@ def test_image_search_is_a_url_with_pages_filters_export_and_its_image(client, s
     assert manifest["label"] == {"en": ["Canvases like the query image"]}
     assert len(manifest["items"]) == 4  # every canvas, ranked by the image (the export drops k)
     # The image itself, as the app re-encoded it: a JPEG, never the upload's bytes.
-    shown = client.get(f"/search/image/{handle}.jpg")
+    shown = client.get(f"/query-images/{handle}.jpg")
     assert shown.status_code == 200 and shown.mimetype == "image/jpeg" and shown.data.startswith(b"\xff\xd8")
     assert shown.headers["X-Content-Type-Options"] == "nosniff"
     # The API's POST gives the handle and links that repeat the search.
@@ -139,7 +139,7 @@ def test_query_image_handles_are_bounded_expire_and_refuse_hostile_input(make_ap
     app = make_app(site.config, QUERY_IMAGE_STORE_MAX=3, QUERY_IMAGE_KEEP_SECONDS=600)
     client = app.test_client()
     for bad in ("../../msearch.sqlite3", "..%2f..%2fmsearch", "g" * 64, "0" * 63, "0" * 64 + "/x"):
-        response = client.get(f"/search/image/{bad}.jpg")
+        response = client.get(f"/query-images/{bad}.jpg")
         assert response.status_code in (400, 404), (bad, response.status_code)
         assert client.get("/search", query_string={"image": bad}).status_code == 400
     hostile = _png("red", "circle") + b"<html><script>alert(1)</script></html>"

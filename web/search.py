@@ -53,7 +53,7 @@ def image_results():
     return redirect(url_for("search.results") + "?" + parsed.query_string(page=None), code=303)
 
 
-@bp.get("/search/image/<handle>.jpg")
+@bp.get("/query-images/<handle>.jpg")  # not under /search: showing it is no search to rate-limit
 def query_image(handle: str):
     """The image of an image search, as kept (a JPEG this app wrote)."""
     try:
