@@ -316,7 +316,7 @@ def test_float16_migration_converts_real_vectors_both_ways(db_url, tmp_path):
 
 
 def test_canvas_thumbnail_migration_fills_existing_canvases_from_the_stored_manifests(db_url):
-    """0007 adds ``canvases.thumbnail`` and fills it for canvases harvested before, from the
+    """0009 adds ``canvases.thumbnail`` and fills it for canvases harvested before, from the
     manifest JSON kept in ``raw_json`` (v3 items and v2 sequences; a string, an object or a
     list; http(s) only); a manifest whose JSON cannot be read is left without thumbnails."""
     import json
@@ -336,7 +336,7 @@ def test_canvas_thumbnail_migration_fills_existing_canvases_from_the_stored_mani
                  ("https://m.example/v2/c2", "https://img.example/3/thumb.jpg")],
                 [("https://m.example/broken/c1", None)]]
     try:
-        upgrade_database(engine, "0006")
+        upgrade_database(engine, "0008")
         tables = model_tables(engine)
         with engine.begin() as connection:
             for number, document in enumerate(documents):
@@ -346,7 +346,7 @@ def test_canvas_thumbnail_migration_fills_existing_canvases_from_the_stored_mani
                     tables["manifests"].c.url == f"https://m.example/{number}"))
                 for canvas_iiif, _ in canvases[number]:
                     insert_rows(connection, tables["canvases"], 1, {}, manifest_id=manifest_id, iiif_id=canvas_iiif)
-        upgrade_database(engine, "0007")
+        upgrade_database(engine, "0009")
         with engine.connect() as connection:
             found = dict(connection.execute(sa.text("SELECT iiif_id, thumbnail FROM canvases")).all())
         assert found == {iiif: thumb for group in canvases for iiif, thumb in group}

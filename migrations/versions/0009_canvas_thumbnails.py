@@ -1,7 +1,7 @@
 """Canvases keep the manifest's thumbnail
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03
 
 ``canvases.thumbnail``: the image URL the manifest gives as the canvas's ``thumbnail``, which
@@ -22,8 +22,8 @@ import logging
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
