@@ -142,3 +142,22 @@ def test_thumbnail_rules_on_their_own():
     assert thumbnail_url(canvas) == f"{BASE}/iiif/a/full/256,/0/default.jpg"
     canvas.service_level = None  # unknown level: the most widely supported form
     assert thumbnail_url(canvas) == f"{BASE}/iiif/a/full/!256,256/0/default.jpg"
+
+
+def test_result_cards_fall_back_to_the_stored_derivative(catalogue):
+    """A hit whose canvas offers nothing small (the engine's thumbnail is None) shows the
+    derivative's thumbnail on its card and in the API, not the service's full image."""
+    from manuscripts_search.search.engine import ResultHit
+    from web.database import get_session
+    from web.hit_views import hit_views
+
+    app, manifest_id, ids = catalogue
+    with app.test_request_context("/search?q=x"):
+        canvas = get_session().get(Canvas, ids[4])
+        hit = ResultHit(rank=1, score=0.5, canvas_id=canvas.id, canvas=canvas.iiif_id, canvas_label=None,
+                        manifest="m", manifest_id=manifest_id, manifest_label=None, xywh=None, regions=[],
+                        snippets=[], signals={}, labels=[], service_id=canvas.service_id,
+                        service_api_version=3, image_url=canvas.image_url, thumbnail=None)
+        view = hit_views(get_session(), [hit], "x")[0]
+        assert view.thumbnail == f"http://localhost/thumbnails/canvas/{ids[4]}.jpg"
+        assert view.as_dict()["thumbnail"] == view.thumbnail
