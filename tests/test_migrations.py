@@ -313,3 +313,42 @@ def test_float16_migration_converts_real_vectors_both_ways(db_url, tmp_path):
             assert {name: _vectors(connection, tables[name]) for name in originals} == after
     finally:
         engine.dispose()
+
+
+def test_canvas_thumbnail_migration_fills_existing_canvases_from_the_stored_manifests(db_url):
+    """0009 adds ``canvases.thumbnail`` and fills it for canvases harvested before, from the
+    manifest JSON kept in ``raw_json`` (v3 items and v2 sequences; a string, an object or a
+    list; http(s) only); a manifest whose JSON cannot be read is left without thumbnails."""
+    import json
+
+    engine = make_engine(db_url)
+    v3 = {"type": "Manifest", "items": [
+        {"id": "https://m.example/c1", "type": "Canvas", "thumbnail": [{"id": "https://img.example/1/thumb.jpg"}]},
+        {"id": "https://m.example/c2", "type": "Canvas", "thumbnail": "javascript:alert(1)"},
+        {"id": "https://m.example/c3", "type": "Canvas"}]}
+    v2 = {"@type": "sc:Manifest", "sequences": [{"canvases": [
+        {"@id": "https://m.example/v2/c1", "thumbnail": {"@id": "https://img.example/2/thumb.jpg"}},
+        {"@id": "https://m.example/v2/c2", "thumbnail": "https://img.example/3/thumb.jpg"}]}]}
+    documents = [json.dumps(v3), json.dumps(v2), "{not json"]
+    canvases = [[("https://m.example/c1", "https://img.example/1/thumb.jpg"), ("https://m.example/c2", None),
+                 ("https://m.example/c3", None)],
+                [("https://m.example/v2/c1", "https://img.example/2/thumb.jpg"),
+                 ("https://m.example/v2/c2", "https://img.example/3/thumb.jpg")],
+                [("https://m.example/broken/c1", None)]]
+    try:
+        upgrade_database(engine, "0008")
+        tables = model_tables(engine)
+        with engine.begin() as connection:
+            for number, document in enumerate(documents):
+                insert_rows(connection, tables["manifests"], 1, {}, url=f"https://m.example/{number}",
+                            raw_json=document)
+                manifest_id = connection.scalar(sa.select(tables["manifests"].c.id).where(
+                    tables["manifests"].c.url == f"https://m.example/{number}"))
+                for canvas_iiif, _ in canvases[number]:
+                    insert_rows(connection, tables["canvases"], 1, {}, manifest_id=manifest_id, iiif_id=canvas_iiif)
+        upgrade_database(engine, "0009")
+        with engine.connect() as connection:
+            found = dict(connection.execute(sa.text("SELECT iiif_id, thumbnail FROM canvases")).all())
+        assert found == {iiif: thumb for group in canvases for iiif, thumb in group}
+    finally:
+        engine.dispose()

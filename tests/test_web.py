@@ -397,6 +397,11 @@ def test_unloadable_model_falls_back_with_a_short_notice_and_the_reason_for_the_
     upload = client.post("/api/search", data={"image": (io.BytesIO(_png_bytes()), "q.png")})
     assert upload.status_code == 503
     assert "msearch embed" in upload.get_json()["error"]["message"] or "image model" in upload.get_json()["error"]["message"]
+    # The page says what is true of an image search: no word of metadata and transcriptions.
+    page = client.post("/search", data={"image": (io.BytesIO(_png_bytes()), "q.png")}, follow_redirects=True)
+    message = page.get_data(as_text=True)
+    assert page.status_code == 503 and "Searching by image needs the image model no-such-model" in message
+    assert "metadata and transcriptions" not in message
 
 
 def test_unreadable_index_falls_back_with_a_notice_that_says_what_to_run(make_app, trained_clip_encoder,

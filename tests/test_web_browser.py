@@ -5,6 +5,9 @@ HTTP on 127.0.0.1 with its images on a real IIIF server:
   through the matches with the keyboard;
 - Mirador 4 (npm) opens an exported result manifest, renders its canvases, and its search
   panel shows hits from our IIIF Content Search service;
+- at phone width (390 px) nothing scrolls sideways and the filters wait behind a button;
+- results over published level-0 images (the corpus's big scans) weigh little: their image
+  bytes, summed from the responses, stay within a budget;
 - screenshots of the main pages, wide and narrow, saved under test-artifacts/screenshots/.
 """
 from __future__ import annotations
@@ -122,7 +125,7 @@ def test_search_open_a_hit_and_see_the_highlight(live_site, browser):
     narrow = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
     narrow.goto(f"{base}/search?q=dragon")
     narrow.wait_for_load_state("networkidle")
-    assert narrow.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "horizontal scroll"
+    assert narrow.evaluate("document.documentElement.scrollWidth") <= 390, "horizontal scroll"
     _shot(narrow, "09-results-narrow")
     narrow.goto(f"{base}/canvas/{site.canvas_ids['red_circle']}?q=dragon")
     narrow.wait_for_selector(".match-overlay", state="attached", timeout=15000)
@@ -174,3 +177,171 @@ def test_mirador_opens_an_exported_result_set_and_searches_it(live_site, browser
     # an uncaught exception, a resource that failed to load, or our security policy blocking it.
     assert not [p for p in problems if "Content Security Policy" in p or "Failed to load" in p
                 or p.startswith("Uncaught") or "Error:" in p[:40]], problems
+
+
+@pytest.mark.browser
+def test_phone_width_folds_the_filters_and_never_scrolls_sideways(tmp_path, db_url, trained_clip_dir, iiif_server,
+                                                                  browser):
+    """Issue 16, point 6: at 390 px, with the model-unavailable notice and names that have no
+    break in them (a manifest known only by its long URL, a collection's long label), the page
+    is 390 px wide (it was 1149), and the filters and facets sit behind a button above the
+    results instead of after them all."""
+    import sqlalchemy as sa
+
+    from manuscripts_search.embedding.encoders import load_vision_language_encoder
+
+    encoder = load_vision_language_encoder(str(trained_clip_dir), device="cpu")
+    site = build_site(site_config(tmp_path / "data", trained_clip_dir, db_url), encoder, image_server=iiif_server)
+    engine = sa.create_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE manifests SET label = :label, iiif_id = :iiif WHERE id = :id"), {
+            "label": "{}", "id": site.manifest_ids["book"],
+            "iiif": "https://digital.library.example.org/iiif/presentation/v3/" + "x" * 60 + "/manifest.json"})
+        connection.execute(sa.text("UPDATE collections SET label = :label"), {
+            "label": '{"none": ["Bibliotheque_nationale_de_France_departement_des_manuscrits_occidentaux"]}'})
+    engine.dispose()
+    app = create_app(config=site.config.replace(model=str(tmp_path / "no-such-model")))
+    with serve_app(app) as base:
+        page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+        problems = _watch(page)
+        page.goto(f"{base}/search?q=dragon")
+        page.wait_for_load_state("networkidle")
+        assert "is not available" in page.inner_text(".notice--warning")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "horizontal scroll"
+        toggle = page.locator("#filters-toggle")
+        assert toggle.is_visible() and toggle.get_attribute("aria-expanded") == "false"
+        assert not page.locator("#results-sidebar").is_visible()
+        first_card = page.locator(".result-card").first.bounding_box()
+        assert first_card["y"] < 1000, first_card  # the results come first, not after the filters
+        toggle.click()
+        assert toggle.get_attribute("aria-expanded") == "true"
+        sidebar = page.locator("#results-sidebar")
+        assert sidebar.is_visible()
+        assert sidebar.bounding_box()["y"] < page.locator(".result-card").first.bounding_box()["y"]
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "horizontal scroll with the filters open"
+        _shot(page, "12-results-narrow-filters-open")
+        # Wide, the filters are simply there, with no button.
+        wide = browser.new_page(viewport={"width": 1280, "height": 900})
+        wide.goto(f"{base}/search?q=dragon")
+        assert wide.locator("#results-sidebar").is_visible() and not wide.locator("#filters-toggle").is_visible()
+        assert not problems, problems
+
+
+@pytest.fixture(scope="module")
+def published_corpus(tmp_path_factory, trained_clip_dir, module_db_url):
+    """The corpus's 31 big scans published by `msearch publish` (level 0, as a museum would),
+    harvested, embedded and indexed; the app serves them on a port fixed beforehand."""
+    from click.testing import CliRunner
+
+    from manuscripts_search.cli import cli
+    from tests.helpers.corpus import CORPUS_IMAGES
+    from tests.helpers.image_servers import free_port
+
+    port = free_port()
+    env = {"MSEARCH_DATA_DIR": str(tmp_path_factory.mktemp("published") / "data"), "MSEARCH_DB": module_db_url,
+           "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_DEVICE": "cpu", "MSEARCH_ALLOW_HOSTS": "127.0.0.1"}
+    runner = CliRunner()
+    for command in (["publish", str(CORPUS_IMAGES), "--base-url", f"http://127.0.0.1:{port}", "--no-progress"],
+                    ["embed", "--no-progress"], ["index"]):
+        result = runner.invoke(cli, command, env=env, catch_exceptions=False)
+        assert result.exit_code == 0, (command, result.output)
+    return port, env
+
+
+def _image_bytes(page, url: str) -> tuple[int, int, float]:
+    """Go to ``url``; (bytes of image responses, how many images, seconds until the network settled)."""
+    import time
+
+    responses = []
+    page.on("response", lambda response: responses.append(response)
+            if response.request.resource_type == "image" else None)
+    started = time.monotonic()
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    settled = time.monotonic() - started
+    # A response served from the memory cache reports a negative body size: nothing transferred.
+    weight = sum(max(0, r.request.sizes()["responseBodySize"]) for r in responses)
+    return weight, len({r.url for r in responses}), settled
+
+
+@pytest.mark.browser
+def test_results_over_published_level0_images_stay_light(published_corpus, browser):
+    """Issue 16, point 1: cards over level-0 images load a size the info.json lists, never the
+    full image: a page of 24 cards within 3 MB of images (it was 52 MB), the manifest page of
+    31 canvases too (it was 70 MB)."""
+    import re
+    import time
+    from threading import Thread
+
+    from werkzeug.serving import make_server
+
+    from manuscripts_search.config import load_config
+    from web.database import dispose_engine
+
+    port, env = published_corpus
+    app = create_app(config=load_config(env))
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems = _watch(page)
+        page.goto(f"{base}/manifests")
+        manifest_path = re.search(r'href="(/manifests/\d+)"', page.content()).group(1)
+        first_canvas = re.search(r'href="/canvas/(\d+)', page.goto(base + manifest_path).text()).group(1)
+        budget = 3 * 1024 * 1024
+        weight, count, settled = _image_bytes(page, f"{base}/search?like={first_canvas}")
+        cards = page.locator(".results-grid .result-card").count()
+        print(f"\n/search?like={first_canvas}: {cards} cards, {count} images, {weight / 1e6:.2f} MB, "
+              f"settled in {settled:.2f} s")
+        assert cards == 24 and count >= 24
+        assert weight <= budget, f"{weight / 1e6:.1f} MB of images for {cards} cards"
+        _shot(page, "13-results-published-level0")
+        manifest_page = browser.new_page(viewport={"width": 1280, "height": 900})
+        weight, count, settled = _image_bytes(manifest_page, base + manifest_path)
+        print(f"{manifest_path}: {count} images, {weight / 1e6:.2f} MB, settled in {settled:.2f} s")
+        assert count >= 24 and weight <= budget, f"{weight / 1e6:.1f} MB of images on the manifest page"
+
+        # Issue 16, point 4: an image search (a big scan uploaded through the form) has its image
+        # shown, a pager to the other 7 of 31 canvases, filters that keep the image, and exports.
+        from tests.helpers.corpus import CORPUS_IMAGES
+
+        search = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems += _watch(search)
+        search.goto(f"{base}/")
+        search.click("#image-query summary")
+        search.set_input_files("#image", str(CORPUS_IMAGES / "ms_bnf_fr-24428_bestiary_129_miniature.jpg"))
+        responses = []
+        search.on("response", lambda r: responses.append(r) if r.request.resource_type == "image" else None)
+        started = time.monotonic()
+        search.click("#search-form button[type=submit]")
+        search.wait_for_selector(".results-grid .result-card")
+        search.wait_for_load_state("networkidle")
+        settled = time.monotonic() - started
+        weight = sum(max(0, r.request.sizes()["responseBodySize"]) for r in responses)
+        print(f"image search: {search.locator('.result-card').count()} cards, {weight / 1e6:.2f} MB, "
+              f"settled in {settled:.2f} s")
+        assert weight <= budget, f"{weight / 1e6:.1f} MB of images on the image search page"
+        assert re.search(r"/search\?(.*&)?image=[0-9a-f]{64}", search.url), search.url
+        assert "for your image" in search.inner_text("h1")
+        assert search.evaluate("document.querySelector('.query-image img').naturalWidth") > 0
+        assert "metadata and transcriptions" not in search.inner_text("main")
+        assert search.locator(".result-card").count() == 24
+        mirador = search.get_by_role("link", name="Open in Mirador").get_attribute("href")
+        assert "image%3D" in mirador or "image=" in mirador, mirador
+        _shot(search, "14-image-search-published")
+        search.click('a[rel="next"]')
+        search.wait_for_selector(".results-grid .result-card")
+        assert search.locator(".result-card").count() == 7 and "page=2" in search.url
+        search.click('a[rel="prev"]')
+        search.wait_for_selector(".results-grid .result-card")
+        search.select_option("#f-transcription", "false")
+        search.click(".filter-form button[type=submit]")
+        search.wait_for_selector(".active-filters")
+        assert "image=" in search.url and "has_transcription=false" in search.url
+        assert "for your image" in search.inner_text("h1") and search.locator(".result-card").count() == 24
+        assert not problems, problems
+    finally:
+        server.shutdown()
+        server.server_close()
+        dispose_engine(app)

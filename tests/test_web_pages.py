@@ -138,10 +138,91 @@ def test_image_upload_finds_the_same_picture(client, shapes_site):
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["hits"][0]["canvas_id"] == shapes_site.canvas_ids["blue_triangle"]
     page = client.post("/search", data={"image": (io.BytesIO(_png("green", "square")), "g.png")},
-                       content_type="multipart/form-data")
+                       content_type="multipart/form-data", follow_redirects=True)
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "for your image" in html
     assert re.findall(r'href="/canvas/(\d+)', html)[0] == str(shapes_site.canvas_ids["green_square"])
+
+
+def _handle(response) -> str:
+    match = re.fullmatch(r"/search\?(.*&)?image=([0-9a-f]{64})(&.*)?", response.headers.get("Location", ""))
+    assert response.status_code == 303 and match, (response.status_code, response.headers.get("Location"))
+    return match.group(2)
+
+
+def test_image_search_is_a_url_with_pages_filters_export_and_its_image(client, shapes_site):
+    """Issue 16, point 4: the posted image is kept under a handle and the browser sent on to
+    GET /search?image=<handle>; pages, filters, the export and Mirador all carry it, the image
+    is shown, and the notice does not speak of metadata on an image search."""
+    posted = client.post("/search", data={"image": (io.BytesIO(_png("blue", "triangle")), "q.png"), "k": "2"},
+                         content_type="multipart/form-data")
+    handle = _handle(posted)
+    assert "k=2" in posted.headers["Location"]
+    first = client.get(posted.headers["Location"])
+    html = first.get_data(as_text=True)
+    assert first.status_code == 200 and "for your image" in html
+    assert re.findall(r'href="/canvas/(\d+)', html)[0] == str(shapes_site.canvas_ids["blue_triangle"])
+    assert f'<img src="/query-images/{handle}.jpg" alt="The image you searched with">' in html
+    assert "metadata and transcriptions only" not in html
+    # The pager: page 2 holds other canvases (4 canvases, 2 a page: none unreachable).
+    next_link = re.search(r'<a rel="next" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert f"image={handle}" in next_link and "page=2" in next_link
+    second = client.get(next_link).get_data(as_text=True)
+    seen = set(re.findall(r'class="result-link" href="/canvas/(\d+)', html))
+    assert seen and seen.isdisjoint(re.findall(r'class="result-link" href="/canvas/(\d+)', second))
+    # "Apply" on the filters keeps the image; so do the export and Mirador links.
+    assert f'<input type="hidden" name="image" value="{handle}">' in html
+    filtered = client.get(f"/search?image={handle}&k=2&has_transcription=true").get_data(as_text=True)
+    assert "for your image" in filtered and "has transcription: true" in filtered
+    export = re.search(r'href="(/iiif/export/manifest\?[^"]+)"', html).group(1).replace("&amp;", "&")
+    assert f"image={handle}" in export and "Open in Mirador" in html
+    manifest = client.get(export).get_json()
+    assert manifest["label"] == {"en": ["Canvases like the query image"]}
+    assert len(manifest["items"]) == 4  # every canvas, ranked by the image (the export drops k)
+    # The image itself, as the app re-encoded it: a JPEG, never the upload's bytes.
+    shown = client.get(f"/query-images/{handle}.jpg")
+    assert shown.status_code == 200 and shown.mimetype == "image/jpeg" and shown.data.startswith(b"\xff\xd8")
+    assert shown.headers["X-Content-Type-Options"] == "nosniff"
+    # The API's POST gives the handle and links that repeat the search.
+    api = client.post("/api/search", data={"image": (io.BytesIO(_png("blue", "triangle")), "q.png"), "k": "2"},
+                      content_type="multipart/form-data").get_json()
+    assert api["query_image"]["handle"] == handle and f"image={handle}" in api["links"]["next"]
+    assert client.get(api["links"]["next"]).get_json()["page"] == 2
+
+
+def test_query_image_handles_are_bounded_expire_and_refuse_hostile_input(make_app, site, tmp_path):
+    """Handles are 64 hex digits or a 400 (no path reaches the disk otherwise); an upload that
+    hides HTML after its image is kept as a clean JPEG; a handle unused for longer than
+    QUERY_IMAGE_KEEP_SECONDS is gone (410, saying what to do); beyond QUERY_IMAGE_STORE_MAX
+    images, the least recently used go first."""
+    import os
+    import time
+
+    app = make_app(site.config, QUERY_IMAGE_STORE_MAX=3, QUERY_IMAGE_KEEP_SECONDS=600)
+    client = app.test_client()
+    for bad in ("../../msearch.sqlite3", "..%2f..%2fmsearch", "g" * 64, "0" * 63, "0" * 64 + "/x"):
+        response = client.get(f"/query-images/{bad}.jpg")
+        assert response.status_code in (400, 404), (bad, response.status_code)
+        assert client.get("/search", query_string={"image": bad}).status_code == 400
+    hostile = _png("red", "circle") + b"<html><script>alert(1)</script></html>"
+    handles = []
+    for number, (colour, shape) in enumerate([("red", "circle"), ("blue", "triangle"), ("green", "square"),
+                                              ("yellow", "square")]):
+        data = hostile if number == 0 else _png(colour, shape)
+        handles.append(_handle(client.post("/search", data={"image": (io.BytesIO(data), "q.png")},
+                                           content_type="multipart/form-data")))
+        time.sleep(0.02)
+    folder = site.config.data_dir / "query-images"
+    kept = sorted(path.name for path in folder.iterdir())
+    assert len(kept) == 3 and f"{handles[0]}.jpg" not in kept  # the least recently used went first
+    for path in folder.iterdir():
+        assert path.read_bytes().startswith(b"\xff\xd8") and b"<script" not in path.read_bytes()
+    gone = client.get(f"/search?image={handles[0]}")
+    assert gone.status_code == 410 and "search with the image again" in gone.get_data(as_text=True)
+    old = folder / f"{handles[1]}.jpg"
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert client.get(f"/search?image={handles[1]}").status_code == 410
+    assert client.get(f"/search?image={handles[3]}").status_code == 200
 
 
 def test_image_by_url_is_fetched_from_a_real_server(app, shapes_site, iiif_server):

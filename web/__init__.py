@@ -30,6 +30,8 @@ DEFAULT_SETTINGS = {
     "QUERY_IMAGE_MAX_BYTES": 16 * 1024 * 1024,
     "QUERY_IMAGE_MAX_PIXELS": MAX_QUERY_IMAGE_PIXELS,
     "QUERY_IMAGE_ALLOW_PRIVATE_URLS": False,  # let image_url reach private addresses (tests, intranets)
+    "QUERY_IMAGE_KEEP_SECONDS": 24 * 3600,  # an image search's handle lasts this long after its last use
+    "QUERY_IMAGE_STORE_MAX": 500,  # query images kept at most (least recently used go first)
 }
 
 
@@ -47,12 +49,15 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
     - ``ADMIN_TOKEN``: the admin token (default: the MSEARCH_ADMIN_TOKEN environment variable);
     - ``MIRADOR_DIR``, ``UV_DIR``, ``CLOVER_DIR``: the directories served under /vendor/mirador/,
       /vendor/universalviewer/ and /vendor/clover/ (default: their npm builds in web/node_modules);
-    - the limits above (``MAX_CONTENT_LENGTH``, ``QUERY_IMAGE_*``, ``CONTENT_SEARCH_*``, ``EXPORT_*``).
+    - the limits above (``MAX_CONTENT_LENGTH``, ``QUERY_IMAGE_*``, ``CONTENT_SEARCH_*``, ``EXPORT_*``);
+      ``QUERY_IMAGE_KEEP_SECONDS`` and ``QUERY_IMAGE_STORE_MAX`` bound the query images kept so
+      that an image search has pages and exports (:mod:`web.query_image_store`).
 
     The database is not migrated here; ``msearch serve`` and the tests do that first.
     Raises ConfigError when no config is given and the environment holds a bad setting.
     """
-    from . import admin, api, auth, browse, database, errors, iiif, openapi, published, resources, search, vendor, viewer
+    from . import (admin, api, auth, browse, database, errors, iiif, openapi, published, resources, search,
+                   thumbnails, vendor, viewer)
     from .canvas_info import http_url
     from .sanitise import iiif_html
 
@@ -78,7 +83,7 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
     ratelimit.init_app(app)
     app.register_blueprint(health.bp)  # GET /healthz
     auth.init_app(app)
-    for module in (search, viewer, browse, admin, api, openapi, iiif, vendor, published):
+    for module in (search, viewer, browse, admin, api, openapi, iiif, vendor, published, thumbnails):
         app.register_blueprint(module.bp)
     app.add_template_filter(http_url, "http_url")
     app.add_template_filter(iiif_html, "iiif_html")

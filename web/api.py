@@ -15,12 +15,14 @@ from .admin_actions import add_source, delete_manifest, delete_source, load_job,
 from .canvas_info import canvas_summary, load_canvas, manifest_json_url, parse_xywh
 from .database import get_session
 from .duplicates import find_duplicates
-from .engine import describe_setup, execute, prepare_search
+from .engine import describe_setup, execute, image_model_missing, prepare_search
 from .errors import AppError
 from .facet_views import facet_labels
 from .harvest_jobs import list_jobs
 from .hit_views import hit_views
 from .query_image import read_query_image
+from .query_image_store import keep_query_image
+from .thumbnails import canvas_thumbnails
 from .region_images import region_image
 from .resources import saved_indexes
 from .search_params import parse_search
@@ -30,12 +32,14 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 def _search_response(parsed, image=None):
     session = get_session()
-    setup = prepare_search(session, text=bool(parsed.text), visual=bool(parsed.text) or image is not None,
-                           image_space_needed=bool(parsed.like_canvas_id or parsed.like_region_id))
+    search_request = parsed.to_request(image)
+    image = search_request.image
+    setup = prepare_search(session, text=bool(parsed.text), visual=parsed.reads_with_model or image is not None,
+                           image_space_needed=bool(parsed.like_canvas_id or parsed.like_region_id),
+                           image=image is not None)
     if image is not None and setup.context.encoder is None:
-        raise AppError("Searching by image needs the image model, which is not available: "
-                       + " ".join(setup.notices), 503)
-    page = execute(setup, parsed.to_request(image))
+        raise AppError(image_model_missing(setup), 503)
+    page = execute(setup, search_request)
     body = {"query": parsed.text, "k": parsed.k, "page": parsed.page, "group": page.group,
             "grouped_automatically": page.grouped_automatically,
             "total": page.total, "total_exact": page.total_exact, "manuscripts": page.manuscripts,
@@ -51,7 +55,10 @@ def _search_response(parsed, image=None):
             data = group.as_dict()
             data["canvases"] = [view.as_dict() for view in hit_views(session, group.canvases, parsed.text)]
             body["groups"].append(data)
-    if image is None:
+    if parsed.image_handle:
+        body["query_image"] = {"handle": parsed.image_handle,
+                               "url": url_for("search.query_image", handle=parsed.image_handle, _external=True)}
+    if image is None or parsed.image_handle:  # a query that a URL can repeat
         query_string = parsed.query_string()
         body["links"] = {
             "html": url_for("search.results") + "?" + parsed.query_string(group=parsed.group),
@@ -76,15 +83,18 @@ def search_with_image():
     parsed = parse_search(form, current_app.config["API_DEFAULT_K"], current_app.config["SEARCH_MAX_K"],
                           require_query=False)
     image = read_query_image(request.files, form)
-    if image is None and not parsed.text and not parsed.like_canvas_id:
+    if image is None and not parsed.text and not parsed.like_canvas_id and not parsed.image_handle:
         raise AppError("Give an image (field image or image_url) or a query (q).", 400)
+    if image is not None:  # kept, so that the next page and the exports can name it
+        parsed.image_handle = keep_query_image(image)
     return _search_response(parsed, image)
 
 
 @bp.get("/canvas/<int:canvas_id>")
 def canvas(canvas_id: int):
-    canvas_row = load_canvas(get_session(), canvas_id)
-    summary = canvas_summary(canvas_row)
+    session = get_session()
+    canvas_row = load_canvas(session, canvas_id)
+    summary = canvas_summary(canvas_row, canvas_thumbnails(session, [canvas_row])[canvas_row.id])
     summary["viewer_url"] = url_for("viewer.canvas", canvas_id=canvas_id)
     manifest_ref = manifest_json_url(canvas_row.manifest) or canvas_row.manifest.iiif_id
     summary["content_state"] = content_state_parameter(canvas_content_state(canvas_row.iiif_id, manifest_ref))

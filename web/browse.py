@@ -49,15 +49,16 @@ def manifest(manifest_id: int):
     session = get_session()
     row = catalogue.load_manifest(session, manifest_id)
     canvases = catalogue.manifest_canvases(session, row)
-    from manuscripts_search.search.engine import thumbnail_url
+    from .thumbnails import canvas_thumbnails
 
+    thumbnails = canvas_thumbnails(session, canvases, 200)
     republished = url_for("iiif.manifest", manifest_id=row.id, _external=True)
     return render_template(
         "manifest.html", manifest=row, detail=catalogue.manifest_detail(session, row),
         label=first_value(row.label), summary=language_values(row.summary), metadata=metadata_rows(row.metadata_entries),
         required_statement=statement_row(row.required_statement), rights=http_url(row.rights),
         rights_name=rights_label(row.rights),
-        canvases=[(c, first_value(c.label), http_url(thumbnail_url(c, 200))) for c in canvases],
+        canvases=[(c, first_value(c.label), thumbnails[c.id]) for c in canvases],
         republished_manifest=republished, mirador_url=url_for("vendor.mirador_page", manifest=republished),
         search2_url=url_for("iiif.content_search", version=2, kind="manifest", key=row.id))
 

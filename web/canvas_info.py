@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from manuscripts_search.iiif.language import first_value
 from manuscripts_search.models import Canvas, Manifest
-from manuscripts_search.search.engine import thumbnail_url
 
 from .errors import AppError
 
@@ -154,8 +153,9 @@ def neighbour_ids(session: Session, canvas: Canvas) -> tuple[Optional[int], Opti
     return previous_id, next_id
 
 
-def canvas_summary(canvas: Canvas) -> dict:
-    """The canvas as plain JSON-able data (labels as published: escaping is the renderer's job)."""
+def canvas_summary(canvas: Canvas, thumbnail: Optional[str] = None) -> dict:
+    """The canvas as plain JSON-able data (labels as published: escaping is the renderer's job);
+    ``thumbnail``: its URL, as :func:`web.thumbnails.canvas_thumbnails` chose it."""
     manifest = canvas.manifest
     return {
         "id": canvas.id,
@@ -172,7 +172,7 @@ def canvas_summary(canvas: Canvas) -> dict:
             "info_json": info_json_url(canvas),
             "image_url": canvas.image_url,
             "target_xywh": canvas.target_xywh,
-            "thumbnail": http_url(thumbnail_url(canvas)),
+            "thumbnail": thumbnail,
         },
         "manifest": {
             "id": manifest.id,

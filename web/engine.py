@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # What a scholar reads; the reason itself (an exception's text) goes to the log and the admin page.
 NO_MODEL_NOTICE = ("The image model {model} is not available, so results come from metadata and "
                    "transcriptions only.")
+# On a search by image, metadata and transcriptions have nothing to match: say what is compared.
+FALLBACK_IMAGE_NOTICE = ("The image model {model} is not available, so your image is compared by simple "
+                         "colour and texture features only.")
+NO_IMAGE_MODEL_MESSAGE = "Searching by image needs the image model {model}, which is not available right now."
 
 
 @dataclass
@@ -42,23 +46,25 @@ class SearchSetup:
         return self.context.index is not None
 
 
-def prepare_search(session: Session, *, text: bool, visual: bool, image_space_needed: bool = False) -> SearchSetup:
+def prepare_search(session: Session, *, text: bool, visual: bool, image_space_needed: bool = False,
+                   image: bool = False) -> SearchSetup:
     """The encoders and indexes available for a query: ``visual`` when it needs the image
     side (text through the model, an image), ``text`` for full-text and semantic search,
-    ``image_space_needed`` when only stored vectors are compared ("more like this").
+    ``image_space_needed`` when only stored vectors are compared ("more like this"), ``image``
+    when the query is an image (the notices then say what that image is compared by).
 
     Never raises for a missing model or index: what is missing becomes a notice.
     """
     app = current_app._get_current_object()
     setup = SearchSetup(SearchContext(session, score_floors=dict(app.config["MSEARCH_CONFIG"].score_floors)))
     if visual or image_space_needed:
-        _add_visual(app, setup, load_model=visual)
+        _add_visual(app, setup, load_model=visual, image=image)
     if text:
         _add_semantic(app, setup)
     return setup
 
 
-def _add_visual(app, setup: SearchSetup, load_model: bool) -> None:
+def _add_visual(app, setup: SearchSetup, load_model: bool, image: bool = False) -> None:
     if not has_any_index(app):
         setup.notices.append(NO_INDEX_MESSAGE)
         return
@@ -67,9 +73,12 @@ def _add_visual(app, setup: SearchSetup, load_model: bool) -> None:
         try:
             encoder = get_encoder(app)
         except AppError:
-            setup.notices.append(NO_MODEL_NOTICE.format(model=_model_name(app)))
+            if not image:  # an image query without a model is refused with its own message
+                setup.notices.append(NO_MODEL_NOTICE.format(model=_model_name(app)))
         reason = encoder_fallback_reason(app)
-        if reason:
+        if reason and image:
+            setup.notices.append(FALLBACK_IMAGE_NOTICE.format(model=_model_name(app)))
+        elif reason:
             setup.notices.append(NO_MODEL_NOTICE.format(model=_model_name(app)) + " Searching by image "
                                  "uses simple colour and texture features.")
         elif encoder is not None and not encoder.supports_text:
@@ -110,6 +119,14 @@ def _add_semantic(app, setup: SearchSetup) -> None:
         log.warning("semantic text search unavailable: %s", error)
         return
     setup.context.text_index, setup.context.text_encoder = index, encoder
+
+
+def image_model_missing(setup: SearchSetup) -> str:
+    """The 503 message of an image search that no encoder can read."""
+    model = _model_name(current_app._get_current_object())
+    about_model = (NO_MODEL_NOTICE.format(model=model), FALLBACK_IMAGE_NOTICE.format(model=model))
+    reasons = [notice for notice in setup.notices if notice not in about_model]  # e.g. no index for its space
+    return " ".join([NO_IMAGE_MODEL_MESSAGE.format(model=model), *reasons])
 
 
 def has_text_documents(session: Session) -> bool:

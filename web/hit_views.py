@@ -1,7 +1,7 @@
 """Search hits as the pages and the API show them: the engine's hit plus links (viewer, IIIF
-Content State share link), the boxes of its region matches as percentages of the thumbnail, a
-cropped thumbnail of the best region, the holding institution, and "more like this" only for
-pages that have an image vector to compare."""
+Content State share link), the thumbnail (the engine's, else one cut from the stored derivative),
+the boxes of its region matches as percentages of it, a cropped thumbnail of the best region, the
+holding institution, and "more like this" only for pages that have an image vector to compare."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ from manuscripts_search.models import Canvas, Embedding, Manifest
 from manuscripts_search.search.engine import ResultHit
 
 from .canvas_info import http_url, manifest_json_url, region_thumbnail_url
+from .thumbnails import stored_thumbnail_url
 from .sanitise import language_values
 
 MAX_BOXES = 6
@@ -31,6 +32,7 @@ class HitView:
     share_url: str
     content_state: str
     region_thumbnail: Optional[str]
+    thumbnail: Optional[str] = None  # what the card shows (never a full-size image)
     boxes: list[dict] = field(default_factory=list)
     similar_url: Optional[str] = None  # "more like this"; None: the page has no image vector
 
@@ -45,7 +47,7 @@ class HitView:
         data.update({"institution": self.institution, "viewer_url": self.viewer_url, "share_url": self.share_url,
                      "content_state": self.content_state, "region_thumbnail": self.region_thumbnail,
                      "canvas_width": self.canvas_width, "canvas_height": self.canvas_height,
-                     "similar_url": self.similar_url})
+                     "similar_url": self.similar_url, "thumbnail": self.thumbnail})
         return data
 
 
@@ -93,7 +95,8 @@ def _view(hit: ResultHit, canvas: Canvas, manifest: Manifest, query: Optional[st
             institution = values[0]
             break
     return HitView(hit, canvas.width, canvas.height, institution, viewer_url, share_url, state,
-                   http_url(region_thumbnail_url(canvas, hit.xywh)), boxes)
+                   http_url(region_thumbnail_url(canvas, hit.xywh)),
+                   http_url(hit.thumbnail) or stored_thumbnail_url(canvas), boxes)
 
 
 def _percent_box(xywh: str, width: int, height: int) -> Optional[dict]:

@@ -222,16 +222,19 @@ def manifest(manifest_id: int):
 def _export_hits():
     parsed = parse_search(request.args, current_app.config["EXPORT_DEFAULT_K"], current_app.config["EXPORT_MAX_K"])
     session = get_session()
-    setup = prepare_search(session, text=bool(parsed.text), visual=bool(parsed.text),
-                           image_space_needed=bool(parsed.like_canvas_id or parsed.like_region_id))
+    setup = prepare_search(session, text=bool(parsed.text), visual=parsed.reads_with_model,
+                           image_space_needed=bool(parsed.like_canvas_id or parsed.like_region_id),
+                           image=bool(parsed.image_handle))
     parsed.group = "canvas"
-    page = execute(setup, parsed.to_request())
+    page = execute(setup, parsed.to_request())  # the kept query image, when it names one
     return parsed, page.hits
 
 
 def _result_label(parsed) -> dict:
     if parsed.text:
         return {"en": [f"Search results for “{parsed.text}”"]}
+    if parsed.image_handle:
+        return {"en": ["Canvases like the query image"]}
     return {"en": [f"Canvases like canvas {parsed.like_canvas_id or parsed.like_region_id}"]}
 
 

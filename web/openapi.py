@@ -29,6 +29,9 @@ _SEARCH_PARAMETERS = [
                      "floors; see floors in the response).", {"type": "string", "enum": ["0", "1"]}),
     _param("like", "More like this canvas (database id).", {"type": "integer", "minimum": 1}),
     _param("like_region", "More like this region (database id).", {"type": "integer", "minimum": 1}),
+    _param("image", "Like a query image posted before: the handle its POST answered (query_image.handle), "
+           "kept QUERY_IMAGE_KEEP_SECONDS after its last use; 410 once expired.",
+           {"type": "string", "pattern": "^[0-9a-f]{64}$"}),
     _param("signal", "Use only these rankings (repeatable).",
            {"type": "string", "enum": list(signal_names())}),
     _param("collection", "Filter: collection id or IIIF id (repeatable).", {"type": "string"}),
@@ -161,7 +164,10 @@ def openapi_document() -> dict:
                                                                       "facet keys (database ids)"},
                     "notices": {"type": "array", "items": {"type": "string"}},
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
-                    "groups": {"type": "array"}, "links": {"type": "object"}}},
+                    "groups": {"type": "array"}, "links": {"type": "object"},
+                    "query_image": {"type": "object", "description": "An image search's kept image: its handle "
+                                    "(for image=) and URL", "properties": {
+                                        "handle": {"type": "string"}, "url": {"type": "string"}}}}},
             },
         },
     }

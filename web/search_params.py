@@ -15,6 +15,7 @@ from manuscripts_search.search.filters import FilterError, SearchFilters, parse_
 from manuscripts_search.search.engine import SIGNALS, SearchRequest
 
 from .errors import AppError
+from .query_image_store import valid_handle
 
 MAX_QUERY_CHARS = 1000
 MAX_PAGE = 10_000
@@ -41,8 +42,19 @@ class ParsedSearch:
     filter_args: list[tuple[str, str]] = field(default_factory=list)
     weaker: bool = False  # show hits below the score floors too
     default_group: str = "auto"  # left out of links when it is the group
+    image_handle: Optional[str] = None  # a kept query image (see query_image_store)
+
+    @property
+    def reads_with_model(self) -> bool:
+        """Whether the query goes through the image model (words, or a kept query image)."""
+        return bool(self.text or self.image_handle)
 
     def to_request(self, image: Any = None) -> SearchRequest:
+        """The engine's request; ``image`` (a PIL image) defaults to the kept query image."""
+        if image is None and self.image_handle:
+            from .query_image_store import load_query_image
+
+            image = load_query_image(self.image_handle)
         return SearchRequest(text=self.text or None, image=image, like_canvas_id=self.like_canvas_id,
                              like_region_id=self.like_region_id, filters=self.filters, group=self.group,
                              offset=(self.page - 1) * self.k, limit=self.k, signals=self.signals,
@@ -54,7 +66,7 @@ class ParsedSearch:
         base: dict[str, Any] = {"q": self.text, "k": self.k, "page": self.page if self.page > 1 else None,
                                 "group": self.group if self.group != self.default_group else None,
                                 "like": self.like_canvas_id, "like_region": self.like_region_id,
-                                "weaker": "1" if self.weaker else None}
+                                "image": self.image_handle, "weaker": "1" if self.weaker else None}
         base.update(changes)
         pairs = [(name, str(value)) for name, value in base.items() if value not in (None, "")]
         pairs += [(name, value) for name, value in self.filter_args if name not in changes]
@@ -74,14 +86,19 @@ def parse_search(args: MultiDict, default_k: int, max_k: int, require_query: boo
                  default_group: str = "canvas") -> ParsedSearch:
     """Validate a search's parameters: ``q``, ``k`` (page size), ``page``, ``group`` (canvas,
     manifest or auto; the pages default to auto, the API to canvas so that its answers keep one
-    shape unless asked), ``like``, ``like_region``, ``signal``, ``weaker`` and the filters. ``require_query``: an empty ``q`` (with no
-    ``like``) is a 400, as when there is no image either."""
+    shape unless asked), ``like``, ``like_region``, ``image`` (a kept query image's handle),
+    ``signal``, ``weaker`` and the filters. ``require_query``: an empty ``q`` (with no ``like`` or
+    ``image``) is a 400."""
     text = (args.get("q") or "").strip()
     if len(text) > MAX_QUERY_CHARS:
         raise AppError(f"The query is too long ({len(text)} characters; at most {MAX_QUERY_CHARS}).", 400)
     like_canvas = _positive_int(args, "like", "like must be a canvas id (a whole number above 0)")
     like_region = _positive_int(args, "like_region", "like_region must be a region id (a whole number above 0)")
-    if require_query and not text and not like_canvas and not like_region:
+    image_handle = (args.get("image") or "").strip().lower() or None
+    if image_handle is not None and not valid_handle(image_handle):
+        raise AppError(f"image must be the handle of a query image (64 hexadecimal digits), "
+                       f"got {image_handle[:20]!r}.", 400)
+    if require_query and not text and not like_canvas and not like_region and not image_handle:
         raise AppError("The query is empty: type a few words describing what you are looking for.", 400)
     k = _bounded_int(args, "k", default_k, 1, max_k, f"k must be a whole number from 1 to {max_k}")
     page = _bounded_int(args, "page", 1, 1, MAX_PAGE, f"page must be a whole number from 1 to {MAX_PAGE}")
@@ -107,7 +124,7 @@ def parse_search(args: MultiDict, default_k: int, max_k: int, require_query: boo
     except FilterError as error:
         raise AppError(str(error)[0].upper() + str(error)[1:], 400) from None
     return ParsedSearch(text or None, k, page, group, filters, like_canvas, like_region, signals, filter_args,
-                        weaker=weaker_raw in ("1", "true", "yes"), default_group=default_group)
+                        image_handle=image_handle, weaker=weaker_raw in ("1", "true", "yes"), default_group=default_group)
 
 
 def _bounded_int(args: MultiDict, name: str, default: int, low: int, high: int, message: str) -> int:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 from manuscripts_search.iiif.image_services import first_image_service
-from manuscripts_search.iiif.jsonld import as_list, describe_type, local_name, local_types, node_id, resolve
+from manuscripts_search.iiif.jsonld import (as_list, describe_type, link_ids, local_name, local_types, node_id,
+                                            resolve)
 from manuscripts_search.iiif.language import to_language_map
 from manuscripts_search.iiif.model import PaintedImage, ParsedCanvas
 from manuscripts_search.iiif.parsing import ParseWarnings, positive_int
@@ -203,7 +204,16 @@ def _read_canvas(
         width=width,
         height=height,
         images=images,
+        thumbnail=_thumbnail(canvas, base),
     )
+
+
+def _thumbnail(canvas: dict, base: Optional[str]) -> Optional[str]:
+    """The first http(s) URL of the canvas's ``thumbnail`` (a string, an object or a list)."""
+    for url in link_ids(canvas.get("thumbnail"), base):
+        if url.startswith(("http://", "https://")) and len(url) <= 2000:
+            return url
+    return None
 
 
 def _is_placeholder(obj: Any) -> bool:

@@ -45,6 +45,7 @@ class ParsedCanvas:
     width: Optional[int] = None  # None when missing or not a positive integer
     height: Optional[int] = None
     images: list[PaintedImage] = field(default_factory=list)
+    thumbnail: Optional[str] = None  # the canvas's own ``thumbnail`` image URL, when it gives one
 
     @property
     def paints_image(self) -> bool:

@@ -114,6 +114,7 @@ class Canvas(Base):
     image_width: Mapped[Optional[int]] = mapped_column(Integer)
     image_height: Mapped[Optional[int]] = mapped_column(Integer)
     target_xywh: Mapped[Optional[str]] = mapped_column(String(64))  # where the image sits on the canvas
+    thumbnail: Mapped[Optional[str]] = mapped_column(Text)  # the manifest's thumbnail of this canvas
     # The fetched derivative, in the content-addressed store under the data dir.
     derivative_sha256: Mapped[Optional[str]] = mapped_column(String(64))
     derivative_width: Mapped[Optional[int]] = mapped_column(Integer)

@@ -36,19 +36,7 @@ from ..models import CanvasLabel, Canvas, Category, Manifest
 from .errors import SearchError
 from .signal_registry import BY_NAME, SIGNALS as SIGNAL_TABLE, signal_names
 from .signals import CanvasEvidence, CanvasRanking, RegionMatch
-
-
-def thumbnail_url(canvas: Canvas, long_edge: int = 256) -> Optional[str]:
-    """An image URL a browser can show for ``canvas``: its Image API service at a small size
-    (level 0 services can only serve listed sizes, so they fall back to the direct image)."""
-    from ..iiif.image_requests import image_request_url
-
-    if canvas.service_id and canvas.service_level != 0:
-        # Image API 2.1 level 1 only promises "w,"; "!w,h" needs level 2 (or an unknown level,
-        # where it is by far the most widely supported form).
-        size = f"{long_edge}," if canvas.service_level == 1 else f"!{long_edge},{long_edge}"
-        return image_request_url(canvas.service_id, canvas.service_api_version or 2, size=size)
-    return canvas.image_url
+from .thumbnails import level0_infos, thumbnail_url
 
 
 def load_index(index_dir: Path, space: str) -> VectorIndex:
@@ -309,6 +297,7 @@ def _resolve_canvases(session: Session, window: list, evidence: dict, first_rank
         select(Canvas, Manifest).join(Manifest, Manifest.id == Canvas.manifest_id)
         .where(Canvas.id.in_(canvas_ids)))}
     labels = _canvas_labels(session, canvas_ids, context)
+    infos = level0_infos(session, [canvas for canvas, _ in rows.values()])
     hits = []
     for position, (canvas_id, score, item) in enumerate(window):
         if canvas_id not in rows:
@@ -335,7 +324,7 @@ def _resolve_canvases(session: Session, window: list, evidence: dict, first_rank
             signals={name: c.as_dict() for name, c in item.contributions.items()},
             labels=labels.get(canvas.id, []), service_id=canvas.service_id,
             service_api_version=canvas.service_api_version, image_url=canvas.image_url,
-            thumbnail=thumbnail_url(canvas)))
+            thumbnail=thumbnail_url(canvas, infos=infos)))
     return hits
 
 

@@ -108,6 +108,7 @@ def _canvas_values(parsed_canvas) -> dict:
         "image_width": (image.width or (service.width if service else None)) if image else None,
         "image_height": (image.height or (service.height if service else None)) if image else None,
         "target_xywh": ",".join(str(v) for v in image.target_xywh) if image and image.target_xywh else None,
+        "thumbnail": parsed_canvas.thumbnail,
     }
 
 
