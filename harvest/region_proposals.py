@@ -13,10 +13,12 @@ page itself:
   when its row projection profile shows regular gaps between lines. What is left is dense ink:
   drawings, diagrams, large initials.
 
-Each mask is grouped by morphological closing at two scales (the thing itself, and the thing with
-its neighbours), connected components become boxes, scored by how much of the box is evidence and
-how compact it is, padded a little (a model sees a motif better with some context), de-duplicated
-by overlap and capped. Pure function: image in, boxes in canvas coordinates out. The image is
+Each mask is grouped by morphological closing at three scales (the thing itself, the thing with
+its neighbours, a whole decorated block) with holes filled (a coloured frame and the grisaille or
+gold picture it frames are one), connected components become boxes, two long bars side by side
+are also proposed as one (the two halves of an initial's frame), boxes are scored by how much of
+each is evidence, how solid, compact and large it is, padded a little (a model sees a motif better
+with some context), de-duplicated by overlap and capped. Pure function: image in, boxes in canvas coordinates out. The image is
 analysed at most at ``ANALYSIS_LONG_EDGE`` pixels; harvest passes the canvas derivative.
 """
 from __future__ import annotations
@@ -66,8 +68,9 @@ def propose_regions(image: Image.Image, canvas_size: Optional[tuple[float, float
     masks = ((_colour_mask(rgb, line_height), "colour"),
              (_non_text_ink_mask(rgb, ink, labels, slices, line_height), "ink"))
     for mask, kind in masks:
-        for scale in (0.012, 0.04):
+        for scale in (0.012, 0.04, 0.1):
             candidates += _components(mask, max(2, round(scale * long_edge)), kind)
+    candidates += _pairs(sorted(candidates, key=lambda c: -c[0])[:40], long_edge)
     kept = _suppress_duplicates(sorted(candidates, key=lambda c: -c[0]), limit)
     canvas_w, canvas_h = canvas_size if canvas_size else (width, height)
     proposals = []
@@ -148,7 +151,7 @@ def _colour_mask(rgb: np.ndarray, line_height: float) -> np.ndarray:
     # between words, since a rubric's words are each too short to look like a line.
     side = max(3, round(line_height / 2))  # thicker than a pen stroke
     solid = ndimage.binary_dilation(ndimage.binary_opening(mask, structure=np.ones((side, side), bool)),
-                                    structure=np.ones((3, 3), bool))
+                                    structure=np.ones((side, side), bool))
     labels, count, slices = _line_bands(mask & ~solid, round(2.5 * line_height))
     rubric = np.zeros(count + 1, bool)
     for index, (rows, cols) in enumerate(slices, start=1):
@@ -186,6 +189,7 @@ def _components(mask: np.ndarray, join: int, kind: str) -> list[tuple[float, tup
     """Boxes (x0, y0, x1, y1) of the mask's parts joined across gaps of ``join`` pixels, scored."""
     height, width = mask.shape
     grouped = ndimage.binary_closing(mask, structure=np.ones((join, join), bool), border_value=0) | mask
+    grouped = ndimage.binary_fill_holes(grouped)  # a frame and what it frames (grisaille, gold) are one
     labels, count = ndimage.label(grouped)
     found = []
     min_side = max(4, round(0.012 * max(width, height)))
@@ -194,13 +198,39 @@ def _components(mask: np.ndarray, join: int, kind: str) -> list[tuple[float, tup
         w, h = x1 - x0, y1 - y0
         if max(w, h) < min_side or min(w, h) < 2 or w * h > 0.7 * width * height:
             continue
-        fill = float(mask[y0:y1, x0:x1].mean())
-        if fill < 0.04:
+        evidence = float(mask[y0:y1, x0:x1].mean())
+        if evidence < 0.04:
             continue
+        solid = float((labels[y0:y1, x0:x1] == index).mean())  # a blob fills its box; a scatter does not
         compact = min(w, h) / max(w, h)  # rubric lines are long and thin; pictures are not
-        size = min(1.0, np.sqrt(w * h / (width * height)) / 0.1)
-        score = (0.45 * min(1.0, fill / 0.5) + 0.35 * compact + 0.2 * size) * (1.0 if kind == "colour" else 0.85)
+        size = min(1.0, np.sqrt(w * h / (width * height)) / 0.15)  # a picture is worth more than a speck
+        score = (0.2 * min(1.0, evidence / 0.3) + 0.3 * solid + 0.25 * compact + 0.25 * size) \
+            * (1.0 if kind == "colour" else 0.85)
         found.append((score, (x0, y0, x1, y1)))
+    return found
+
+
+def _pairs(candidates, long_edge: int) -> list[tuple[float, tuple[int, int, int, int]]]:
+    """Unions of two boxes side by side (or one above the other) with a gap between them: the
+    two coloured halves of an initial around a grisaille or gold picture, which no closing
+    joins without joining the whole page."""
+    def bar(box):  # a half of a frame is long and narrow, and large; a whole motif is not
+        w, h = box[2] - box[0], box[3] - box[1]
+        return min(w, h) < 0.6 * max(w, h) and max(w, h) >= 0.12 * long_edge
+
+    found = []
+    candidates = [c for c in candidates if bar(c[1])]
+    for i, (score_a, a) in enumerate(candidates):
+        for score_b, b in candidates[i + 1:]:
+            gap_x = max(a[0], b[0]) - min(a[2], b[2])
+            gap_y = max(a[1], b[1]) - min(a[3], b[3])
+            overlap_y = min(a[3], b[3]) - max(a[1], b[1])
+            overlap_x = min(a[2], b[2]) - max(a[0], b[0])
+            side_by_side = gap_x > 0 and overlap_y >= 0.6 * min(a[3] - a[1], b[3] - b[1])
+            stacked = gap_y > 0 and overlap_x >= 0.6 * min(a[2] - a[0], b[2] - b[0])
+            if (side_by_side and gap_x < 0.2 * long_edge) or (stacked and gap_y < 0.2 * long_edge):
+                union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                found.append((0.95 * (score_a + score_b) / 2, union))
     return found
 
 
