@@ -188,7 +188,7 @@ def _looks_like_text_block(component: np.ndarray, line_height: float) -> bool:
 def _components(mask: np.ndarray, join: int, kind: str) -> list[tuple[float, tuple[int, int, int, int]]]:
     """Boxes (x0, y0, x1, y1) of the mask's parts joined across gaps of ``join`` pixels, scored."""
     height, width = mask.shape
-    grouped = ndimage.binary_closing(mask, structure=np.ones((join, join), bool), border_value=0) | mask
+    grouped = _closing(mask, join) | mask
     grouped = ndimage.binary_fill_holes(grouped)  # a frame and what it frames (grisaille, gold) are one
     labels, count = ndimage.label(grouped)
     found = []
@@ -232,6 +232,14 @@ def _pairs(candidates, long_edge: int) -> list[tuple[float, tuple[int, int, int,
                 union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
                 found.append((0.95 * (score_a + score_b) / 2, union))
     return found
+
+
+def _closing(mask: np.ndarray, side: int) -> np.ndarray:
+    """Binary closing by a ``side`` x ``side`` square, as a row then a column (the same result as
+    the square, many times faster at the largest scale)."""
+    row, column = np.ones((1, side), bool), np.ones((side, 1), bool)
+    grown = ndimage.binary_dilation(ndimage.binary_dilation(mask, row), column)
+    return ndimage.binary_erosion(ndimage.binary_erosion(grown, row), column)
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
