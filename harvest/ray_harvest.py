@@ -53,6 +53,8 @@ class RayHarvestOptions:
     parallel: Optional[int] = None  # tasks at once (None: the cluster's CPUs; always 1 on SQLite)
     task_cpus: float = 1.0  # CPUs each task reserves
     regions: bool = False
+    region_method: str = "grid"  # grid, content or both (regions.REGION_METHODS)
+    region_limit: int = 13  # content regions per canvas at most
     region_levels: tuple[int, ...] = (2, 3)
     region_overlap: float = 0.25
     num_cpus: Optional[int] = None  # CPUs of a local Ray started for the run (None: all)
@@ -269,8 +271,10 @@ def _fetch_regions(config, factory, fetcher, options: RayHarvestOptions, report:
     from .images import InfoCache
     from .regions import RegionGrid, fetch_region_derivatives, plan_regions
 
-    planned = plan_regions(factory, RegionGrid(tuple(options.region_levels), options.region_overlap))
-    regions = fetch_region_derivatives(factory, fetcher, DerivativeStore(config.derivatives_dir),
+    derivatives = DerivativeStore(config.derivatives_dir)
+    planned = plan_regions(factory, RegionGrid(tuple(options.region_levels), options.region_overlap),
+                           method=options.region_method, derivatives=derivatives, limit=options.region_limit)
+    regions = fetch_region_derivatives(factory, fetcher, derivatives,
                                        long_edge=config.image_size, threads=options.threads,
                                        infos=InfoCache(fetcher, factory))
     regions.planned = planned

@@ -1,5 +1,6 @@
 """Region crops for region-level search: a multi-scale grid of overlapping windows per canvas,
-each fetched at model resolution and stored in the derivative store.
+content-aware proposals found in the canvas image (:mod:`.region_proposals`), or both; each
+fetched at model resolution and stored in the derivative store.
 
 Boxes are laid out and stored in **canvas** coordinates (what a viewer highlights); each is
 mapped to image pixels with :func:`canvas_to_image_xywh` (the image may be painted on part of the
@@ -30,6 +31,7 @@ from manuscripts_search.models import Canvas, Region
 
 from .http import Fetcher, FetchError, HostDownError
 from .images import InfoCache, fetch_image, normalise_image
+from .region_proposals import DEFAULT_LIMIT, Proposal, propose_regions
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +106,22 @@ def _canvas_size(canvas: Canvas) -> Optional[tuple[int, int]]:
     return None
 
 
+REGION_METHODS = ("grid", "content", "both")
+
+
 def plan_regions(session_factory: sessionmaker[Session], grid: RegionGrid,
-                 manifest_ids: Optional[Collection[int]] = None) -> int:
-    """Make every image canvas's regions match ``grid`` (added without a derivative; boxes of
-    another grid removed), of ``manifest_ids`` only when given. Returns the number of boxes added."""
+                 manifest_ids: Optional[Collection[int]] = None, method: str = "grid",
+                 derivatives: Optional[DerivativeStore] = None, limit: int = DEFAULT_LIMIT) -> int:
+    """Make every image canvas's regions match ``method`` (added without a derivative; boxes of
+    another grid or method removed), of ``manifest_ids`` only when given: ``grid`` windows,
+    ``content`` proposals (at most ``limit``) found in the canvas's derivative in
+    ``derivatives``, or ``both``. A canvas whose image is not fetched yet keeps its regions for
+    ``content`` and gets the grid alone for ``both``, until a run that has its image. Returns
+    the number of boxes added."""
+    if method not in REGION_METHODS:
+        raise ValueError(f"region method must be one of {', '.join(REGION_METHODS)}, got {method!r}")
+    if method != "grid" and derivatives is None:
+        raise ValueError("content regions need the derivative store of the canvas images")
     added = 0
     query = select(Canvas).where(Canvas.service_id.is_not(None) | Canvas.image_url.is_not(None))
     if manifest_ids is not None:
@@ -118,8 +132,31 @@ def plan_regions(session_factory: sessionmaker[Session], grid: RegionGrid,
             size = _canvas_size(canvas)
             if size is None:
                 continue
-            added += core_store.sync_canvas_regions(session, canvas, grid.boxes(*size))
+            found_by: dict[XYWH, tuple[str, Optional[float]]] = {}
+            if method in ("grid", "both"):
+                found_by.update((box, ("grid", None)) for box in grid.boxes(*size))
+            if method in ("content", "both"):
+                proposals = _content_proposals(canvas, size, derivatives, limit)
+                if proposals is None and method == "content":
+                    continue
+                for proposal in proposals or ():
+                    found_by.setdefault(proposal.box, ("content", proposal.score))
+            added += core_store.sync_canvas_regions(session, canvas, list(found_by), found_by)
     return added
+
+
+def _content_proposals(canvas: Canvas, size: tuple[int, int], derivatives: DerivativeStore,
+                       limit: int) -> Optional[list[Proposal]]:
+    """Proposals from the canvas's derivative image, or None when it has none (or it cannot be read)."""
+    if not canvas.derivative_sha256:
+        return None
+    try:
+        image = derivatives.open_image(canvas.derivative_sha256)
+    except (OSError, ValueError) as exc:
+        log.warning("canvas %s: cannot read its image for region proposals (%s)", canvas.id, exc)
+        return None
+    target = tuple(int(v) for v in canvas.target_xywh.split(",")) if canvas.target_xywh else None
+    return propose_regions(image, canvas_size=size, target_xywh=target, limit=limit)
 
 
 @dataclass(frozen=True)

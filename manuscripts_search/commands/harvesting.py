@@ -31,8 +31,14 @@ def _fetcher_options(command):
                      help="Retries after timeouts, connection errors, 429 and 5xx."),
         click.option("--timeout", type=click.FloatRange(0.1, None), default=None,
                      help="Connect/read timeout in seconds [default: MSEARCH_HTTP_TIMEOUT]."),
-        click.option("--regions/--no-regions", default=False, show_default=True,
-                     help="Also fetch a multi-scale grid of region crops per canvas."),
+        click.option("--regions", type=click.Choice(["grid", "content", "both"]), is_flag=False, flag_value="grid",
+                     default=None, help="Also fetch region crops per canvas: grid (a multi-scale grid of windows; "
+                     "what --regions alone means), content (boxes around what the canvas image shows besides "
+                     "text: miniatures, initials, drawings) or both. A run with another method replaces the "
+                     "regions (and vectors) of the one before."),
+        click.option("--no-regions", is_flag=True, help="No region crops (the default)."),
+        click.option("--region-limit", type=click.IntRange(1, 64), default=13, show_default=True,
+                     help="At most this many content regions per canvas (13: as many as the 2,3 grid)."),
         click.option("--region-grid", default="2,3", show_default=True, callback=_grid_levels,
                      help="Windows per side at each scale, comma-separated (2,3: 2x2 and 3x3)."),
         click.option("--region-overlap", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
@@ -71,10 +77,17 @@ def _make_fetcher(state: CLIState, workers, per_host, rate, retries, timeout, ho
                    network_policy=cfg.network_policy)
 
 
-def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions: bool, grid_levels,
-                  overlap: float, workers: int, progress: bool, manifest_ids=None) -> None:
-    """Fetch canvas images and plan and fetch region crops: for every canvas that lacks them, or
-    for ``manifest_ids``' canvases only (publishing touches only what it publishes)."""
+def _region_method(regions: Optional[str], no_regions: bool) -> Optional[str]:
+    if regions and no_regions:
+        raise click.UsageError("--regions and --no-regions contradict each other: give one")
+    return None if no_regions else regions
+
+
+def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions: Optional[str], grid_levels,
+                  overlap: float, workers: int, progress: bool, manifest_ids=None, region_limit: int = 13) -> None:
+    """Fetch canvas images and plan and fetch region crops (``regions``: the method, None for
+    none): for every canvas that lacks them, or for ``manifest_ids``' canvases only (publishing
+    touches only what it publishes)."""
     from harvest.images import InfoCache, fetch_canvas_derivatives
     from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
 
@@ -89,7 +102,8 @@ def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions:
             factory, fetcher, derivatives, long_edge=cfg.image_size, threads=workers,
             show_progress=progress, infos=infos, manifest_ids=manifest_ids).as_dict()
     if regions:
-        planned = plan_regions(factory, RegionGrid(tuple(grid_levels), overlap), manifest_ids=manifest_ids)
+        planned = plan_regions(factory, RegionGrid(tuple(grid_levels), overlap), manifest_ids=manifest_ids,
+                               method=regions, derivatives=derivatives, limit=region_limit)
         report = fetch_region_derivatives(factory, fetcher, derivatives, long_edge=cfg.image_size,
                                           threads=workers, show_progress=progress, infos=infos,
                                           manifest_ids=manifest_ids)
@@ -196,8 +210,8 @@ def _failure_lines(result: dict) -> list[str]:
 @_fetcher_options
 @pass_state
 def harvest(state: CLIState, sources, change_streams, images, annotations, max_documents, host_down_after, engine,
-            address, ray_cpus, workers, per_host, rate, retries, timeout, regions, region_grid, region_overlap,
-            progress, as_json):
+            address, ray_cpus, workers, per_host, rate, retries, timeout, regions, no_regions, region_limit,
+            region_grid, region_overlap, progress, as_json):
     """Harvest IIIF manifests, collections or annotation lists (URLs or local JSON files),
     recursively; re-running is incremental, and resumes a run that was interrupted."""
     from harvest.changes import process_change_stream
@@ -207,6 +221,7 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
     if not sources and not change_streams:
         raise click.UsageError("give at least one SOURCE or --changes URL")
     refuse_without_ray(engine, address=address, ray_cpus=ray_cpus)
+    regions = _region_method(regions, no_regions)
     progress = sys.stderr.isatty() if progress is None else progress
     _check_data_dir(state)
     if engine == "ray":
@@ -215,7 +230,7 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
                                    "first, then harvest its manifest URL with --engine ray")
         result = _harvest_on_ray(state, sources, change_streams, images, annotations, max_documents, address,
                                  ray_cpus, workers, per_host, rate, retries, timeout, host_down_after, regions,
-                                 region_grid, region_overlap)
+                                 region_grid, region_overlap, region_limit)
         emit(result, as_json, _summary(result))
         return
     sources, published, mirrors = _publish_folders(state, sources)
@@ -230,7 +245,8 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
         if change_streams:
             result["changes"] = [process_change_stream(url, factory, fetcher, options).as_dict()
                                  for url in change_streams]
-        _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress)
+        _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress,
+                      region_limit=region_limit)
     finally:
         fetcher.close()
         _release(factory)
@@ -271,7 +287,7 @@ def _publish_folders(state: CLIState, sources) -> tuple[list[str], list, Optiona
 
 def _harvest_on_ray(state: CLIState, sources, change_streams, images, annotations, max_documents, address, ray_cpus,
                     workers, per_host, rate, retries, timeout, host_down_after, regions, region_grid,
-                    region_overlap) -> dict:
+                    region_overlap, region_limit) -> dict:
     from harvest.cluster_fetch import FetcherSettings
     from harvest.ray_harvest import RayHarvestOptions, harvest_with_ray
 
@@ -285,8 +301,9 @@ def _harvest_on_ray(state: CLIState, sources, change_streams, images, annotation
     fetch = FetcherSettings.from_config(state.config, **knobs)
     # The tasks' threads: the same total in flight as a local run with --workers, per task.
     options = RayHarvestOptions(images=images, annotations=annotations, max_documents=max_documents,
-                                threads=min(workers, 64), regions=regions, region_levels=tuple(region_grid),
-                                region_overlap=region_overlap, num_cpus=ray_cpus)
+                                threads=min(workers, 64), regions=bool(regions),
+                                region_method=regions or "grid", region_limit=region_limit,
+                                region_levels=tuple(region_grid), region_overlap=region_overlap, num_cpus=ray_cpus)
     factory = state.session_factory()
     try:
         return harvest_with_ray(state.config, factory, list(sources), fetch, options,
@@ -345,7 +362,8 @@ def _publication_notes(report: dict) -> list[str]:
 @_fetcher_options
 @pass_state
 def publish(state: CLIState, folder, base_url, slug, label, tile_size, metadata_table, replace, images, workers,
-            per_host, rate, retries, timeout, regions, region_grid, region_overlap, progress, as_json):
+            per_host, rate, retries, timeout, regions, no_regions, region_limit, region_grid, region_overlap,
+            progress, as_json):
     """Publish a folder of JPEG/PNG/TIFF images as a level-0 IIIF service and a manifest served
     by the web app under /published/, and harvest that manifest (its images and regions only).
 
@@ -358,6 +376,7 @@ def publish(state: CLIState, folder, base_url, slug, label, tile_size, metadata_
     from ..models import Manifest
     from ..store.db import session_scope
 
+    regions = _region_method(regions, no_regions)
     progress = sys.stderr.isatty() if progress is None else progress
     _check_data_dir(state)
     published_root = state.config.data_dir / "published"
@@ -378,7 +397,7 @@ def publish(state: CLIState, folder, base_url, slug, label, tile_size, metadata_
         with session_scope(factory) as session:
             manifest_ids = list(session.scalars(select(Manifest.id).where(Manifest.url == published.manifest_url)))
         _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress,
-                      manifest_ids=manifest_ids)
+                      manifest_ids=manifest_ids, region_limit=region_limit)
     finally:
         fetcher.close()
         _release(factory)

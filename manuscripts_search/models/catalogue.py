@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from sqlalchemy import (
     DateTime,
+    Float,
 
     ForeignKey,
     Integer,
@@ -142,6 +143,11 @@ class Region(Base):
     w: Mapped[int] = mapped_column(Integer)
     h: Mapped[int] = mapped_column(Integer)
     derivative_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    # How the box was found: "grid" (a window of the multi-scale grid) or "content" (a region
+    # proposal from the page image, with its score, 0..1); a re-plan with another method keeps
+    # the boxes both would make and removes the others.
+    method: Mapped[str] = mapped_column(String(16), default="grid", server_default="grid")
+    score: Mapped[Optional[float]] = mapped_column(Float)
 
     @property
     def xywh(self) -> str:

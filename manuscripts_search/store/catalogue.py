@@ -323,17 +323,24 @@ def link_orphan_text_annotations(session: Session, manifest: Manifest) -> None:
                         .values(canvas_id=canvas.id, manifest_id=manifest.id))
 
 
-def sync_canvas_regions(session: Session, canvas: Canvas, boxes: list[tuple[int, int, int, int]]) -> int:
+def sync_canvas_regions(session: Session, canvas: Canvas, boxes: list[tuple[int, int, int, int]],
+                        found_by: Optional[dict[tuple[int, int, int, int], tuple[str, Optional[float]]]] = None) -> int:
     """Make the canvas's regions exactly ``boxes`` (canvas coordinates): missing boxes are added
-    without a derivative, boxes no longer wanted are deleted with their vectors. Returns the
-    number of boxes added."""
+    without a derivative, boxes no longer wanted are deleted with their vectors. ``found_by``
+    gives a box's method and score (default: a grid window); a kept box takes its new ones (the
+    crop, hence the vector, is the same). Returns the number of boxes added."""
+    found_by = found_by or {}
     wanted = list(dict.fromkeys(boxes))
     existing = {(r.x, r.y, r.w, r.h): r for r in session.scalars(
         select(Region).where(Region.canvas_id == canvas.id))}
     for box, region in existing.items():
         if box not in wanted:
             session.delete(region)
-    added = [Region(canvas_id=canvas.id, x=x, y=y, w=w, h=h)
+        else:
+            region.method, region.score = found_by.get(box, ("grid", None))
+    added = [Region(canvas_id=canvas.id, x=x, y=y, w=w, h=h,
+                    method=found_by.get((x, y, w, h), ("grid", None))[0],
+                    score=found_by.get((x, y, w, h), ("grid", None))[1])
              for (x, y, w, h) in wanted if (x, y, w, h) not in existing]
     session.add_all(added)
     session.flush()
