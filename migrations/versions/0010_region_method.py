@@ -1,7 +1,7 @@
 """How each region was found: grid window or content proposal, and the proposal's score
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03
 
 ``regions.method`` is "grid" (a window of the multi-scale grid; every region made before this
@@ -12,13 +12,13 @@ regions (and vectors) of the method no longer wanted.
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0008'
-down_revision = '0007'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
 
-# Plain ALTER TABLE on both databases (as 0007): a batch "move and copy" of regions would drop the
+# Plain ALTER TABLE on both databases (as 0007 does): a batch "move and copy" of regions would drop the
 # old table, and with it, by ON DELETE CASCADE, the region embeddings.
 
 
