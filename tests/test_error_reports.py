@@ -359,14 +359,6 @@ def server():
         yield scripted
 
 
-@pytest.fixture
-def session_factory(db_url):
-    engine = make_engine(db_url)
-    upgrade_database(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
 def held_copy(server) -> tuple[str, str, str]:
     """A manifest served at /copies/m1.json that declares the id /m1 (which fails: 500), and a
     collection listing it by that id."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -13,7 +12,7 @@ from harvest.changes import process_change_stream
 from harvest.http import Fetcher
 from harvest.politeness import PolitenessPolicy
 from manuscripts_search.cli import cli
-from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope
 from manuscripts_search.models import ChangeStream, Manifest
 from tests.helpers.scripted_server import ScriptedServer
 
@@ -119,14 +118,6 @@ def test_stream_is_read_backwards_to_the_last_processed_activity(msearch_env):
         state = session.scalar(select(ChangeStream))
         assert state.url == stream and state.last_activity_time == "2024-03-03T00:00:00Z"
         assert state.last_activity_key.startswith("create|") and state.activities_applied == 7
-    engine.dispose()
-
-
-@pytest.fixture
-def session_factory(db_url):
-    engine = make_engine(db_url)
-    upgrade_database(engine)
-    yield make_sessionmaker(engine)
     engine.dispose()
 
 

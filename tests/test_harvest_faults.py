@@ -11,17 +11,9 @@ from sqlalchemy import func, select
 from harvest.http import Fetcher, FetchError
 from harvest.manifests import HarvestOptions, harvest_sources
 from harvest.politeness import PolitenessPolicy, backoff_delay, parse_retry_after
-from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import session_scope
 from manuscripts_search.models import Canvas, Collection, CollectionMembership, HarvestError, Manifest
 from tests.helpers.scripted_server import Reply, ScriptedServer, json_reply, json_response
-
-
-@pytest.fixture
-def session_factory(db_url):
-    engine = make_engine(db_url)
-    upgrade_database(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 @pytest.fixture

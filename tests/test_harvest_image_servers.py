@@ -7,7 +7,6 @@ canvas), so a mix-up of canvas and image coordinates shows as a crop of the wron
 """
 from __future__ import annotations
 
-import pytest
 from PIL import Image
 from sqlalchemy import select
 
@@ -16,7 +15,7 @@ from harvest.images import InfoCache, fetch_canvas_derivatives
 from harvest.manifests import harvest_sources
 from harvest.politeness import PolitenessPolicy
 from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
-from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
 from manuscripts_search.models import Canvas, Region
 from tests.helpers.crops import TOLERANCE, difference, expected_crop
@@ -24,14 +23,6 @@ from tests.helpers.scripted_server import ScriptedServer
 
 LONG_EDGE = 160
 GRID = RegionGrid((2,), 0.25)
-
-
-@pytest.fixture
-def session_factory(db_url):
-    engine = make_engine(db_url)
-    upgrade_database(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def service_description(server_name: str, service_id: str) -> dict:

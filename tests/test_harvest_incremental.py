@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 from sqlalchemy import func, select
 
 from harvest.http import Fetcher
 from harvest.manifests import harvest_sources
 from harvest.politeness import PolitenessPolicy
-from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import session_scope
 from manuscripts_search.models import Canvas, Embedding, FetchedDocument, Manifest, TextAnnotation
 from tests.helpers.scripted_server import Reply, ScriptedServer
-
-
-@pytest.fixture
-def session_factory(db_url):
-    engine = make_engine(db_url)
-    upgrade_database(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def v3_manifest(base: str, name: str, images: list[str], label: str = "a book") -> dict:

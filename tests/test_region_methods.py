@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from harvest.region_proposals import propose_regions
 from harvest.regions import RegionGrid, plan_regions
 from manuscripts_search.models import Canvas, Embedding, Manifest, Region
-from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database
+from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
 from tests.helpers.cli import run_cli
 from tests.helpers.shapes_collection import CANVASES
@@ -104,14 +104,6 @@ def test_contradicting_and_unknown_region_options_are_refused(runner, msearch_en
     assert result.exit_code == 2 and "contradict" in result.output
     result = runner.invoke(cli, ["harvest", "x.json", "--regions", "detector"], env=msearch_env)
     assert result.exit_code == 2 and "detector" in result.output
-
-
-@pytest.fixture
-def session_factory(db_url):
-    engine = make_engine(db_url)
-    upgrade_database(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def test_plan_regions_refuses_an_unknown_method_and_content_without_images(session_factory, tmp_path):

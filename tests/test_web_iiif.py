@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from manuscripts_search.iiif.content_state import (canvas_content_state, content_state_parameter,
-                                                   decode_content_state, parse_content_state)
+                                                   parse_content_state)
 from tests.helpers.presentation_validator import assert_valid_presentation
 from tests.helpers.web_site import SCENE_REGION
 

@@ -15,7 +15,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from manuscripts_search.iiif.presentation import parse_manifest
-from manuscripts_search.models import Canvas, ImageServiceInfo, Manifest
+from manuscripts_search.models import Canvas, ImageServiceInfo
 from manuscripts_search.search.thumbnails import thumbnail_url
 from manuscripts_search.store.catalogue import save_manifest
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope, upgrade_database

@@ -38,6 +38,17 @@ def msearch_env(db_url, tmp_path):
             "MSEARCH_ALLOW_HOSTS": os.environ.get("MSEARCH_ALLOW_HOSTS", "127.0.0.1,localhost")}
 
 
+@pytest.fixture
+def session_factory(db_url):
+    """A session factory on a fresh database migrated to head, as ``msearch`` would leave it."""
+    from manuscripts_search.store.db import make_engine, make_sessionmaker, upgrade_database
+
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def module_db_url(request, tmp_path_factory) -> Iterator[str]:
     """Like ``db_url`` (SQLite, or PostgreSQL when MSEARCH_TEST_DB=postgresql), but one database
