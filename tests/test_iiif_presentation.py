@@ -1165,3 +1165,24 @@ def test_placeholder_sequences_and_canvases_are_not_indexed():
     manifest = parse_manifest(v2_manifest([marked, v2_canvas("f2")]))
     assert [canvas.id for canvas in manifest.canvases] == [f"{BASE}/canvas/f2"]
     assert any("placeholder canvases" in warning for warning in manifest.warnings)
+
+
+def test_a_painting_page_holding_non_objects_is_read_with_a_warning_not_a_crash():
+    """Found by the fuzz test: ``false`` among a canvas's painting annotations crashed the reader
+    of the text painted on canvases (AttributeError) instead of being left out with a warning."""
+    from manuscripts_search.iiif.presentation import parse_document_with_text
+
+    canvas = "https://example.org/m/odd/c1"
+    manifest = {
+        "@context": "http://iiif.io/api/presentation/3/context.json", "id": "https://example.org/m/odd",
+        "type": "Manifest", "label": {"en": ["Odd page"]},
+        "items": [{"id": canvas, "type": "Canvas", "width": 100, "height": 150, "items": [{
+            "id": f"{canvas}/page", "type": "AnnotationPage", "items": [
+                False, 7, "text",
+                {"id": f"{canvas}/text", "type": "Annotation", "motivation": "painting",
+                 "body": {"type": "TextualBody", "value": "Incipit liber", "format": "text/plain"},
+                 "target": canvas}]}]}]}
+    parsed, text = parse_document_with_text(manifest)
+    assert [c.id for c in parsed.canvases] == [canvas]
+    assert any("not an object" in warning for warning in parsed.warnings)
+    assert [a.text for a in text.annotations] == ["Incipit liber"]

@@ -305,6 +305,8 @@ class _Collector:
             if len(self.result.annotations) >= MAX_ANNOTATIONS:
                 self.warn(f"more than {MAX_ANNOTATIONS} text annotations; the rest ignored")
                 return
+            if not isinstance(annotation, dict):
+                continue  # the canvas parser warns of it; nothing to read here
             if painting_only and _motivation(annotation) not in (None, "painting"):
                 continue
             self.result.annotations.extend(
