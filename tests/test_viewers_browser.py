@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from manuscripts_search.iiif.content_state import canvas_content_state, content_state_parameter
-from tests.helpers.browser import launch_chromium, serve_app
+from tests.helpers.browser import chromium_browser, serve_app, watch_problems
 from tests.helpers.iiif_server import IIIFTestServer
 from tests.helpers.web_site import SCENE_REGION, build_site, site_config
 from web import create_app
@@ -41,14 +41,8 @@ def live_site(tmp_path_factory, module_db_url, trained_clip_dir, trained_clip_en
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = launch_chromium(playwright)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with chromium_browser() as instance:
+        yield instance
 
 
 def _documents(base: str, site) -> dict:
@@ -60,10 +54,7 @@ def _documents(base: str, site) -> dict:
 
 def _page(browser):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems: list = []
-    page.on("pageerror", lambda error: problems.append(f"Uncaught {error}"))
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    return page, problems
+    return page, watch_problems(page)
 
 
 def _search_service(page, manifest_url: str, kind: str) -> str:

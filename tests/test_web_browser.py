@@ -19,7 +19,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from tests.helpers.browser import launch_chromium, mean_colour, serve_app, settled_box
+from tests.helpers.browser import chromium_browser, mean_colour, serve_app, settled_box, watch_problems
 from tests.helpers.web_site import build_site, site_config
 from web import create_app
 
@@ -40,21 +40,8 @@ def live_site(tmp_path, db_url, trained_clip_dir, iiif_server):
 
 @pytest.fixture()
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = launch_chromium(playwright)
-        try:
-            yield instance
-        finally:
-            instance.close()
-
-
-def _watch(page) -> list:
-    problems: list = []
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(f"Uncaught {error}"))
-    return problems
+    with chromium_browser() as instance:
+        yield instance
 
 
 def _shot(page, name: str) -> None:
@@ -73,7 +60,7 @@ def _not_blank(png: bytes) -> float:
 def test_search_open_a_hit_and_see_the_highlight(live_site, browser):
     base, site = live_site
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems = _watch(page)
+    problems = watch_problems(page)
     page.goto(f"{base}/")
     assert page.title() == "Search · Manuscripts search"
     _shot(page, "01-search-page")
@@ -139,7 +126,7 @@ def test_mirador_opens_an_exported_result_set_and_searches_it(live_site, browser
     base, site = live_site
     export_url = f"{base}/iiif/export/manifest?q={quote('a red circle')}&k=4&weaker=1"
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems = _watch(page)
+    problems = watch_problems(page)
     searched = []
     page.on("request", lambda request: searched.append(request.url) if "/iiif/search/" in request.url else None)
     page.goto(f"{base}/mirador?manifest={quote(export_url, safe='')}&q=dragon")
@@ -203,7 +190,7 @@ def test_phone_width_folds_the_filters_and_never_scrolls_sideways(tmp_path, db_u
     app = create_app(config=site.config.replace(model=str(tmp_path / "no-such-model")))
     with serve_app(app) as base:
         page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
-        problems = _watch(page)
+        problems = watch_problems(page)
         page.goto(f"{base}/search?q=dragon")
         page.wait_for_load_state("networkidle")
         assert "is not available" in page.inner_text(".notice--warning")
@@ -300,7 +287,7 @@ def test_results_over_published_level0_images_stay_light(published_corpus, brows
     base = f"http://127.0.0.1:{port}"
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        problems = _watch(page)
+        problems = watch_problems(page)
         page.goto(f"{base}/manifests")
         manifest_path = re.search(r'href="(/manifests/\d+)"', page.content()).group(1)
         first_canvas = re.search(r'href="/canvas/(\d+)', page.goto(base + manifest_path).text()).group(1)
@@ -322,7 +309,7 @@ def test_results_over_published_level0_images_stay_light(published_corpus, brows
         from tests.helpers.corpus import CORPUS_IMAGES
 
         search = browser.new_page(viewport={"width": 1280, "height": 900})
-        problems += _watch(search)
+        problems += watch_problems(search)
         search.goto(f"{base}/")
         search.click("#image-query summary")
         search.set_input_files("#image", str(CORPUS_IMAGES / "ms_bnf_fr-24428_bestiary_129_miniature.jpg"))

@@ -22,6 +22,28 @@ def launch_chromium(playwright):
 
 
 @contextmanager
+def chromium_browser() -> Iterator:
+    """Playwright driving :func:`launch_chromium`'s browser, closed afterwards (the browser
+    fixtures of the test modules)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = launch_chromium(playwright)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def watch_problems(page) -> list:
+    """The list that ``page``'s console errors and uncaught exceptions ("Uncaught …") go to."""
+    problems: list = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"Uncaught {error}"))
+    return problems
+
+
+@contextmanager
 def serve_app(app) -> Iterator[str]:
     """``app`` served over real HTTP on a free port of 127.0.0.1 (threaded); yields its base URL.
     Afterwards the server is stopped and the app's pooled database connections closed."""
