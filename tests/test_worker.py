@@ -178,11 +178,14 @@ def _gone_worker_id() -> str:
 def test_a_worker_whose_lease_ran_out_cannot_write_over_the_one_that_took_over(factory, tmp_path):
     handcrafted = resolve_image_encoder("handcrafted").encoder
     catalogue = build_catalogue(factory, tmp_path, shape_images(3))
-    slow = ClaimQueue(factory, handcrafted.space_id, "elsewhere:9:1:slow", lease_seconds=0.05)
+    slow = ClaimQueue(factory, handcrafted.space_id, "elsewhere:9:1:slow", lease_seconds=3600)
     claimed = slow.claim(10)
     assert [item.canvas_id for item in claimed] == catalogue.canvas_ids
     assert ClaimQueue(factory, handcrafted.space_id, "elsewhere:8:1:x").claim(10) == []  # all held
-    time.sleep(0.1)
+    # The lease runs out by writing its end into the past, not by sleeping past a short lease: a
+    # loaded machine could take longer than such a lease between the two claims above (it did once).
+    with write_transaction(factory) as session:
+        session.execute(update(EmbeddingClaim).values(lease_until=time.time() - 1))
 
     report = embed_pending(factory, handcrafted, catalogue.store, OPTIONS)  # takes the expired claims
 
