@@ -3,12 +3,32 @@ slots per host, spacing of request starts, Retry-After, leases that outlive dead
 hosts that stop answering (down for the job, probed at growing intervals)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from manuscripts_search.distributed import host_limits as host_limits_module
 from manuscripts_search.distributed.host_limits import FULL_POLL_SECONDS, HostLimits
 from manuscripts_search.host_health import DOWN, GO, PROBE, HealthPolicy
+
+
+class ManualClock:
+    """Monotonic time that moves only when a test says so: leases, spacing and probe intervals are
+    checked to the millisecond without sleeping, so a loaded machine cannot move them."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    manual = ManualClock()
+    monkeypatch.setattr(host_limits_module, "time", manual)
+    return manual
 
 
 def test_slots_per_host_are_counted_and_given_back():
@@ -22,28 +42,30 @@ def test_slots_per_host_are_counted_and_given_back():
     assert limits.stats()["https://a.example"] == {"granted": 3, "in_flight": 2, "clients": 2}
 
 
-def test_starts_are_spaced_by_the_rate_and_pushed_back_by_retry_after():
+def test_starts_are_spaced_by_the_rate_and_pushed_back_by_retry_after(clock):
     limits = HostLimits(max_per_host=8, requests_per_second=10)
     token, wait, _ = limits.reserve("h")
     assert token and wait == 0.0
     token, wait, _ = limits.reserve("h")
-    assert token == 0 and 0.05 < wait <= 0.1
-    time.sleep(wait)
+    assert token == 0 and wait == pytest.approx(0.1)
+    clock.sleep(wait)
     assert limits.reserve("h")[0]
     limits.defer("h", 5.0)
     token, wait, _ = limits.reserve("h")
-    assert token == 0 and 4.9 < wait <= 5.0
+    assert token == 0 and wait == pytest.approx(5.0)
 
 
-def test_a_slot_whose_holder_died_comes_back_when_its_lease_runs_out():
+def test_a_slot_whose_holder_died_comes_back_when_its_lease_runs_out(clock):
     limits = HostLimits(max_per_host=1, lease_seconds=0.05)
     assert limits.reserve("h")[0]  # its holder never releases it
     assert limits.reserve("h")[0] == 0
-    time.sleep(0.06)
+    clock.sleep(0.049)
+    assert limits.reserve("h")[0] == 0
+    clock.sleep(0.002)
     assert limits.reserve("h")[0]
 
 
-def test_a_host_that_stops_answering_is_down_for_every_client_and_probed_at_growing_intervals():
+def test_a_host_that_stops_answering_is_down_for_every_client_and_probed_at_growing_intervals(clock):
     limits = HostLimits(max_per_host=8, health=HealthPolicy(down_after=3, probe_after=0.1, probe_max=0.3))
     tokens = [limits.reserve("h", f"node-{n}:1")[0] for n in range(4)]
     limits.release("h", tokens[0], answered=False)
@@ -55,14 +77,16 @@ def test_a_host_that_stops_answering_is_down_for_every_client_and_probed_at_grow
     assert limits.is_down("h") and limits.down_hosts() == ["h"] and limits.failures("h") == 3
     assert limits.reserve("h", "node-9:1") == (0, 0.0, DOWN)  # any process of the job
     assert limits.reserve("other")[2] == GO
-    time.sleep(0.1)
+    clock.sleep(0.099)
+    assert limits.reserve("h")[2] == DOWN
+    clock.sleep(0.002)
     probe, _, admission = limits.reserve("h")
     assert probe and admission == PROBE
     assert limits.reserve("h") == (0, 0.0, DOWN)  # one probe at a time
     limits.release("h", probe, answered=False)
-    time.sleep(0.1)
+    clock.sleep(0.19)
     assert limits.reserve("h")[2] == DOWN  # the next probe waits twice as long
-    time.sleep(0.11)
+    clock.sleep(0.02)
     probe, _, admission = limits.reserve("h")
     assert admission == PROBE
     limits.release("h", probe, answered=True)  # it answered: back for everyone
