@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import __version__
-from .commands import catalogue, embedding, harvesting, searching, serving
+from .commands import catalogue, embedding, harvesting, searching, serving, shards
 from .commands.common import CLIState
 from .config import ConfigError, environment, load_config
 
@@ -77,7 +77,7 @@ def cli(ctx, data_dir, db_url, model, verbose):
 # Every command, registered here in one place (the command modules do not import this one).
 for _command in (catalogue.init_db, catalogue.manifests, catalogue.stats, catalogue.errors, embedding.embed,
                  harvesting.harvest, harvesting.publish, searching.index, searching.search, searching.classify,
-                 serving.serve):
+                 serving.serve, shards.shards):
     cli.add_command(_command)
 
 

@@ -57,6 +57,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MSEARCH_INDEX_MEMORY", None,
             "Memory the vector index of a space may use (e.g. 8GiB, 512MB); `msearch index --layout auto` "
             "picks the best-recall layout that fits (default: half of this machine's memory)."),
+    Setting("MSEARCH_SEARCH_BACKEND", "local",
+            "Where the shards of a sharded index (`msearch index --shards N`) are searched: local (in "
+            "each web process, from MSEARCH_DATA_DIR/index) or ray (Ray Serve deployments started by "
+            "`msearch shards serve`)."),
+    Setting("MSEARCH_RAY_ADDRESS", None,
+            "The Ray cluster for MSEARCH_SEARCH_BACKEND=ray and `msearch shards serve`: auto, "
+            "ray://head:10001 or head:6379 (default: auto, the cluster this machine is a node of)."),
+    Setting("MSEARCH_SHARD_DEADLINE", "2",
+            "Seconds a search waits for each index shard; a shard that has not answered by then is "
+            "left out and the results say they are partial."),
     Setting("MSEARCH_TRUSTED_PROXIES", "0",
             "Reverse proxies in front of the web server that set X-Forwarded-For (for the client's IP)."),
     Setting("MSEARCH_SCORE_FLOORS", "auto",
@@ -87,6 +97,9 @@ class Config:
     search_rate_burst: Optional[str] = None
     trusted_proxies: Optional[str] = None
     index_memory: Optional[int] = None  # bytes; None: half of this machine's memory
+    search_backend: str = "local"  # local | ray: where a sharded index's shards are searched
+    ray_address: Optional[str] = None
+    shard_deadline: float = 2.0  # seconds
     # signal -> "auto" | None (off) | a fixed floor (search/calibration.py); a signal not named: auto
     score_floors: dict = field(default_factory=dict)
     public_url: str = "http://127.0.0.1:5000"  # where the web app is served (published folders' URLs)
@@ -159,6 +172,15 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
             index_memory = parse_memory(env["MSEARCH_INDEX_MEMORY"])
         except ValueError as error:
             raise ConfigError(f"MSEARCH_INDEX_MEMORY: {error}") from None
+    search_backend = (env.get("MSEARCH_SEARCH_BACKEND") or _DEFAULTS["MSEARCH_SEARCH_BACKEND"]).strip().lower()
+    if search_backend not in ("local", "ray"):
+        raise ConfigError(f"MSEARCH_SEARCH_BACKEND must be local or ray, got {search_backend!r}")
+    try:
+        shard_deadline = float(env.get("MSEARCH_SHARD_DEADLINE") or _DEFAULTS["MSEARCH_SHARD_DEADLINE"])
+        if not 0 < shard_deadline <= 600:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("MSEARCH_SHARD_DEADLINE must be a number of seconds between 0 and 600") from None
     from .search.calibration import parse_score_floors
 
     try:
@@ -183,6 +205,9 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         search_rate_burst=env.get("MSEARCH_SEARCH_RATE_BURST") or None,
         trusted_proxies=env.get("MSEARCH_TRUSTED_PROXIES") or None,
         index_memory=index_memory,
+        search_backend=search_backend,
+        ray_address=(env.get("MSEARCH_RAY_ADDRESS") or "").strip() or None,
+        shard_deadline=shard_deadline,
         score_floors=score_floors,
         public_url=env.get("MSEARCH_PUBLIC_URL") or _DEFAULTS["MSEARCH_PUBLIC_URL"],
     )

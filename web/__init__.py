@@ -75,7 +75,9 @@ def create_app(config: Optional[Config] = None, test_config: Optional[dict] = No
     resources.init_app(app, model=msearch_config.model, device=msearch_config.device,
                        index_dir=msearch_config.index_dir,
                        index_check_interval=app.config["INDEX_CHECK_INTERVAL"],
-                       model_retry_interval=float(app.config["MODEL_RETRY_INTERVAL"]))
+                       model_retry_interval=float(app.config["MODEL_RETRY_INTERVAL"]),
+                       search_backend=msearch_config.search_backend, ray_address=msearch_config.ray_address,
+                       shard_deadline=msearch_config.shard_deadline)
     errors.init_app(app)
     from . import health, logging_setup, ratelimit
 

@@ -17,8 +17,9 @@ from typing import Any, Optional
 
 from flask import Flask
 
-from manuscripts_search.index.live import LiveIndex
-from manuscripts_search.index.vector_index import IndexReadError, VectorIndex
+from manuscripts_search.distributed.runtime import RayUnavailableError
+from manuscripts_search.index.vector_index import IndexReadError
+from manuscripts_search.search.space_index import LiveSpaceIndex, SpaceIndex
 
 from .errors import AppError
 
@@ -38,7 +39,10 @@ class SearchResources:
     encoder: Any = None
     fallback_reason: Optional[str] = None  # why the configured model is not the encoder in use
     loaded_at: float = 0.0
-    live_indexes: dict[str, LiveIndex] = field(default_factory=dict)
+    live_indexes: dict[str, LiveSpaceIndex] = field(default_factory=dict)
+    search_backend: str = "local"  # where a sharded index's shards are searched: local | ray
+    ray_address: Optional[str] = None
+    shard_deadline: float = 2.0
     encoder_lock: threading.Lock = field(default_factory=threading.Lock)
     index_lock: threading.Lock = field(default_factory=threading.Lock)
     retry_interval: float = 60.0  # seconds before the first background retry of the model
@@ -49,11 +53,15 @@ class SearchResources:
 
 
 def init_app(app: Flask, model: str, device: Optional[str], index_dir: Path,
-             index_check_interval: float = 1.0, model_retry_interval: float = 60.0) -> None:
+             index_check_interval: float = 1.0, model_retry_interval: float = 60.0,
+             search_backend: str = "local", ray_address: Optional[str] = None,
+             shard_deadline: float = 2.0) -> None:
     app.extensions[_EXTENSION] = SearchResources(model=model, device=device, index_dir=Path(index_dir),
                                                  index_check_interval=index_check_interval,
                                                  retry_interval=model_retry_interval,
-                                                 retry_delay=model_retry_interval)
+                                                 retry_delay=model_retry_interval,
+                                                 search_backend=search_backend, ray_address=ray_address,
+                                                 shard_deadline=shard_deadline)
 
 
 def _resources(app: Flask) -> SearchResources:
@@ -139,22 +147,29 @@ def has_any_index(app: Flask) -> bool:
     return index_dir.is_dir() and any(index_dir.glob("*.json"))
 
 
-def get_index(app: Flask, space: str) -> VectorIndex:
-    """The saved index of embedding ``space``, as it is on disk now (reloaded after a new save).
+def get_index(app: Flask, space: str) -> SpaceIndex:
+    """The saved index of embedding ``space``, as it is on disk now (reloaded after a new save):
+    one index, or its shards (searched here or on Ray Serve: MSEARCH_SEARCH_BACKEND).
 
-    Raises AppError (503) when there is no index for ``space`` or it cannot be read.
+    Raises AppError (503) when there is no index for ``space`` or it cannot be read or reached.
     """
     resources = _resources(app)
     with resources.index_lock:
         live = resources.live_indexes.get(space)
         if live is None:
-            live = resources.live_indexes[space] = LiveIndex(
-                resources.index_dir, space, check_interval=resources.index_check_interval)
+            # Text spaces are never sharded: they are searched here whatever the backend.
+            backend = "local" if space.startswith("text:") else resources.search_backend
+            live = resources.live_indexes[space] = LiveSpaceIndex(
+                resources.index_dir, space, check_interval=resources.index_check_interval, backend=backend,
+                ray_address=resources.ray_address, deadline_s=resources.shard_deadline)
     try:
         index = live.get()
     except IndexReadError as error:
         log.error("cannot read the search index: %s", error)
         raise AppError(f"The search index cannot be read: {error}", 503) from None
+    except RayUnavailableError as error:
+        log.error("cannot reach the index shards on Ray: %s", error)
+        raise AppError(f"The search index shards cannot be reached: {error}", 503) from None
     if index is None:
         raise AppError(f"{NO_INDEX_MESSAGE} (No index for the model space {space!r}.)", 503)
     return index
@@ -166,11 +181,23 @@ def saved_indexes(app: Flask) -> list[dict]:
     if not index_dir.is_dir():
         return []
     summaries = []
+    sharded: dict[str, dict] = {}  # a sharded space is one entry, its shards summed
     for meta_path in sorted(index_dir.glob("*.json")):
+        if meta_path.name.endswith(".shards.json"):
+            continue  # a shard plan: its shards' own metadata are read below
         try:
             meta = json.loads(meta_path.read_text())
-            summaries.append({"space": str(meta["space"]), "vectors": int(meta["count"]),
-                              "dim": int(meta["dim"]), "layout": str(meta.get("layout", "hnsw"))})
+            space, layout = str(meta["space"]), str(meta.get("layout", "hnsw"))
+            summary = {"space": space, "vectors": int(meta["count"]), "dim": int(meta["dim"]), "layout": layout}
         except (OSError, ValueError, KeyError, TypeError):
             summaries.append({"space": None, "file": meta_path.name, "error": "unreadable metadata"})
+            continue
+        owner, marker, _which = space.rpartition("#shard-")
+        if not marker:
+            summaries.append(summary)
+        elif owner in sharded:
+            sharded[owner]["vectors"] += summary["vectors"]
+            sharded[owner]["shards"] += 1
+        else:
+            sharded[owner] = summaries.append({**summary, "space": owner, "shards": 1}) or summaries[-1]
     return summaries

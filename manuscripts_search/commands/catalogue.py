@@ -167,18 +167,26 @@ def _index_stats(state: CLIState, session) -> dict:
     from ..index.layouts import default_budget, estimate_bytes
     from ..index.sync import spaces
     from ..index.layouts import open_index
+    from ..index.shards import all_parts, shard_count
     from ..index.vector_index import IndexReadError
 
     entries = []
     for space in spaces(session):
-        entry = {"space": space, "layout": None, "vectors": 0, "bytes_on_disk": 0, "resident_estimate_bytes": 0}
+        entry = {"space": space, "layout": None, "vectors": 0, "bytes_on_disk": 0, "resident_estimate_bytes": 0,
+                 "shards": 1}
         try:
-            index = open_index(state.config.index_dir, space)
+            count = shard_count(state.config.index_dir, space)
+            names = [space] if count == 1 else [part.index_name(space) for part in all_parts(count)]
+            indexes = [open_index(state.config.index_dir, name) for name in names]
         except IndexReadError as error:
-            index, entry["problem"] = None, str(error)
-        if index is not None:
-            entry.update(layout=index.layout, vectors=len(index), bytes_on_disk=index.bytes_on_disk(state.config.index_dir),
-                         resident_estimate_bytes=estimate_bytes(index.layout, index.element_count, index.dim,
-                                                                index.params.M))
+            indexes, entry["problem"] = [], str(error)
+        for index in indexes:
+            if index is None:
+                continue
+            entry.update(layout=index.layout, vectors=entry["vectors"] + len(index),
+                         bytes_on_disk=entry["bytes_on_disk"] + index.bytes_on_disk(state.config.index_dir),
+                         resident_estimate_bytes=entry["resident_estimate_bytes"] + estimate_bytes(
+                             index.layout, index.element_count, index.dim, index.params.M))
+        entry["shards"] = len(indexes) or 1
         entries.append(entry)
     return {"budget_bytes": state.config.index_memory or default_budget(), "spaces": entries}

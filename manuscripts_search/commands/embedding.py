@@ -187,20 +187,19 @@ def _stop_cleanly_on_sigterm():
 
 
 def _sync_index(state: CLIState, factory, space: str):
-    """Sync the space's index, one process at a time (several workers may finish together)."""
-    import fcntl
-
+    """Sync the space's index (each of its shards, when sharded), one process at a time (several
+    workers may finish together)."""
     from ..store.db import session_scope
-    from ..index.sync import dim_of, sync_index
+    from ..index.shard_sync import sync_space
+    from ..index.sync import dim_of
+    from .searching import index_writer_lock
 
     index_dir = state.config.index_dir
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with open(index_dir / ".sync.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with index_writer_lock(index_dir):
         with session_scope(factory) as session:
             if dim_of(session, space) is None:
                 return None  # no vectors in this space at all yet
-            return sync_index(session, index_dir, space, budget_bytes=state.config.index_memory).as_dict()
+            return sync_space(session, index_dir, space, budget_bytes=state.config.index_memory).as_dict()
 
 
 def _emit_report(result: dict, as_json: bool, resolved) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from typing import Optional
 
 import click
@@ -42,6 +43,25 @@ def _hnsw_options(command):
     return command
 
 
+def _shards_option(command):
+    from ..index.shards import MAX_SHARDS
+
+    return click.option("--shards", type=click.IntRange(1, MAX_SHARDS), default=None,
+                        help="Split each image space's index into this many shards by canvas (1: one "
+                             "index). Default: keep the current count.")(command)
+
+
+@contextmanager
+def index_writer_lock(index_dir):
+    """One writer of the index directory at a time (``msearch embed`` syncs at its end, too)."""
+    import fcntl
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / ".sync.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 # -- index ------------------------------------------------------------------------------------
 
 @click.group(invoke_without_command=True)
@@ -50,13 +70,17 @@ def _hnsw_options(command):
               help="Also refresh search documents, their sentence vectors (MiniLM) and their index.")
 @_hnsw_options
 @_layout_option(None)
+@_shards_option
 @click.pass_context
-def index(ctx, as_json, with_text, m, ef_construction, ef, layout):
-    """Bring the indexes in step with the database (add new, drop stale vectors; no rebuild)."""
+def index(ctx, as_json, with_text, m, ef_construction, ef, layout, shards):
+    """Bring the indexes in step with the database (add new, drop stale vectors; no rebuild).
+    With --shards N, image spaces are split into N shards by canvas (changing N rebuilds them
+    beside the old set, which serves until the new one is complete)."""
     if ctx.invoked_subcommand is not None:
         return
     from ..store.db import session_scope
-    from ..index.sync import spaces, sync_index
+    from ..index.shard_sync import sync_space
+    from ..index.sync import TEXT_SPACE_PREFIX, spaces
 
     state: CLIState = ctx.obj
     params = _index_params(m, ef_construction, ef)
@@ -64,13 +88,16 @@ def index(ctx, as_json, with_text, m, ef_construction, ef, layout):
     result: dict = {}
     if with_text:
         result["text"] = _refresh_text(state, factory)
-    with session_scope(factory) as session:
-        result["indexes"] = [sync_index(session, state.config.index_dir, s, params, layout=layout,
-                                        budget_bytes=state.config.index_memory,
+    with session_scope(factory) as session, index_writer_lock(state.config.index_dir):
+        result["indexes"] = [sync_space(session, state.config.index_dir, s,
+                                        None if s.startswith(TEXT_SPACE_PREFIX) else shards, params,
+                                        layout=layout, budget_bytes=state.config.index_memory,
                                         show_progress=sys.stderr.isatty()).as_dict()
                              for s in spaces(session)]
     lines = [f"{r['space']}: +{r['added']} -{r['removed']} = {r['total']} [{r['layout']}]"
-             + (" (rebuilt)" if r["rebuilt"] else "") + (f"\n  {r['reason']}" if r.get("reason") else "")
+             + (f" in {r['shards']} shards" if r["shards"] > 1 else "")
+             + (f" (re-sharded from {r['resharded_from']})" if r.get("resharded_from") else
+                " (rebuilt)" if r["rebuilt"] else "") + (f"\n  {r['reason']}" if r.get("reason") else "")
              for r in result["indexes"]]
     if "text" in result:
         text = result["text"]
@@ -112,23 +139,31 @@ def _refresh_text(state: CLIState, factory) -> dict:
 @click.option("--space", "only_space", default=None, help="Rebuild only this space (default: all).")
 @_hnsw_options
 @_layout_option("auto")
+@_shards_option
 @pass_state
-def index_rebuild(state: CLIState, only_space, m, ef_construction, ef, layout):
+def index_rebuild(state: CLIState, only_space, m, ef_construction, ef, layout, shards):
     """Rebuild indexes from the database (drops deleted vectors; applies new parameters; converts
-    to another layout)."""
+    to another layout or shard count)."""
     from ..store.db import session_scope
-    from ..index.sync import rebuild_index, spaces
+    from ..index.shard_sync import sync_space
+    from ..index.sync import TEXT_SPACE_PREFIX, spaces
 
     params = _index_params(m, ef_construction, ef)
-    with session_scope(state.session_factory()) as session:
+    with session_scope(state.session_factory()) as session, index_writer_lock(state.config.index_dir):
         chosen = [s for s in spaces(session) if only_space in (None, s)]
         if only_space and not chosen:
             raise click.ClickException(f"no vectors in space {only_space!r}; `msearch index verify` lists spaces")
         for space in chosen:
-            report = rebuild_index(session, state.config.index_dir, space, params, layout=layout,
-                                   budget_bytes=state.config.index_memory, show_progress=sys.stderr.isatty())
-            click.echo(f"{space}: rebuilt as {report.layout} with {report.total} vector(s)"
-                       + (f"\n  {report.reason}" if report.reason else ""))
+            text = space.startswith(TEXT_SPACE_PREFIX)
+            try:
+                report = sync_space(session, state.config.index_dir, space, None if text else shards, params,
+                                    layout=layout, budget_bytes=state.config.index_memory,
+                                    show_progress=sys.stderr.isatty(), rebuild=True).as_dict()
+            except ValueError as error:
+                raise click.ClickException(str(error)) from None
+            click.echo(f"{space}: rebuilt as {report['layout']} with {report['total']} vector(s)"
+                       + (f" in {report['shards']} shards" if report["shards"] > 1 else "")
+                       + (f"\n  {report['reason']}" if report.get("reason") else ""))
 
 
 @index.command("verify")
@@ -138,12 +173,14 @@ def index_rebuild(state: CLIState, only_space, m, ef_construction, ef, layout):
 def index_verify(state: CLIState, deep, as_json):
     """Check index ⇔ database consistency; exit status 1 when they differ."""
     from ..store.db import session_scope
-    from ..index.sync import spaces, verify_index
+    from ..index.shard_sync import verify_space
+    from ..index.sync import spaces
 
     with session_scope(state.session_factory()) as session:
-        results = [verify_index(session, state.config.index_dir, s, deep=deep) for s in spaces(session)]
+        results = [verify_space(session, state.config.index_dir, s, deep=deep) for s in spaces(session)]
     emit(results, as_json, "\n".join(
-        f"{r['space']}: {'ok' if r['ok'] else 'MISMATCH'} (missing {r['missing_count']}, "
+        f"{r['space']}: {'ok' if r['ok'] else 'MISMATCH'}" + (f" ({r['shards']} shards)" if r["shards"] > 1 else "")
+        + f" (missing {r['missing_count']}, "
         f"extra {r['extra_count']}" + (f", vectors differing {r['mismatched_count']}" if deep else "") + ")"
         + "".join(f"\n  {problem}" for problem in r["problems"]) for r in results) or "no vectors yet")
     if not all(r["ok"] for r in results):
@@ -264,7 +301,9 @@ def search(state: CLIState, query, image_source, like_canvas, like_region, dupli
             if encoder is not None or like_canvas or like_region:
                 space = encoder.space_id if encoder is not None else _only_image_space(session)
                 try:
-                    visual_index = load_index(state.config.index_dir, space)
+                    config = state.config
+                    visual_index = load_index(config.index_dir, space, config.search_backend, config.ray_address,
+                                              config.shard_deadline)
                 except SearchError:
                     if image_source or like_canvas or like_region:
                         raise

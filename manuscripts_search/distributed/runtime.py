@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "install the Ray extra: pip install 'manuscripts-search[ray]' (ray[data]==2.60.0)"
+INSTALL_HINT = "install the Ray extra: pip install 'manuscripts-search[ray]' (ray[data,serve]==2.60.0)"
 LOCAL_ADDRESSES = (None, "", "local")
 
 

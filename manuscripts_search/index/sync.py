@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .layouts import LayoutChoice, choose_layout, default_budget, layout_class, new_index, open_index
+from .shards import ShardPart
 from .vector_index import IndexParams, IndexReadError, VectorIndex
 from ..models import Embedding, TextVector
 from ..store.vector_codec import decode_vectors
@@ -65,12 +66,21 @@ def spaces(session: Session) -> list[str]:
     return image + text
 
 
-def live_labels(session: Session, space: str) -> np.ndarray:
-    """The ids of the space's live vectors, sorted (an array: 10M of them fit in 80 MB)."""
+def live_labels(session: Session, space: str, part: Optional[ShardPart] = None) -> np.ndarray:
+    """The ids of the space's live vectors, sorted (an array: 10M of them fit in 80 MB); with
+    ``part``, only those of canvases in that shard."""
     table = _table(space)
-    ids = session.scalars(select(table.id).where(_live_condition(space)).order_by(table.id).execution_options(
-        yield_per=100_000))
-    return np.fromiter(ids, dtype=np.int64)
+    if part is None:
+        ids = session.scalars(select(table.id).where(_live_condition(space)).order_by(table.id)
+                              .execution_options(yield_per=100_000))
+        return np.fromiter(ids, dtype=np.int64)
+    if table is not Embedding:
+        raise ValueError(f"text space {space!r} is not split into shards (one vector per document: "
+                         "it stays one index)")
+    rows = session.execute(select(Embedding.id, Embedding.canvas_id).where(_live_condition(space))
+                           .order_by(Embedding.id).execution_options(yield_per=100_000))
+    pairs = np.fromiter((value for row in rows for value in row), dtype=np.int64).reshape(-1, 2)
+    return pairs[part.holds(pairs[:, 1]), 0]
 
 
 def load_vectors(session: Session, space: str, ids: list[int], dim: int) -> np.ndarray:
@@ -97,9 +107,9 @@ def dim_of(session: Session, space: str) -> Optional[int]:
     return session.scalar(select(table.dim).where(table.space == space).limit(1))
 
 
-def _load_or_none(index_dir: Path, space: str) -> Optional[VectorIndex]:
+def _load_or_none(index_dir: Path, name: str) -> Optional[VectorIndex]:
     try:
-        return open_index(index_dir, space, writable=True)
+        return open_index(index_dir, name, writable=True)
     except IndexReadError:
         return None  # unreadable: the caller rebuilds it
 
@@ -117,8 +127,9 @@ def target_layout(layout: Optional[str], vectors: int, dim: int, budget_bytes: O
 
 def sync_index(session: Session, index_dir: Path, space: str, params: Optional[IndexParams] = None,
                layout: Optional[str] = None, budget_bytes: Optional[int] = None,
-               show_progress: bool = False) -> SyncReport:
-    """Bring the saved index of ``space`` in step with the database; saves only when it changed.
+               show_progress: bool = False, part: Optional[ShardPart] = None) -> SyncReport:
+    """Bring the saved index of ``space`` (or of its shard ``part``) in step with the database;
+    saves only when it changed.
 
     ``params`` apply to a new or rebuilt index; an existing index keeps the parameters it was
     built with. ``layout`` (a name or ``auto``) converts an existing index of another layout;
@@ -126,32 +137,33 @@ def sync_index(session: Session, index_dir: Path, space: str, params: Optional[I
     ``budget_bytes`` (default: half this machine's memory). An unreadable index file is rebuilt.
     """
     dim = dim_of(session, space)
-    index = _load_or_none(index_dir, space)
+    index = _load_or_none(index_dir, part.index_name(space) if part else space)
     if dim is None and index is None:
         return SyncReport(space, 0, 0, 0)
-    wanted = live_labels(session, space)
+    wanted = live_labels(session, space, part)
     if index is None or (dim is not None and index.dim != dim) or (layout is not None and (
             target_layout(layout, len(wanted), dim or index.dim, budget_bytes)[0] != index.layout)):
         return rebuild_index(session, index_dir, space, params or (index.params if index else None),
-                             layout=layout, budget_bytes=budget_bytes, show_progress=show_progress)
+                             layout=layout, budget_bytes=budget_bytes, show_progress=show_progress,
+                             part=part)
     have = index.live_label_array()
     to_add = np.setdiff1d(wanted, have, assume_unique=True)
     to_remove = np.setdiff1d(have, wanted, assume_unique=True)
     deleted_after = index.deleted_count + len(to_remove)
     if deleted_after > REBUILD_DELETED_FRACTION * (index.element_count + len(to_add)) and deleted_after > 100:
         report = rebuild_index(session, index_dir, space, params or index.params, layout=index.layout,
-                               show_progress=show_progress)
+                               show_progress=show_progress, part=part)
         report.added, report.removed = len(to_add), len(to_remove)
         return report
     index.remove(to_remove)
-    _add_in_chunks(session, index, to_add, show_progress, "adding")
+    _add_in_chunks(session, space, index, to_add, show_progress, "adding")
     if len(to_add) or len(to_remove):
         index.save(index_dir)
     return SyncReport(space, len(to_add), len(to_remove), len(index), layout=index.layout)
 
 
-def _add_in_chunks(session: Session, index: VectorIndex, labels: np.ndarray, show_progress: bool,
-                   what: str) -> None:
+def _add_in_chunks(session: Session, space: str, index: VectorIndex, labels: np.ndarray,
+                   show_progress: bool, what: str) -> None:
     # Vectors stream from the database in chunks: never the whole space in memory at once.
     from tqdm import tqdm
 
@@ -159,15 +171,16 @@ def _add_in_chunks(session: Session, index: VectorIndex, labels: np.ndarray, sho
               or len(labels) < 10 * CHUNK, leave=False) as bar:
         for start in range(0, len(labels), CHUNK):
             block = labels[start:start + CHUNK]
-            index.add(block, load_vectors(session, index.space, block.tolist(), index.dim))
+            index.add(block, load_vectors(session, space, block.tolist(), index.dim))
             bar.update(len(block))
 
 
 def rebuild_index(session: Session, index_dir: Path, space: str, params: Optional[IndexParams] = None,
                   layout: Optional[str] = "hnsw", budget_bytes: Optional[int] = None,
-                  show_progress: bool = False) -> SyncReport:
-    """Build the index of ``space`` from scratch and save it (replacing the old one atomically).
-    ``layout``: a name, or ``auto``/None for the choice that fits ``budget_bytes``.
+                  show_progress: bool = False, part: Optional[ShardPart] = None) -> SyncReport:
+    """Build the index of ``space`` (or of its shard ``part``) from scratch and save it (replacing
+    the old one atomically). ``layout``: a name, or ``auto``/None for the choice that fits
+    ``budget_bytes`` (with ``part``: the budget of the shard's node).
 
     Raises ValueError when the space has no vectors, or for an unknown layout.
     """
@@ -175,23 +188,24 @@ def rebuild_index(session: Session, index_dir: Path, space: str, params: Optiona
     if dim is None:
         raise ValueError(f"no vectors in space {space!r}; run `msearch embed` first")
     params = params or IndexParams()
-    labels = live_labels(session, space)
+    labels = live_labels(session, space, part)
     name, choice = target_layout(layout, len(labels), dim, budget_bytes, params.M)
-    index = new_index(space, dim, params, capacity=len(labels), layout=name)
+    index = new_index(part.index_name(space) if part else space, dim, params, capacity=len(labels), layout=name)
     if not index.is_trained and len(labels):
         from .ivfpq import TRAINING_SAMPLE
 
         sample = labels if len(labels) <= TRAINING_SAMPLE else np.sort(
             np.random.default_rng(0).choice(labels, TRAINING_SAMPLE, replace=False))
         index.train(load_vectors(session, space, sample.tolist(), dim))
-    _add_in_chunks(session, index, labels, show_progress, "building")
+    _add_in_chunks(session, space, index, labels, show_progress, "building")
     index.save(index_dir)
     return SyncReport(space, len(labels), 0, len(index), rebuilt=True, layout=name,
                       reason=choice.reason if choice else None)
 
 
-def verify_index(session: Session, index_dir: Path, space: str, deep: bool = False) -> dict:
-    """Compare the saved index of ``space`` with the database.
+def verify_index(session: Session, index_dir: Path, space: str, deep: bool = False,
+                 part: Optional[ShardPart] = None) -> dict:
+    """Compare the saved index of ``space`` (or of its shard ``part``) with the database.
 
     Always: the index's live labels equal the database's live vectors. With ``deep``: every live
     label's vector in the index agrees with the stored one (cosine at least the layout's
@@ -200,15 +214,15 @@ def verify_index(session: Session, index_dir: Path, space: str, deep: bool = Fal
     """
     problems: list[str] = []
     try:
-        index = open_index(index_dir, space)
+        index = open_index(index_dir, part.index_name(space) if part else space)
     except IndexReadError as error:
         index = None
         problems.append(str(error))
-    wanted = live_labels(session, space)
+    wanted = live_labels(session, space, part)
     have = index.live_label_array() if index else np.zeros(0, dtype=np.int64)
     missing = np.setdiff1d(wanted, have, assume_unique=True)
     extra = np.setdiff1d(have, wanted, assume_unique=True)
-    result = {"space": space, "index_present": index is not None, "layout": index.layout if index else None,
+    result = {"space": space, **({"shard": part.describe()} if part else {}), "index_present": index is not None, "layout": index.layout if index else None,
               "missing_from_index": missing[:100].tolist(), "missing_count": len(missing),
               "extra_in_index": extra[:100].tolist(), "extra_count": len(extra),
               "deleted_in_index": index.deleted_count if index else 0}

@@ -30,20 +30,24 @@ from .facets import result_facets
 from .filters import SearchFilters, canvas_filter_statement
 from .fusion import RRF_K, RankedSignal, reciprocal_rank_fusion
 from ..iiif.language import first_value
-from ..index.layouts import open_index
 from ..index.vector_index import IndexReadError, VectorIndex
 from ..models import CanvasLabel, Canvas, Category, Manifest
 from .errors import SearchError
 from .signal_registry import BY_NAME, SIGNALS as SIGNAL_TABLE, signal_names
 from .signals import CanvasEvidence, CanvasRanking, RegionMatch
+from .space_index import SpaceIndex, open_space_index
 from .thumbnails import level0_infos, thumbnail_url
 
 
-def load_index(index_dir: Path, space: str) -> VectorIndex:
-    """The saved index of ``space``; raises SearchError when there is none or it is unreadable."""
+def load_index(index_dir: Path, space: str, backend: str = "local", ray_address: Optional[str] = None,
+               deadline_s: float = 2.0) -> SpaceIndex:
+    """The saved index of ``space`` (one index, or its shards searched through ``backend``);
+    raises SearchError when there is none, it is unreadable, or its shards cannot be reached."""
+    from ..distributed.runtime import RayUnavailableError
+
     try:
-        index = open_index(index_dir, space)
-    except IndexReadError as error:
+        index = open_space_index(index_dir, space, backend, ray_address, deadline_s)
+    except (IndexReadError, RayUnavailableError) as error:
         raise SearchError(str(error)) from None
     if index is None:
         raise SearchError(f"no index for model space {space!r}: run `msearch embed` "
@@ -114,7 +118,7 @@ class SearchContext:
     or the query is refused when it needs it)."""
 
     session: Session
-    index: Optional[VectorIndex] = None  # the vision-language space's index
+    index: Optional[SpaceIndex] = None  # the vision-language space's index (maybe sharded)
     encoder: Any = None  # VisionLanguageEncoder: encodes text and image queries
     text_index: Optional[VectorIndex] = None  # the sentence-vector space's index
     text_encoder: Any = None  # TextEncoder
@@ -186,6 +190,13 @@ class SearchPage:
     floors: dict[str, Optional[float]] = field(default_factory=dict)  # signal -> floor applied
     below_floor: bool = False  # weaker matches were left out (ask with ``weaker``)
     grouped_automatically: bool = False  # group "auto" chose "manifest"
+    # Index shards that did not answer in time: the hits are what the others found (``partial``),
+    # and ``total`` is a lower bound.
+    unavailable_shards: list[int] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.unavailable_shards)
 
     def as_dict(self) -> dict:
         return {"group": self.group, "offset": self.offset, "limit": self.limit,
@@ -194,6 +205,7 @@ class SearchPage:
                 "score": self.score, "facets": self.facets, "strategies": self.strategies,
                 "floors": self.floors, "below_floor": self.below_floor,
                 "grouped_automatically": self.grouped_automatically,
+                "partial": self.partial, "unavailable_shards": self.unavailable_shards,
                 "hits": [hit.as_dict() for hit in self.hits],
                 "groups": [group.as_dict() for group in self.groups]}
 
@@ -215,7 +227,7 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
     wanted = _wanted_signals(request, context)
     filters = request.filters
     if filters.labels and filters.label_space is None and context.index is not None:
-        filters = SearchFilters(**{**filters.__dict__, "label_space": context.index.space})
+        filters = request.filters = SearchFilters(**{**filters.__dict__, "label_space": context.index.space})
     canvas_filter = canvas_filter_statement(session, filters) if filters.active else None
     # Every page inside the same window is a slice of one ranking; deeper pages widen the window
     # in whole steps, so neighbouring pages still share their candidates.
@@ -225,6 +237,7 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
         if (ranking := BY_NAME[name].rank(request, context, depth, canvas_filter)) is not None]
     floors = {r.name: r.floor for r in rankings if r.floor is not None}
     below_floor = any(r.below_floor for r in rankings)
+    unavailable = sorted({shard for r in rankings for shard in r.unavailable})
     # A signal that found nothing takes no part (and a lone remaining signal keeps its own score).
     rankings = [r for r in rankings if r.canvases] or rankings[:1]
     evidence: dict[str, dict[int, CanvasEvidence]] = {
@@ -253,7 +266,8 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
                       signals=[r.name for r in rankings],
                       score="rrf" if not single else BY_NAME[rankings[0].name].score,
                       facets=facets, strategies={r.name: r.strategy for r in rankings},
-                      total=len(ordered), total_exact=all(r.exhausted for r in rankings),
+                      total=len(ordered), total_exact=all(r.exhausted for r in rankings) and not unavailable,
+                      unavailable_shards=unavailable,
                       manuscripts=manuscripts,
                       floors=floors, below_floor=below_floor,
                       grouped_automatically=request.group == "auto" and group == "manifest")

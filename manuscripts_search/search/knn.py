@@ -40,8 +40,9 @@ VectorsOf = Callable[[np.ndarray], np.ndarray]  # labels -> (len, dim) float32, 
 @dataclass
 class KnnResult:
     hits: list[tuple[int, float]]  # (label, cosine similarity), best first
-    strategy: str  # plain | exact | overfetch | filtered
+    strategy: str  # plain | exact | overfetch | filtered (sharded: each shard's, joined by "+")
     ef: Optional[int] = None
+    unavailable: tuple[int, ...] = ()  # shards (1-based) that did not answer: the hits are partial
 
 
 def knn(index: VectorIndex, vector: np.ndarray, k: int, allowed: Optional[np.ndarray] = None,

@@ -114,7 +114,8 @@ def semantic_floor(request, context) -> ScoreFloor:
 def _visual_rank(request, context, depth: int, canvas_filter) -> CanvasRanking:
     vector, exclude = query_vector(request, context)
     return visual_ranking(context.session, context.index, vector, depth, canvas_filter,
-                          exclude_canvas=exclude, ef=request.ef, min_score=visual_floor(request, context).value)
+                          exclude_canvas=exclude, ef=request.ef, min_score=visual_floor(request, context).value,
+                          filters=request.filters)
 
 
 def _fulltext_rank(request, context, depth: int, canvas_filter) -> Optional[CanvasRanking]:

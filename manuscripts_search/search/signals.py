@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 
 from ..index.vector_index import VectorIndex
 from ..index.sync import load_vectors
+from .filters import SearchFilters
 from .knn import knn
+from .shard_search import ShardedIndex
 from ..models import Canvas, Embedding, Region, SearchDocument, TextVector
 
 
@@ -55,6 +57,7 @@ class CanvasRanking:
     strategy: Optional[str] = None  # how the k-NN ran (plain, exact, overfetch, filtered)
     floor: Optional[float] = None  # the score a hit had to beat (see .calibration)
     below_floor: bool = False  # hits were left out for scoring no better than nonsense
+    unavailable: tuple[int, ...] = ()  # index shards that did not answer (the ranking is partial)
 
     def items(self) -> list[tuple[int, float]]:
         return [(c.canvas_id, c.score) for c in self.canvases]
@@ -69,17 +72,24 @@ def allowed_visual_labels(session: Session, space: str, canvas_filter: Optional[
     return np.fromiter(labels, dtype=np.int64)
 
 
-def visual_ranking(session: Session, index: VectorIndex, vector: np.ndarray, depth: int,
+def visual_ranking(session: Session, index: VectorIndex | ShardedIndex, vector: np.ndarray, depth: int,
                    canvas_filter: Optional[Select] = None, exclude_canvas: Optional[int] = None,
-                   ef: Optional[int] = None, min_score: Optional[float] = None) -> CanvasRanking:
+                   ef: Optional[int] = None, min_score: Optional[float] = None,
+                   filters: Optional[SearchFilters] = None) -> CanvasRanking:
     """Canvases nearest to ``vector`` in ``index``; a canvas's score is its best vector's (whole
     page or region); region hits are listed per canvas with their boxes. With ``min_score``,
-    only vectors scoring above it count (the ranking ends where they stop)."""
-    allowed = allowed_visual_labels(session, index.space, canvas_filter)
+    only vectors scoring above it count (the ranking ends where they stop). A sharded index is
+    also given ``filters`` (what ``canvas_filter`` was made from, when it was) to push down."""
+    sharded = isinstance(index, ShardedIndex)
+    allowed = None if sharded else allowed_visual_labels(session, index.space, canvas_filter)
     label_depth = depth
     while True:
-        result = knn(index, vector, label_depth, allowed=allowed, ef=ef,
-                     vectors_of=lambda labels: load_vectors(session, index.space, labels, index.dim))
+        if sharded:
+            result = index.nearest(session, vector, label_depth, filters=filters, ef=ef,
+                                   canvas_filter=canvas_filter)
+        else:
+            result = knn(index, vector, label_depth, allowed=allowed, ef=ef,
+                         vectors_of=lambda labels: load_vectors(session, index.space, labels, index.dim))
         hits = result.hits if min_score is None else [hit for hit in result.hits if hit[1] > min_score]
         canvases = _group_visual_hits(session, hits, exclude_canvas)
         below_floor = len(hits) < len(result.hits)
@@ -88,7 +98,7 @@ def visual_ranking(session: Session, index: VectorIndex, vector: np.ndarray, dep
         # Several labels per canvas (regions) can leave fewer canvases than asked: look deeper.
         if len(canvases) >= depth or exhausted or label_depth >= 8 * depth:
             return CanvasRanking("visual", canvases[:depth], exhausted and len(canvases) <= depth,
-                                 result.strategy, min_score, below_floor)
+                                 result.strategy, min_score, below_floor, result.unavailable)
         label_depth *= 2
 
 
