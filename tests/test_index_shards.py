@@ -199,3 +199,33 @@ def test_text_spaces_are_not_sharded(session_factory, tmp_path):
     with session_scope(session_factory) as session:
         with pytest.raises(ValueError, match="stays one index"):
             sync_space(session, tmp_path, "text:minilm@1", shards=2)
+
+
+def test_index_commands_shard_verify_and_report(catalogue, db_url, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from manuscripts_search.cli import cli
+
+    env = {"MSEARCH_DATA_DIR": str(tmp_path / "data"), "MSEARCH_DB": db_url}
+
+    def run(*args, code=0):
+        result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.stdout if code == 0 else result.output
+
+    report = json.loads(run("index", "--no-text", "--shards", "3", "--json"))["indexes"][0]
+    assert (report["shards"], report["total"], report["resharded_from"]) == (3, len(catalogue.vectors), 1)
+    assert sum(report["per_shard"]) == report["total"] and min(report["per_shard"]) > 0
+    assert "in 3 shards" in run("index", "--no-text")  # a sync keeps the count
+    verified = json.loads(run("index", "verify", "--deep", "--json"))[0]
+    assert verified["ok"] and verified["shards"] == 3 and [e["shard"] for e in verified["per_shard"]] == [
+        "1/3", "2/3", "3/3"]
+    stats = json.loads(run("stats", "--json"))
+    assert [(s["shards"], s["vectors"]) for s in stats["indexes"]["spaces"]] == [(3, len(catalogue.vectors))]
+    assert "in 2 shards" in run("index", "rebuild", "--shards", "2")
+    assert json.loads(run("index", "verify", "--json"))[0]["shards"] == 2
+    assert "Invalid value for '--shards'" in run("index", "--no-text", "--shards", "0", code=2)
+    # No Ray cluster listens there: a clear message, not a traceback.
+    assert "cannot reach the Ray cluster" in run("shards", "status", "--address", "127.0.0.1:9", code=1)

@@ -45,6 +45,8 @@ def _search_response(parsed, image=None):
             "total": page.total, "total_exact": page.total_exact, "manuscripts": page.manuscripts,
             "has_more": page.has_more, "candidates": page.candidates, "signals": page.signals,
             "score": page.score, "floors": page.floors, "below_floor": page.below_floor,
+            # Index shards that did not answer in time: the hits are the others' (total a lower bound).
+            "partial": page.partial, "unavailable_shards": page.unavailable_shards,
             "facets": page.facets, "facet_labels": facet_labels(session, page.facets),
             "filters": parsed.filters.as_dict(), **describe_setup(setup)}
     if page.group == "canvas":

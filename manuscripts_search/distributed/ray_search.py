@@ -101,7 +101,7 @@ def deploy_shards(space: str, count: int, index_dir: Path, db_url: str, replicas
     applications of another shard count of the same space once the new ones run. Returns the
     applications' names. Raises RayUnavailableError when Ray or Serve cannot be used."""
     _ray, serve = connect(address)
-    serve.start(http_options={"location": "NoServer"})
+    serve.start(proxy_location="Disabled")  # the web app calls the shards through handles: no HTTP
     server = serve.deployment(ShardServer, name=DEPLOYMENT, num_replicas=replicas,
                               ray_actor_options={"num_cpus": cpus_per_replica}, max_ongoing_requests=32,
                               health_check_period_s=2, health_check_timeout_s=10)

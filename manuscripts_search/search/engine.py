@@ -18,6 +18,7 @@ widen it in whole windows), with ties broken by canvas id.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -37,6 +38,8 @@ from .signal_registry import BY_NAME, SIGNALS as SIGNAL_TABLE, signal_names
 from .signals import CanvasEvidence, CanvasRanking, RegionMatch
 from .space_index import SpaceIndex, open_space_index
 from .thumbnails import level0_infos, thumbnail_url
+
+log = logging.getLogger(__name__)
 
 
 def load_index(index_dir: Path, space: str, backend: str = "local", ray_address: Optional[str] = None,
@@ -238,6 +241,8 @@ def run_search(context: SearchContext, request: SearchRequest) -> SearchPage:
     floors = {r.name: r.floor for r in rankings if r.floor is not None}
     below_floor = any(r.below_floor for r in rankings)
     unavailable = sorted({shard for r in rankings for shard in r.unavailable})
+    if unavailable:
+        log.warning("index shards %s did not answer; the results are partial", unavailable)
     # A signal that found nothing takes no part (and a lone remaining signal keeps its own score).
     rankings = [r for r in rankings if r.canvases] or rankings[:1]
     evidence: dict[str, dict[int, CanvasEvidence]] = {

@@ -238,6 +238,6 @@ class ShardedIndex:
         answers = self.backend.search(request, session, None if filters is not None else canvas_filter)
         result = merge_answers(answers, k)
         if result.unavailable:
-            log.warning("shards %s of %s did not answer; the results are partial", list(result.unavailable),
+            log.debug("shards %s of %s did not answer; the results are partial", list(result.unavailable),
                         self.space)
         return result
