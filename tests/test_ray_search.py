@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from manuscripts_search.distributed.ray_search import (RayShards, application_name, deploy_shards,
