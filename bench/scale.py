@@ -438,6 +438,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--M", type=int, default=IndexParams.M)
     parser.add_argument("--ef-construction", type=int, default=IndexParams.ef_construction)
+    parser.add_argument("--shards", type=int, default=None,
+                        help="split the space into this many shards by canvas (bench/shard_bench.py) and compare "
+                             "with one index of the layout")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="with --shards: search the shards in this process or on Ray Serve")
+    parser.add_argument("--fault-seconds", type=float, default=0.0,
+                        help="with --shards and --engine ray: a load run this long with one replica killed")
+    parser.add_argument("--clients", type=int, default=20, help="threads of the fault run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -469,6 +477,9 @@ def main(argv=None) -> int:
         print(f"data: {data_path} ({'reused' if timings['reused'] else 'generated'})", flush=True)
         files = {"queries": str(workdir / f"queries-s{args.seed}-q{args.queries}.npy"),
                  "truth": str(workdir / f"truth-n{args.n}-s{args.seed}-q{args.queries}.npy")}
+        if args.shards:
+            result.update(run_shard_bench(args, layout, data_path, queries, truth, params, workdir))
+            return finish(args, result, started, temporary, workdir)
         measured = run_layout(layout, data_path, args.n, files, params, args.ef, workdir, args.keep_index)
         result.update(measured)
         baseline = None
@@ -495,6 +506,37 @@ def main(argv=None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     print("\n" + table(result))
+    return 0
+
+
+def run_shard_bench(args, layout: str, data_path: Path, queries, truth, params: IndexParams, workdir: Path) -> dict:
+    from shard_bench import run_sharded
+
+    single_dir = workdir / f"single-{layout}-n{args.n}"
+    single = build(layout, data_path, args.n, params, single_dir)
+    print(f"one {layout} index built in {single['build_s']:.0f} s", flush=True)
+    measured = run_sharded(SPACE, layout, data_path, args.n, queries, truth, args.shards, args.engine, params,
+                           workdir, K, args.fault_seconds, args.clients, single_dir=single_dir)
+    measured["single_build_s"] = single["build_s"]
+    if not args.keep_index:
+        shutil.rmtree(single_dir, ignore_errors=True)
+        shutil.rmtree(workdir / f"shards-{layout}-n{args.n}-x{args.shards}", ignore_errors=True)
+    return measured
+
+
+def finish(args, result: dict, started: float, temporary: bool, workdir: Path) -> int:
+    result["loadavg"] = list(os.getloadavg())
+    result["total_wall_s"] = time.perf_counter() - started
+    if temporary:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    keys = ("n", "layout", "shards", "engine", "recall_at_10", "single_recall_at_10", "p50_ms", "p99_ms",
+            "single_p50_ms", "merge_overhead_ratio", "partial_answers")
+    print("\n" + "\n".join(f"{key:>22}: {result.get(key)}" for key in keys))
+    if "fault" in result:
+        print("\n".join(f"{'fault.' + key:>22}: {value}" for key, value in result["fault"].items()))
     return 0
 
 

@@ -44,7 +44,7 @@ class ShardServer:
     """One replica of one shard (the deployment's class; plain, so it also runs without Serve)."""
 
     def __init__(self, index_dir: str, space: str, number: int, count: int, db_url: str,
-                 check_interval: float = 1.0):
+                 check_interval: float = 1.0, query_threads: Optional[int] = None):
         from ..index.live import LiveIndex
         from ..store.db import session_factory_for
 
@@ -52,14 +52,23 @@ class ShardServer:
         self.part = ShardPart(number, count)
         self.live = LiveIndex(Path(index_dir), self.part.index_name(space), check_interval)
         self.factory = session_factory_for(db_url)
-        self.live.get()  # fail at start, where Serve reports it, not at the first query
+        self.query_threads = query_threads
+        self._threads_set_on = None
+        self._index()  # fail at start, where Serve reports it, not at the first query
+
+    def _index(self):
+        index = self.live.get()
+        if index is not None and self.query_threads and index is not self._threads_set_on:
+            index.set_query_threads(self.query_threads)  # replicas share the node's cores
+            self._threads_set_on = index
+        return index
 
     def search(self, request: ShardRequest) -> ShardAnswer:
         from ..search.shard_search import search_shard
         from ..store.db import session_scope
 
         try:
-            index = self.live.get()
+            index = self._index()
             with session_scope(self.factory) as session:
                 return search_shard(session, index, self.space, self.part, request)
         except Exception as error:  # the caller merges what the other shards found and says so
@@ -67,7 +76,7 @@ class ShardServer:
             return ShardAnswer(self.part.number + 1, error=f"{type(error).__name__}: {error}")
 
     def stats(self) -> Optional[ShardStats]:
-        index = self.live.get()
+        index = self._index()
         if index is None:
             return None
         return ShardStats(len(index), index.element_count, index.dim, index.params, index.layout)
@@ -96,7 +105,7 @@ def connect(address: Optional[str]):
 
 def deploy_shards(space: str, count: int, index_dir: Path, db_url: str, replicas: int = 1,
                   cpus_per_replica: float = 0.5, address: Optional[str] = None,
-                  check_interval: float = 1.0) -> list[str]:
+                  check_interval: float = 1.0, query_threads: Optional[int] = None) -> list[str]:
     """Deploy (or update in place) one Serve application per shard of ``space``, and delete the
     applications of another shard count of the same space once the new ones run. Returns the
     applications' names. Raises RayUnavailableError when Ray or Serve cannot be used."""
@@ -108,7 +117,8 @@ def deploy_shards(space: str, count: int, index_dir: Path, db_url: str, replicas
     names = []
     for part in all_parts(count):
         name = application_name(space, part)
-        serve.run(server.bind(str(index_dir), space, part.number, part.count, db_url, check_interval),
+        serve.run(server.bind(str(index_dir), space, part.number, part.count, db_url, check_interval,
+                              query_threads),
                   name=name, route_prefix=None, blocking=False)
         names.append(name)
     _wait_running(serve, names)
