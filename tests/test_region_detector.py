@@ -21,13 +21,18 @@ from manuscripts_search.models import Canvas, Embedding, Manifest, Region
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
 from tests.helpers.cli import run_cli
-from tests.helpers.model_factory import build_random_owlvit, build_random_yolos, render_shape
+from tests.helpers.model_factory import DETECTOR_GRID, build_random_owlvit, build_random_yolos, render_shape
 from tests.helpers.shapes_collection import CANVASES
 
 
 @pytest.fixture(scope="module")
 def owlvit_dir(tmp_path_factory):
     return build_random_owlvit(tmp_path_factory.mktemp("random-owlvit"))
+
+
+@pytest.fixture(scope="module")
+def owlv2_dir(tmp_path_factory):
+    return build_random_owlvit(tmp_path_factory.mktemp("random-owlv2"), version=2)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +84,23 @@ def test_a_detector_is_loaded_once_and_its_boxes_come_back_in_canvas_coordinates
     middle = (found[0].score + found[-1].score) / 2
     if found[-1].score < middle < best:
         assert all(p.score > middle - 1e-4 for p in load_region_detector(path, "cpu", threshold=middle).detect(page))
+
+
+@pytest.mark.parametrize("which", ["owlvit", "owlv2"])
+def test_boxes_are_scaled_from_what_the_model_saw_to_the_canvas(which, request):
+    detector = load_region_detector(str(request.getfixturevalue(f"{which}_dir")), "cpu", threshold=0.0)
+    assert detector.kind == ZERO_SHOT
+    canvas_w, canvas_h = 3000, 4480
+    found = detector.detect(_page(300, 448), canvas_size=(canvas_w, canvas_h), limit=16)
+    # The tiny model's boxes are its prior: one the size of a patch on each corner of its 4x4
+    # grid, over the page squeezed into the model's square (OWL-ViT) or over the square it is
+    # padded to (OWLv2). A portrait page: swapped sides or a missed padding change the sizes.
+    side_w, side_h = (canvas_w, canvas_h) if which == "owlvit" else (canvas_h, canvas_h)
+    side_w, side_h = side_w / DETECTOR_GRID, side_h / DETECTOR_GRID
+    interior = [p for p in found if p.x > 0 and p.y > 0 and p.x + p.w < canvas_w and p.y + p.h < canvas_h]
+    assert len(interior) >= 6, found
+    for p in interior:
+        assert abs(p.w - side_w) < 0.05 * side_w and abs(p.h - side_h) < 0.05 * side_h, (p, side_w, side_h)
 
 
 def test_a_detector_that_cannot_be_used_is_refused_with_what_to_set(tmp_path, random_clip_dir):

@@ -287,26 +287,33 @@ def _soft_cross_entropy(logits, targets):
 
 DETECTOR_IMAGE_SIZE = 64
 _PATCH = 16  # OWL-ViT: one box per patch, (64 / 16)^2 = 16 boxes per image
+DETECTOR_GRID = DETECTOR_IMAGE_SIZE // _PATCH
 
 
-def build_random_owlvit(path: str | Path, seed: int = 0) -> Path:
-    """Save a tiny randomly initialised OwlViTForObjectDetection with an OwlViTProcessor under ``path``.
+def build_random_owlvit(path: str | Path, seed: int = 0, version: int = 1) -> Path:
+    """Save a tiny randomly initialised OWL-ViT (``version`` 1: OwlViTForObjectDetection, which
+    squeezes the image into a square; 2: Owlv2ForObjectDetection, which pads it to one) with its
+    processor under ``path``; one box per patch, a 4x4 grid.
 
     The box head's weights are drawn small (as a trained head's offsets are): at the default
     scale its random outputs saturate the sigmoid and every box collapses to a line, while the
-    model's own prior (a box the size of a patch at each patch) then shows through. The score's
-    shift and scale are drawn small too, so that scores spread around 0.5 (not 1e-14) and a
-    threshold has something to cut.
+    model's own prior (a box the size of a patch, centred on a corner of its patch) then shows
+    through. The score's shift and scale are drawn small too, so that scores spread around 0.5
+    (not 1e-14) and a threshold has something to cut.
     """
     import torch
-    from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessorPil, OwlViTProcessor
+    import transformers
 
+    prefix = {1: "OwlViT", 2: "Owlv2"}[version]
+    config_class, model_class, image_processor_class, processor_class = (
+        getattr(transformers, prefix + suffix)
+        for suffix in ("Config", "ForObjectDetection", "ImageProcessorPil", "Processor"))
     hidden = 32
-    config = OwlViTConfig(text_config=_text_tower(hidden, 1, 2, pad_id=0),
+    config = config_class(text_config=_text_tower(hidden, 1, 2, pad_id=0),
                           vision_config={**_vision_tower(hidden, 1, 2), "image_size": DETECTOR_IMAGE_SIZE,
                                          "patch_size": _PATCH},
                           projection_dim=hidden)  # the class head compares image and text at this width
-    model = _seeded_model(OwlViTForObjectDetection, config, seed)
+    model = _seeded_model(model_class, config, seed)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for layer in (model.box_head.dense0, model.box_head.dense1, model.box_head.dense2,
@@ -314,8 +321,9 @@ def build_random_owlvit(path: str | Path, seed: int = 0) -> Path:
             layer.weight.normal_(0.0, 0.3 / hidden ** 0.5)
             layer.bias.zero_()
     square = {"height": DETECTOR_IMAGE_SIZE, "width": DETECTOR_IMAGE_SIZE}
-    processor = OwlViTProcessor(image_processor=OwlViTImageProcessorPil(size=square, crop_size=square),
-                                tokenizer=build_caption_tokenizer())
+    image_processor = (image_processor_class(size=square, crop_size=square) if version == 1
+                       else image_processor_class(size=square))
+    processor = processor_class(image_processor=image_processor, tokenizer=build_caption_tokenizer())
     return _save(model, processor, Path(path))
 
 
