@@ -1,8 +1,8 @@
 """The optional region detector (``--regions detector``, MSEARCH_REGION_MODEL): a detection model in
 Hugging Face format, loaded through the real ``from_pretrained`` path from a tiny randomly
-initialised OWL-ViT (zero-shot, asked for the prompts) or YOLOS (closed set) built at test time.
-A random model's boxes mean nothing: these tests hold the path (boxes valid, inside the canvas,
-capped, scored, method recorded, embedded, removed with another method), not the quality.
+initialised OWL-ViT or OWLv2 (zero-shot, asked for the prompts), YOLOS or DETR (closed set) built
+at test time. A random model's boxes mean nothing: these tests hold the path (boxes valid, inside
+the canvas, capped, scored, method recorded, embedded, removed with another method), not the quality.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from manuscripts_search.models import Canvas, Embedding, Manifest, Region
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
 from tests.helpers.cli import run_cli
-from tests.helpers.model_factory import DETECTOR_GRID, build_random_owlvit, build_random_yolos, render_shape
+from tests.helpers.model_factory import (DETECTOR_GRID, build_random_detr, build_random_owlvit, build_random_yolos,
+                                         render_shape)
 from tests.helpers.shapes_collection import CANVASES
 
 
@@ -33,6 +34,11 @@ def owlvit_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def owlv2_dir(tmp_path_factory):
     return build_random_owlvit(tmp_path_factory.mktemp("random-owlv2"), version=2)
+
+
+@pytest.fixture(scope="module")
+def detr_dir(tmp_path_factory):
+    return build_random_detr(tmp_path_factory.mktemp("random-detr"))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,7 @@ def _inside(box, area) -> bool:
     return w > 0 and h > 0 and x >= ax and y >= ay and x + w <= ax + aw and y + h <= ay + ah
 
 
-@pytest.mark.parametrize("which, kind", [("owlvit", ZERO_SHOT), ("yolos", CLOSED_SET)])
+@pytest.mark.parametrize("which, kind", [("owlvit", ZERO_SHOT), ("yolos", CLOSED_SET), ("detr", CLOSED_SET)])
 def test_a_detector_is_loaded_once_and_its_boxes_come_back_in_canvas_coordinates(which, kind, request):
     path = str(request.getfixturevalue(f"{which}_dir"))
     detector = load_region_detector(path, "cpu", threshold=0.0)

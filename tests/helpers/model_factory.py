@@ -352,3 +352,27 @@ def build_random_yolos(path: str | Path, seed: int = 0, detection_tokens: int = 
     processor = YolosImageProcessorPil(size={"shortest_edge": DETECTOR_IMAGE_SIZE,
                                              "longest_edge": 2 * DETECTOR_IMAGE_SIZE})
     return _save(model, processor, Path(path))
+
+
+def build_random_detr(path: str | Path, seed: int = 0, queries: int = 20) -> Path:
+    """Save a tiny randomly initialised DetrForObjectDetection (a small ResNet from transformers as
+    its backbone: no timm) with its image processor under ``path``: the path of a detector fed a
+    pixel mask. Its heads are drawn at a unit scale as YOLOS's are, yet one decoder layer leaves
+    its queries close to one box (merged into one or a few): enough to carry the path."""
+    import torch
+    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessorPil, ResNetConfig
+
+    backbone = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
+                            layer_type="basic", out_features=["stage4"])
+    config = DetrConfig(use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False, d_model=32,
+                        encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=queries, num_labels=3)
+    model = _seeded_model(DetrForObjectDetection, config, seed)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        model.model.query_position_embeddings.weight.normal_(0.0, 1.0)
+        for layer in (*model.bbox_predictor.layers, model.class_labels_classifier):
+            layer.weight.normal_(0.0, 1.5 / layer.in_features ** 0.5)
+    processor = DetrImageProcessorPil(size={"shortest_edge": DETECTOR_IMAGE_SIZE,
+                                            "longest_edge": 2 * DETECTOR_IMAGE_SIZE})
+    return _save(model, processor, Path(path))
