@@ -53,8 +53,8 @@ class RayHarvestOptions:
     parallel: Optional[int] = None  # tasks at once (None: the cluster's CPUs; always 1 on SQLite)
     task_cpus: float = 1.0  # CPUs each task reserves
     regions: bool = False
-    region_method: str = "grid"  # grid, content or both (regions.REGION_METHODS)
-    region_limit: int = 13  # content regions per canvas at most
+    region_method: str = "grid"  # grid, content, detector, both or A+B (regions.parse_region_methods)
+    region_limit: int = 13  # content (and detector) regions per canvas at most
     region_levels: tuple[int, ...] = (2, 3)
     region_overlap: float = 0.25
     num_cpus: Optional[int] = None  # CPUs of a local Ray started for the run (None: all)
@@ -269,13 +269,21 @@ def _fetch_regions(config, factory, fetcher, options: RayHarvestOptions, report:
     from manuscripts_search.store.derivatives import DerivativeStore
 
     from .images import InfoCache
-    from .regions import RegionGrid, fetch_region_derivatives, plan_regions
+    from .regions import RegionGrid, fetch_region_derivatives, parse_region_methods, plan_regions
 
     derivatives = DerivativeStore(config.derivatives_dir)
+    detector = None
+    if "detector" in parse_region_methods(options.region_method):
+        from .region_detector import region_detector_from_config
+
+        detector = region_detector_from_config(config)  # the command loaded it already: reused
     planned = plan_regions(factory, RegionGrid(tuple(options.region_levels), options.region_overlap),
-                           method=options.region_method, derivatives=derivatives, limit=options.region_limit)
+                           method=options.region_method, derivatives=derivatives, limit=options.region_limit,
+                           detector=detector)
     regions = fetch_region_derivatives(factory, fetcher, derivatives,
                                        long_edge=config.image_size, threads=options.threads,
                                        infos=InfoCache(fetcher, factory))
     regions.planned = planned
     report.regions = regions.as_dict()
+    if detector is not None:
+        report.regions["detector"] = detector.describe()

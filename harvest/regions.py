@@ -1,6 +1,7 @@
 """Region crops for region-level search: a multi-scale grid of overlapping windows per canvas,
-content-aware proposals found in the canvas image (:mod:`.region_proposals`), or both; each
-fetched at model resolution and stored in the derivative store.
+content-aware proposals found in the canvas image (:mod:`.region_proposals`), the boxes of a
+detection model (:mod:`.region_detector`), or a combination; each fetched at model resolution
+and stored in the derivative store.
 
 Boxes are laid out and stored in **canvas** coordinates (what a viewer highlights); each is
 mapped to image pixels with :func:`canvas_to_image_xywh` (the image may be painted on part of the
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Collection, Optional
+from typing import TYPE_CHECKING, Collection, Optional
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +33,9 @@ from manuscripts_search.models import Canvas, Region
 from .http import Fetcher, FetchError, HostDownError
 from .images import InfoCache, fetch_image, normalise_image
 from .region_proposals import DEFAULT_LIMIT, Proposal, propose_regions
+
+if TYPE_CHECKING:
+    from .region_detector import RegionDetector
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +110,43 @@ def _canvas_size(canvas: Canvas) -> Optional[tuple[int, int]]:
     return None
 
 
-REGION_METHODS = ("grid", "content", "both")
+REGION_METHODS = ("grid", "content", "detector")  # in the order a box found by two keeps the first's name
+METHOD_ALIASES = {"both": ("grid", "content")}
+
+
+def parse_region_methods(spec: str) -> tuple[str, ...]:
+    """``"grid"``, ``"content"``, ``"detector"``, ``"both"`` (grid+content) or methods joined by
+    ``+`` (``"content+detector"``) → the methods, in :data:`REGION_METHODS` order. Raises
+    ValueError with the choices."""
+    parts = [part.strip().lower() for part in str(spec or "").split("+")]
+    methods = set()
+    for part in parts:
+        if part in METHOD_ALIASES:
+            methods.update(METHOD_ALIASES[part])
+        elif part in REGION_METHODS:
+            methods.add(part)
+        else:
+            raise ValueError(f"region method must be one of {', '.join(REGION_METHODS)}, both (grid+content) "
+                             f"or methods joined by + (content+detector), got {spec!r}")
+    return tuple(m for m in REGION_METHODS if m in methods)
 
 
 def plan_regions(session_factory: sessionmaker[Session], grid: RegionGrid,
                  manifest_ids: Optional[Collection[int]] = None, method: str = "grid",
-                 derivatives: Optional[DerivativeStore] = None, limit: int = DEFAULT_LIMIT) -> int:
+                 derivatives: Optional[DerivativeStore] = None, limit: int = DEFAULT_LIMIT,
+                 detector: Optional["RegionDetector"] = None) -> int:
     """Make every image canvas's regions match ``method`` (added without a derivative; boxes of
     another grid or method removed), of ``manifest_ids`` only when given: ``grid`` windows,
-    ``content`` proposals (at most ``limit``) found in the canvas's derivative in
-    ``derivatives``, or ``both``. A canvas whose image is not fetched yet keeps its regions for
-    ``content`` and gets the grid alone for ``both``, until a run that has its image. Returns
-    the number of boxes added."""
-    if method not in REGION_METHODS:
-        raise ValueError(f"region method must be one of {', '.join(REGION_METHODS)}, got {method!r}")
-    if method != "grid" and derivatives is None:
-        raise ValueError("content regions need the derivative store of the canvas images")
+    ``content`` proposals found in the canvas's derivative in ``derivatives``, ``detector`` boxes
+    of ``detector`` (a detection model) on it (at most ``limit`` of each), or a combination
+    (:func:`parse_region_methods`). A canvas whose image is not fetched yet (or cannot be read)
+    keeps its regions, or gets the grid alone when the grid is asked for, until a run that has
+    its image; one the detector fails on keeps all its regions. Returns the number of boxes added."""
+    methods = parse_region_methods(method)
+    if ("content" in methods or "detector" in methods) and derivatives is None:
+        raise ValueError("content and detector regions need the derivative store of the canvas images")
+    if "detector" in methods and detector is None:
+        raise ValueError("detector regions need a region detector (MSEARCH_REGION_MODEL)")
     added = 0
     query = select(Canvas).where(Canvas.service_id.is_not(None) | Canvas.image_url.is_not(None))
     if manifest_ids is not None:
@@ -133,21 +158,31 @@ def plan_regions(session_factory: sessionmaker[Session], grid: RegionGrid,
             if size is None:
                 continue
             found_by: dict[XYWH, tuple[str, Optional[float]]] = {}
-            if method in ("grid", "both"):
+            if "grid" in methods:
                 found_by.update((box, ("grid", None)) for box in grid.boxes(*size))
-            if method in ("content", "both"):
-                proposals = _content_proposals(canvas, size, derivatives, limit)
-                if proposals is None and method == "content":
+            if "content" in methods or "detector" in methods:
+                try:
+                    proposals = _image_proposals(canvas, size, derivatives, limit, methods, detector)
+                except _DetectionFailed:
+                    continue  # its detector boxes stay until a run where the model runs on its image
+                if proposals is None and "grid" not in methods:
                     continue
-                for proposal in proposals or ():
-                    found_by.setdefault(proposal.box, ("content", proposal.score))
+                for name, found in proposals or ():
+                    for proposal in found:
+                        found_by.setdefault(proposal.box, (name, proposal.score))
             added += core_store.sync_canvas_regions(session, canvas, list(found_by), found_by)
     return added
 
 
-def _content_proposals(canvas: Canvas, size: tuple[int, int], derivatives: DerivativeStore,
-                       limit: int) -> Optional[list[Proposal]]:
-    """Proposals from the canvas's derivative image, or None when it has none (or it cannot be read)."""
+class _DetectionFailed(Exception):
+    """The detector failed on one canvas's image (logged): the canvas keeps all its regions."""
+
+
+def _image_proposals(canvas: Canvas, size: tuple[int, int], derivatives: DerivativeStore, limit: int,
+                     methods: tuple[str, ...], detector) -> Optional[list[tuple[str, list[Proposal]]]]:
+    """(method, proposals) for the image methods of ``methods`` on the canvas's derivative, or
+    None when it has none or it cannot be read; raises _DetectionFailed when the detector fails
+    on it."""
     if not canvas.derivative_sha256:
         return None
     try:
@@ -156,7 +191,17 @@ def _content_proposals(canvas: Canvas, size: tuple[int, int], derivatives: Deriv
         log.warning("canvas %s: cannot read its image for region proposals (%s)", canvas.id, exc)
         return None
     target = tuple(int(v) for v in canvas.target_xywh.split(",")) if canvas.target_xywh else None
-    return propose_regions(image, canvas_size=size, target_xywh=target, limit=limit)
+    found = []
+    if "content" in methods:
+        found.append(("content", propose_regions(image, canvas_size=size, target_xywh=target, limit=limit)))
+    if "detector" in methods:
+        try:
+            found.append(("detector", detector.detect(image, canvas_size=size, target_xywh=target, limit=limit)))
+        except (RuntimeError, ValueError) as exc:  # a model that runs on a test image may still fail on one
+            log.warning("canvas %s: the region detector failed on its image (%s); its regions are kept",
+                        canvas.id, exc)
+            raise _DetectionFailed() from exc
+    return found
 
 
 @dataclass(frozen=True)

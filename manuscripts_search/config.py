@@ -29,7 +29,18 @@ SETTINGS: tuple[Setting, ...] = (
             "postgresql+psycopg://user:pass@host/db for PostgreSQL)."),
     Setting("MSEARCH_MODEL", "google/siglip2-base-patch16-224",
             "Vision-language model: a Hugging Face hub id or a local directory in HF format."),
-    Setting("MSEARCH_DEVICE", None, "Torch device for encoders (default: cuda when present, else cpu)."),
+    Setting("MSEARCH_DEVICE", None,
+            "Torch device for encoders and the region detector (default: cuda when present, else cpu)."),
+    Setting("MSEARCH_REGION_MODEL", None,
+            "Detection model for `--regions detector`: a Hugging Face hub id or a local directory holding an "
+            "object detector (AutoModelForObjectDetection: DETR, YOLOS...) or a zero-shot one (OWL-ViT, "
+            "OWLv2). Unset: no detector."),
+    Setting("MSEARCH_REGION_PROMPTS",
+            "a miniature painting;a decorated initial;a drawing in the margin;a diagram;musical notation",
+            "What a zero-shot detector looks for, separated by semicolons (a closed-set detector finds "
+            "the classes it was trained on)."),
+    Setting("MSEARCH_REGION_THRESHOLD", "0.1",
+            "Score (0 to 1) a detection must exceed to become a region; the best --region-limit are kept."),
     Setting("MSEARCH_IMAGE_SIZE", "448",
             "Long edge in pixels of the derivative fetched per canvas for encoding."),
     Setting("MSEARCH_USER_AGENT", None,
@@ -75,6 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
+DEFAULT_REGION_PROMPTS = tuple(_DEFAULTS["MSEARCH_REGION_PROMPTS"].split(";"))
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,10 @@ class Config:
     # signal -> "auto" | None (off) | a fixed floor (search/calibration.py); a signal not named: auto
     score_floors: dict = field(default_factory=dict)
     public_url: str = "http://127.0.0.1:5000"  # where the web app is served (published folders' URLs)
+    # The optional region detector (harvest/region_detector.py): model, zero-shot prompts, score floor.
+    region_model: Optional[str] = None
+    region_prompts: tuple[str, ...] = DEFAULT_REGION_PROMPTS
+    region_threshold: float = float(_DEFAULTS["MSEARCH_REGION_THRESHOLD"])
     # Which addresses harvesting and image URLs may reach (SSRF rule); public only by default.
     network_policy: NetworkPolicy = field(default_factory=NetworkPolicy)
 
@@ -132,6 +148,36 @@ def _int_setting(env: dict, name: str, minimum: int = 1) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+MAX_REGION_PROMPTS = 32
+MAX_REGION_PROMPT_CHARS = 200  # detectors' text towers read a few dozen tokens at most
+
+
+def _region_prompts(env: dict) -> tuple[str, ...]:
+    raw = env.get("MSEARCH_REGION_PROMPTS") or _DEFAULTS["MSEARCH_REGION_PROMPTS"]
+    prompts = tuple(dict.fromkeys(part.strip() for part in raw.split(";") if part.strip()))
+    if not prompts:
+        raise ConfigError("MSEARCH_REGION_PROMPTS must name at least one thing to look for "
+                          "(prompts separated by semicolons)")
+    if len(prompts) > MAX_REGION_PROMPTS:
+        raise ConfigError(f"MSEARCH_REGION_PROMPTS holds {len(prompts)} prompts; at most {MAX_REGION_PROMPTS}")
+    too_long = [p for p in prompts if len(p) > MAX_REGION_PROMPT_CHARS]
+    if too_long:
+        raise ConfigError(f"MSEARCH_REGION_PROMPTS: a prompt is at most {MAX_REGION_PROMPT_CHARS} characters, "
+                          f"got {len(too_long[0])} ({too_long[0][:40]!r}...)")
+    return prompts
+
+
+def _region_threshold(env: dict) -> float:
+    raw = env.get("MSEARCH_REGION_THRESHOLD") or _DEFAULTS["MSEARCH_REGION_THRESHOLD"]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"MSEARCH_REGION_THRESHOLD must be a number from 0 to 1, got {raw!r}") from None
+    if not 0 <= value <= 1:  # also refuses nan
+        raise ConfigError(f"MSEARCH_REGION_THRESHOLD must be from 0 to 1, got {raw!r}")
     return value
 
 
@@ -210,5 +256,8 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         shard_deadline=shard_deadline,
         score_floors=score_floors,
         public_url=env.get("MSEARCH_PUBLIC_URL") or _DEFAULTS["MSEARCH_PUBLIC_URL"],
+        region_model=(env.get("MSEARCH_REGION_MODEL") or "").strip() or None,
+        region_prompts=_region_prompts(env),
+        region_threshold=_region_threshold(env),
     )
     return config.replace(**overrides) if overrides else config

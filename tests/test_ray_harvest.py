@@ -59,3 +59,32 @@ def test_two_hosts_harvested_on_ray_then_embedded_and_searched(shapes_collection
     assert (again["unchanged"], again["new"], again["changed"]) == (2, 0, 0)
     assert again["images"] == {"fetched": 0, "failures": []} and again["tasks"]["image_chunks"] == 0
     factory.kw["bind"].dispose()
+
+
+def test_detector_regions_on_ray_are_planned_by_the_driver(shapes_collection, msearch_env, ray_cluster, tmp_path):
+    from sqlalchemy import select
+
+    from manuscripts_search.models import Region
+    from manuscripts_search.store.db import session_scope
+    from tests.helpers.model_factory import build_random_owlvit
+
+    server, collection = shapes_collection
+    owlvit = build_random_owlvit(tmp_path / "owlvit")
+    config = load_config({**msearch_env, "MSEARCH_IMAGE_SIZE": "128", "MSEARCH_REGION_MODEL": str(owlvit),
+                          "MSEARCH_REGION_THRESHOLD": "0", "MSEARCH_DEVICE": "cpu"})
+    factory = migrated_factory(config.db_url)
+    options = RayHarvestOptions(threads=2, image_chunk=3, regions=True, region_method="detector", region_limit=3)
+
+    result = harvest_with_ray(config, factory, [f"{server.base_url}/v3/manifest.json"],
+                              FetcherSettings.from_config(config, max_per_host=2), options).as_dict()
+
+    assert str(owlvit) in result["regions"]["detector"]
+    with session_scope(factory) as session:
+        regions = session.scalars(select(Region)).all()
+        per_canvas = {}
+        for region in regions:
+            per_canvas[region.canvas_id] = per_canvas.get(region.canvas_id, 0) + 1
+        assert regions and {r.method for r in regions} == {"detector"} and max(per_canvas.values()) <= 3
+        assert all(r.derivative_sha256 for r in regions)
+    assert result["regions"]["planned"] == result["regions"]["fetched"] == len(regions)
+    factory.kw["bind"].dispose()

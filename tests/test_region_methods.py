@@ -102,13 +102,13 @@ def test_contradicting_and_unknown_region_options_are_refused(runner, msearch_en
 
     result = runner.invoke(cli, ["harvest", "x.json", "--regions", "grid", "--no-regions"], env=msearch_env)
     assert result.exit_code == 2 and "contradict" in result.output
-    result = runner.invoke(cli, ["harvest", "x.json", "--regions", "detector"], env=msearch_env)
-    assert result.exit_code == 2 and "detector" in result.output
+    result = runner.invoke(cli, ["harvest", "x.json", "--regions", "lines"], env=msearch_env)
+    assert result.exit_code == 2 and "lines" in result.output
 
 
 def test_plan_regions_refuses_an_unknown_method_and_content_without_images(session_factory, tmp_path):
-    with pytest.raises(ValueError, match="one of grid, content, both"):
-        plan_regions(session_factory, RegionGrid(), method="detector")
+    with pytest.raises(ValueError, match="one of grid, content, detector, both"):
+        plan_regions(session_factory, RegionGrid(), method="lines")
     with pytest.raises(ValueError, match="derivative store"):
         plan_regions(session_factory, RegionGrid(), method="content")
 

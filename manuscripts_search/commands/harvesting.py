@@ -19,6 +19,17 @@ def _grid_levels(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
+def _region_methods(ctx, param, value):
+    from harvest.regions import parse_region_methods
+
+    if value is None:
+        return None
+    try:
+        return "+".join(parse_region_methods(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _fetcher_options(command):
     options = [
         click.option("--workers", type=click.IntRange(1, 256), default=16, show_default=True,
@@ -31,14 +42,17 @@ def _fetcher_options(command):
                      help="Retries after timeouts, connection errors, 429 and 5xx."),
         click.option("--timeout", type=click.FloatRange(0.1, None), default=None,
                      help="Connect/read timeout in seconds [default: MSEARCH_HTTP_TIMEOUT]."),
-        click.option("--regions", type=click.Choice(["grid", "content", "both"]), is_flag=False, flag_value="grid",
-                     default=None, help="Also fetch region crops per canvas: grid (a multi-scale grid of windows; "
+        click.option("--regions", is_flag=False, flag_value="grid", default=None, callback=_region_methods,
+                     metavar="[grid|content|detector|both|A+B]",
+                     help="Also fetch region crops per canvas: grid (a multi-scale grid of windows; "
                      "what --regions alone means), content (boxes around what the canvas image shows besides "
-                     "text: miniatures, initials, drawings) or both. A run with another method replaces the "
-                     "regions (and vectors) of the one before."),
+                     "text: miniatures, initials, drawings), detector (the boxes of the detection model "
+                     "MSEARCH_REGION_MODEL), both (grid+content), or methods joined by + (content+detector). "
+                     "A run with another method replaces the regions (and vectors) of the one before."),
         click.option("--no-regions", is_flag=True, help="No region crops (the default)."),
         click.option("--region-limit", type=click.IntRange(1, 64), default=13, show_default=True,
-                     help="At most this many content regions per canvas (13: as many as the 2,3 grid)."),
+                     help="At most this many content (and detector) regions per canvas (13: as many as the "
+                     "2,3 grid)."),
         click.option("--region-grid", default="2,3", show_default=True, callback=_grid_levels,
                      help="Windows per side at each scale, comma-separated (2,3: 2x2 and 3x3)."),
         click.option("--region-overlap", type=click.FloatRange(0, 0.9), default=0.25, show_default=True,
@@ -83,11 +97,29 @@ def _region_method(regions: Optional[str], no_regions: bool) -> Optional[str]:
     return None if no_regions else regions
 
 
+def _region_detector(state: CLIState, regions: Optional[str]):
+    """The detection model when the region method asks for it, loaded now (once per process) so
+    that a missing or unusable model stops the command before any harvesting work."""
+    if not regions or "detector" not in regions.split("+"):
+        return None
+    if not state.config.region_model:
+        raise click.UsageError(f"--regions {regions} needs a detection model: set MSEARCH_REGION_MODEL to a "
+                               "Hugging Face hub id or a local directory holding an object detector (DETR, "
+                               "YOLOS...) or a zero-shot one (OWL-ViT, OWLv2)")
+    from harvest.region_detector import DetectorLoadError, region_detector_from_config
+
+    try:
+        return region_detector_from_config(state.config)
+    except DetectorLoadError as error:
+        raise click.ClickException(str(error)) from None
+
+
 def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions: Optional[str], grid_levels,
-                  overlap: float, workers: int, progress: bool, manifest_ids=None, region_limit: int = 13) -> None:
+                  overlap: float, workers: int, progress: bool, manifest_ids=None, region_limit: int = 13,
+                  detector=None) -> None:
     """Fetch canvas images and plan and fetch region crops (``regions``: the method, None for
-    none): for every canvas that lacks them, or for ``manifest_ids``' canvases only (publishing
-    touches only what it publishes)."""
+    none; ``detector``: the detection model it asks for): for every canvas that lacks them, or
+    for ``manifest_ids``' canvases only (publishing touches only what it publishes)."""
     from harvest.images import InfoCache, fetch_canvas_derivatives
     from harvest.regions import RegionGrid, fetch_region_derivatives, plan_regions
 
@@ -103,12 +135,14 @@ def _image_phases(state: CLIState, fetcher, result: dict, images: bool, regions:
             show_progress=progress, infos=infos, manifest_ids=manifest_ids).as_dict()
     if regions:
         planned = plan_regions(factory, RegionGrid(tuple(grid_levels), overlap), manifest_ids=manifest_ids,
-                               method=regions, derivatives=derivatives, limit=region_limit)
+                               method=regions, derivatives=derivatives, limit=region_limit, detector=detector)
         report = fetch_region_derivatives(factory, fetcher, derivatives, long_edge=cfg.image_size,
                                           threads=workers, show_progress=progress, infos=infos,
                                           manifest_ids=manifest_ids)
         report.planned = planned
         result["regions"] = report.as_dict()
+        if detector is not None:
+            result["regions"]["detector"] = detector.describe()
 
 
 def _release(factory) -> None:
@@ -224,6 +258,7 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
     regions = _region_method(regions, no_regions)
     progress = sys.stderr.isatty() if progress is None else progress
     _check_data_dir(state)
+    detector = _region_detector(state, regions)
     if engine == "ray":
         if any(is_local_source(s) and local_path(s).is_dir() for s in sources):
             raise click.UsageError("a folder of images is published on this machine: run `msearch publish FOLDER` "
@@ -246,7 +281,7 @@ def harvest(state: CLIState, sources, change_streams, images, annotations, max_d
             result["changes"] = [process_change_stream(url, factory, fetcher, options).as_dict()
                                  for url in change_streams]
         _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress,
-                      region_limit=region_limit)
+                      region_limit=region_limit, detector=detector)
     finally:
         fetcher.close()
         _release(factory)
@@ -379,6 +414,7 @@ def publish(state: CLIState, folder, base_url, slug, label, tile_size, metadata_
     regions = _region_method(regions, no_regions)
     progress = sys.stderr.isatty() if progress is None else progress
     _check_data_dir(state)
+    detector = _region_detector(state, regions)
     published_root = state.config.data_dir / "published"
     try:
         published = publish_folder(folder, published_root, base_url, slug=slug, label=label, tile=tile_size,
@@ -397,7 +433,7 @@ def publish(state: CLIState, folder, base_url, slug, label, tile_size, metadata_
         with session_scope(factory) as session:
             manifest_ids = list(session.scalars(select(Manifest.id).where(Manifest.url == published.manifest_url)))
         _image_phases(state, fetcher, result, images, regions, region_grid, region_overlap, workers, progress,
-                      manifest_ids=manifest_ids, region_limit=region_limit)
+                      manifest_ids=manifest_ids, region_limit=region_limit, detector=detector)
     finally:
         fetcher.close()
         _release(factory)

@@ -267,7 +267,7 @@ def load_vision_language_encoder(model_name_or_path: str = DEFAULT_MODEL_ID,
             "Set MSEARCH_DEVICE to a device present on this machine (e.g. cpu).") from error
     model.eval()
 
-    revision = _revision(model_name_or_path, local_dir)
+    revision = model_revision(model_name_or_path, local_dir)
     encoder = VisionLanguageEncoder(model_id=model_name_or_path, revision=revision, dim=0,
                                     device=device_name, model=model, processor=processor)
     encoder.dim = _probe_dimension(model_name_or_path, encoder)
@@ -276,6 +276,15 @@ def load_vision_language_encoder(model_name_or_path: str = DEFAULT_MODEL_ID,
 
 def _local_model_dir(model_name_or_path: str) -> Path | None:
     """The directory to load from, None for a hub id; raises EncoderLoadError for a missing path."""
+    try:
+        return local_model_path(model_name_or_path)
+    except ValueError as error:
+        raise EncoderLoadError(f"cannot load model {model_name_or_path!r}: {error}. {_WHAT_TO_DO}") from None
+
+
+def local_model_path(model_name_or_path: str) -> Path | None:
+    """The local directory a model setting names, None for a hub id; raises ValueError (the
+    reason) for a path that does not exist or is not a directory. Shared with the region detector."""
     candidate = Path(model_name_or_path).expanduser()
     if candidate.is_dir():
         return candidate
@@ -283,8 +292,7 @@ def _local_model_dir(model_name_or_path: str) -> Path | None:
     looks_like_path = (model_name_or_path.startswith(("/", ".", "~")) or model_name_or_path.count("/") > 1
                        or (os.sep != "/" and os.sep in model_name_or_path))
     if looks_like_path or candidate.exists():
-        what = "is not a directory" if candidate.exists() else "does not exist"
-        raise EncoderLoadError(f"cannot load model {model_name_or_path!r}: the path {what}. {_WHAT_TO_DO}")
+        raise ValueError(f"the path {'is not a directory' if candidate.exists() else 'does not exist'}")
     return None
 
 
@@ -316,7 +324,8 @@ def _probe_dimension(model_name: str, encoder: VisionLanguageEncoder) -> int:
     return int(image_dim)
 
 
-def _revision(model_name_or_path: str, local_dir: Path | None) -> str:
+def model_revision(model_name_or_path: str, local_dir: Path | None) -> str:
+    """The hub commit of a cached model, or a content fingerprint of a local directory."""
     if local_dir is not None:
         return fingerprint_model_dir(local_dir)
     from huggingface_hub import try_to_load_from_cache

@@ -143,9 +143,10 @@ class Region(Base):
     w: Mapped[int] = mapped_column(Integer)
     h: Mapped[int] = mapped_column(Integer)
     derivative_sha256: Mapped[Optional[str]] = mapped_column(String(64))
-    # How the box was found: "grid" (a window of the multi-scale grid) or "content" (a region
-    # proposal from the page image, with its score, 0..1); a re-plan with another method keeps
-    # the boxes both would make and removes the others.
+    # How the box was found: "grid" (a window of the multi-scale grid), "content" (a region
+    # proposal from the page image, with its score, 0..1) or "detector" (a detection model's box,
+    # with its score); a re-plan with another method keeps the boxes both would make and removes
+    # the others.
     method: Mapped[str] = mapped_column(String(16), default="grid", server_default="grid")
     score: Mapped[Optional[float]] = mapped_column(Float)
 

@@ -1,11 +1,13 @@
 """Small vision-language models in Hugging Face format, built on disk at test time.
 
 Tests load these through the same ``from_pretrained`` path real users take, so nothing here may
-touch the network. Three kinds:
+touch the network. Kinds:
 
 - ``build_random_clip`` / ``build_random_siglip``: random weights, for shape and plumbing tests;
 - ``train_tiny_clip``: a CLIP trained for a few seconds to tell coloured shapes apart, so that
-  retrieval tests have something real to find (and can fail).
+  retrieval tests have something real to find (and can fail);
+- ``build_random_owlvit`` / ``build_random_yolos``: detection models (zero-shot and closed-set)
+  with random weights, for the region detector's loading and box path.
 
 ``render_shape`` draws the synthetic images both for training and for tests.
 """
@@ -279,3 +281,98 @@ def _fit(model, pool_pixels, tokens, steps: int, batch_size: int, rng: np.random
 def _soft_cross_entropy(logits, targets):
     return -(targets * logits.log_softmax(dim=1)).sum(dim=1).mean()
 
+
+# Detection models for the region detector (harvest/region_detector.py). Random weights: their
+# boxes mean nothing, they only carry the path from from_pretrained to region rows.
+
+DETECTOR_IMAGE_SIZE = 64
+_PATCH = 16  # OWL-ViT: one box per patch, (64 / 16)^2 = 16 boxes per image
+DETECTOR_GRID = DETECTOR_IMAGE_SIZE // _PATCH
+
+
+def build_random_owlvit(path: str | Path, seed: int = 0, version: int = 1) -> Path:
+    """Save a tiny randomly initialised OWL-ViT (``version`` 1: OwlViTForObjectDetection, which
+    squeezes the image into a square; 2: Owlv2ForObjectDetection, which pads it to one) with its
+    processor under ``path``; one box per patch, a 4x4 grid.
+
+    The box head's weights are drawn small (as a trained head's offsets are): at the default
+    scale its random outputs saturate the sigmoid and every box collapses to a line, while the
+    model's own prior (a box the size of a patch, centred on a corner of its patch) then shows
+    through. The score's shift and scale are drawn small too, so that scores spread around 0.5
+    (not 1e-14) and a threshold has something to cut.
+    """
+    import torch
+    import transformers
+
+    prefix = {1: "OwlViT", 2: "Owlv2"}[version]
+    config_class, model_class, image_processor_class, processor_class = (
+        getattr(transformers, prefix + suffix)
+        for suffix in ("Config", "ForObjectDetection", "ImageProcessorPil", "Processor"))
+    hidden = 32
+    config = config_class(text_config=_text_tower(hidden, 1, 2, pad_id=0),
+                          vision_config={**_vision_tower(hidden, 1, 2), "image_size": DETECTOR_IMAGE_SIZE,
+                                         "patch_size": _PATCH},
+                          projection_dim=hidden)  # the class head compares image and text at this width
+    model = _seeded_model(model_class, config, seed)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for layer in (model.box_head.dense0, model.box_head.dense1, model.box_head.dense2,
+                      model.class_head.logit_shift, model.class_head.logit_scale):
+            layer.weight.normal_(0.0, 0.3 / hidden ** 0.5)
+            layer.bias.zero_()
+    square = {"height": DETECTOR_IMAGE_SIZE, "width": DETECTOR_IMAGE_SIZE}
+    image_processor = (image_processor_class(size=square, crop_size=square) if version == 1
+                       else image_processor_class(size=square))
+    processor = processor_class(image_processor=image_processor, tokenizer=build_caption_tokenizer())
+    return _save(model, processor, Path(path))
+
+
+def build_random_yolos(path: str | Path, seed: int = 0, detection_tokens: int = 20) -> Path:
+    """Save a tiny randomly initialised YolosForObjectDetection with its image processor under ``path``.
+
+    The detection tokens start as zeros in transformers (a trained model has learnt them), and
+    the heads' weights are drawn at a tiny scale, which makes every token predict the same box;
+    here both are drawn at a unit scale so that boxes and scores differ.
+    """
+    import torch
+    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessorPil
+
+    config = YolosConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         image_size=[DETECTOR_IMAGE_SIZE, DETECTOR_IMAGE_SIZE], patch_size=_PATCH,
+                         num_detection_tokens=detection_tokens, num_labels=3, use_mid_position_embeddings=False,
+                         id2label={0: "miniature", 1: "initial", 2: "diagram"},
+                         label2id={"miniature": 0, "initial": 1, "diagram": 2})
+    model = _seeded_model(YolosForObjectDetection, config, seed)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        model.vit.embeddings.detection_tokens.normal_(0.0, 1.0)
+        for head in (model.bbox_predictor, model.class_labels_classifier):
+            for layer in head.layers:
+                layer.weight.normal_(0.0, 1.5 / layer.in_features ** 0.5)
+    processor = YolosImageProcessorPil(size={"shortest_edge": DETECTOR_IMAGE_SIZE,
+                                             "longest_edge": 2 * DETECTOR_IMAGE_SIZE})
+    return _save(model, processor, Path(path))
+
+
+def build_random_detr(path: str | Path, seed: int = 0, queries: int = 20) -> Path:
+    """Save a tiny randomly initialised DetrForObjectDetection (a small ResNet from transformers as
+    its backbone: no timm) with its image processor under ``path``: the path of a detector fed a
+    pixel mask. Its heads are drawn at a unit scale as YOLOS's are, yet one decoder layer leaves
+    its queries close to one box (merged into one or a few): enough to carry the path."""
+    import torch
+    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessorPil, ResNetConfig
+
+    backbone = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1],
+                            layer_type="basic", out_features=["stage4"])
+    config = DetrConfig(use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False, d_model=32,
+                        encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+                        encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=queries, num_labels=3)
+    model = _seeded_model(DetrForObjectDetection, config, seed)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        model.model.query_position_embeddings.weight.normal_(0.0, 1.0)
+        for layer in (*model.bbox_predictor.layers, model.class_labels_classifier):
+            layer.weight.normal_(0.0, 1.5 / layer.in_features ** 0.5)
+    processor = DetrImageProcessorPil(size={"shortest_edge": DETECTOR_IMAGE_SIZE,
+                                            "longest_edge": 2 * DETECTOR_IMAGE_SIZE})
+    return _save(model, processor, Path(path))
