@@ -513,10 +513,14 @@ def run_shard_bench(args, layout: str, data_path: Path, queries, truth, params: 
     from shard_bench import run_sharded
 
     single_dir = workdir / f"single-{layout}-n{args.n}"
-    single = build(layout, data_path, args.n, params, single_dir)
-    print(f"one {layout} index built in {single['build_s']:.0f} s", flush=True)
+    if args.keep_index and open_index(single_dir, SPACE) is not None:
+        single = {"build_s": None, "reused": True}  # kept by an earlier --keep-index run
+    else:
+        single = build(layout, data_path, args.n, params, single_dir)
+        print(f"one {layout} index built in {single['build_s']:.0f} s", flush=True)
     measured = run_sharded(SPACE, layout, data_path, args.n, queries, truth, args.shards, args.engine, params,
-                           workdir, K, args.fault_seconds, args.clients, single_dir=single_dir)
+                           workdir, K, args.fault_seconds, args.clients, single_dir=single_dir,
+                           reuse=args.keep_index)
     measured["single_build_s"] = single["build_s"]
     if not args.keep_index:
         shutil.rmtree(single_dir, ignore_errors=True)
@@ -533,7 +537,7 @@ def finish(args, result: dict, started: float, temporary: bool, workdir: Path) -
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     keys = ("n", "layout", "shards", "engine", "recall_at_10", "single_recall_at_10", "p50_ms", "p99_ms",
-            "single_p50_ms", "merge_overhead_ratio", "partial_answers")
+            "single_p50_ms", "slowest_shard_p50_ms", "merge_overhead_ratio", "partial_answers")
     print("\n" + "\n".join(f"{key:>22}: {result.get(key)}" for key in keys))
     if "fault" in result:
         print("\n".join(f"{'fault.' + key:>22}: {value}" for key, value in result["fault"].items()))

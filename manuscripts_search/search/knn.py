@@ -43,6 +43,7 @@ class KnnResult:
     strategy: str  # plain | exact | overfetch | filtered (sharded: each shard's, joined by "+")
     ef: Optional[int] = None
     unavailable: tuple[int, ...] = ()  # shards (1-based) that did not answer: the hits are partial
+    shard_ms: tuple[float, ...] = ()  # time each answering shard spent on it (transport excluded)
 
 
 def knn(index: VectorIndex, vector: np.ndarray, k: int, allowed: Optional[np.ndarray] = None,

@@ -58,6 +58,7 @@ class ShardAnswer:
     strategy: Optional[str] = None
     ef: Optional[int] = None
     error: Optional[str] = None  # set when the shard could not answer
+    took_ms: Optional[float] = None  # time spent in the shard (the rest of a call is transport)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def search_shard(session: Session, index: Optional[VectorIndex], space: str, par
                  request: ShardRequest, allowed: Optional[np.ndarray] = None) -> ShardAnswer:
     """One shard's top ``request.k``. ``allowed``: its allowed labels when the caller has them;
     otherwise a request with filters reads them from ``session``."""
+    started = time.perf_counter()
     if index is None:
         return ShardAnswer(part.number + 1, error="no index saved for this shard")
     if allowed is None:
@@ -97,7 +99,8 @@ def search_shard(session: Session, index: Optional[VectorIndex], space: str, par
         return ShardAnswer(part.number + 1, [], "plain")
     result = knn(index, request.vector, request.k, allowed=allowed, ef=request.ef, strategy=request.strategy,
                  vectors_of=lambda labels: load_vectors(session, space, labels, index.dim))
-    return ShardAnswer(part.number + 1, result.hits, result.strategy, result.ef)
+    return ShardAnswer(part.number + 1, result.hits, result.strategy, result.ef,
+                       took_ms=(time.perf_counter() - started) * 1000)
 
 
 def merge_answers(answers: list[ShardAnswer], k: int) -> KnnResult:
@@ -108,7 +111,8 @@ def merge_answers(answers: list[ShardAnswer], k: int) -> KnnResult:
     strategies = sorted({answer.strategy for answer in answers if answer.error is None and answer.strategy})
     efs = [answer.ef for answer in answers if answer.ef is not None]
     return KnnResult(hits[:k], "+".join(strategies) or "plain", max(efs) if efs else None,
-                     unavailable=tuple(sorted(answer.shard for answer in answers if answer.error is not None)))
+                     unavailable=tuple(sorted(answer.shard for answer in answers if answer.error is not None)),
+                     shard_ms=tuple(answer.took_ms for answer in answers if answer.took_ms is not None))
 
 
 def split_allowed(session: Session, space: str, count: int, filters: Optional[SearchFilters] = None,

@@ -51,31 +51,35 @@ class ShardedCatalogue:
             session.add(manifest)
             session.flush()
             self.manifests.append(manifest.id)
-            for position in range(canvases):
-                canvas = Canvas(manifest_id=manifest.id, iiif_id=f"https://shards.test/m{number}/c{position}",
-                                position=position, label={"none": [f"f. {position + 1}"]}, width=1000, height=1400)
-                session.add(canvas)
-                session.flush()
-                self.canvases.append(canvas.id)
+            # Rows are added in batches (three round trips per manifest, not eight per canvas).
+            pages = [Canvas(manifest_id=manifest.id, iiif_id=f"https://shards.test/m{number}/c{position}",
+                            position=position, label={"none": [f"f. {position + 1}"]}, width=1000, height=1400)
+                     for position in range(canvases)]
+            session.add_all(pages)
+            session.flush()
+            regions = {(page.id, n): Region(canvas_id=page.id, x=100 * n, y=100, w=200, h=200)
+                       for page in pages for n in range(1, regions_per_canvas + 1)}
+            session.add_all(regions.values())
+            session.flush()
+            rows = []
+            for page in pages:
+                self.canvases.append(page.id)
                 centre = self.centres[self.rng.integers(0, len(self.centres))]
                 for region_number in range(regions_per_canvas + 1):
-                    region_id = None
-                    if region_number:
-                        region = Region(canvas_id=canvas.id, x=100 * region_number, y=100, w=200, h=200)
-                        session.add(region)
-                        session.flush()
-                        region_id = region.id
                     vector = centre + 0.5 * self.rng.standard_normal(self.dim).astype(np.float32)
                     vector /= np.linalg.norm(vector)
-                    row = Embedding(space=self.space, model_id="synthetic", model_revision="1", canvas_id=canvas.id,
-                                    region_id=region_id, dim=self.dim, vector=encode_vector(vector))
-                    session.add(row)
-                    session.flush()
-                    # What the index holds: the stored (float16) vector, normalised.
-                    stored = decode_vector(row.vector, self.dim)
-                    self.vectors[row.id] = stored / np.linalg.norm(stored)
-                    self.canvas_of[row.id] = canvas.id
-                    self.labels.append(row.id)
+                    region = regions.get((page.id, region_number))
+                    rows.append(Embedding(space=self.space, model_id="synthetic", model_revision="1",
+                                          canvas_id=page.id, region_id=region.id if region else None,
+                                          dim=self.dim, vector=encode_vector(vector)))
+            session.add_all(rows)
+            session.flush()
+            for row in rows:
+                # What the index holds: the stored (float16) vector, normalised.
+                stored = decode_vector(row.vector, self.dim)
+                self.vectors[row.id] = stored / np.linalg.norm(stored)
+                self.canvas_of[row.id] = row.canvas_id
+                self.labels.append(row.id)
         return self.manifests[-1]
 
     def make_stale(self, labels: list[int]) -> None:
@@ -87,7 +91,7 @@ class ShardedCatalogue:
             self.vectors.pop(label, None)
 
 
-def build_sharded_catalogue(factory, manifests: int = 8, canvases: int = 40, regions: int = 3,
+def build_sharded_catalogue(factory, manifests: int = 6, canvases: int = 30, regions: int = 3,
                             clusters: int = 24) -> ShardedCatalogue:
     catalogue = ShardedCatalogue(factory)
     centres = catalogue.rng.standard_normal((clusters, DIM)).astype(np.float32)
