@@ -1,7 +1,8 @@
 """Search hits as the pages and the API show them: the engine's hit plus links (viewer, IIIF
 Content State share link), the thumbnail (the engine's, else one cut from the stored derivative),
-the boxes of its region matches as percentages of it, a cropped thumbnail of the best region, the
-holding institution, and "more like this" only for pages that have an image vector to compare."""
+the regions the hit shows (search/region_display.py: the best and at most two others) as
+labelled boxes in percentages of it, a cropped thumbnail of the best region, the holding
+institution, and "more like this" only for pages that have an image vector to compare."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,9 +19,6 @@ from manuscripts_search.search.engine import ResultHit
 from .canvas_info import http_url, manifest_json_url, region_thumbnail_url
 from .thumbnails import stored_thumbnail_url
 from .sanitise import language_values
-
-MAX_BOXES = 6
-
 
 @dataclass
 class HitView:
@@ -73,20 +71,23 @@ def hit_views(session: Session, hits: list[ResultHit], query: Optional[str]) -> 
 
 
 def _view(hit: ResultHit, canvas: Canvas, manifest: Manifest, query: Optional[str]) -> HitView:
-    viewer_url = url_for("viewer.canvas", canvas_id=canvas.id, xywh=hit.xywh or None, q=query or None)
+    shown = hit.shown_regions
+    # The link carries the boxes the card draws: the canvas page zooms to the focus (``xywh``,
+    # the first of them) and draws the others (``shown``) too.
+    focus = hit.focus_xywh
+    viewer_url = url_for("viewer.canvas", canvas_id=canvas.id, xywh=focus,
+                         shown=";".join(region.xywh for region in shown if region.xywh != focus) or None,
+                         q=query or None)
     manifest_ref = manifest_json_url(manifest) or manifest.iiif_id
-    state = content_state_parameter(canvas_content_state(canvas.iiif_id, manifest_ref, hit.xywh))
+    state = content_state_parameter(canvas_content_state(canvas.iiif_id, manifest_ref, focus))
     share_url = url_for("viewer.view", _external=True, **{"iiif-content": state})
     boxes = []
     if canvas.width and canvas.height:
-        seen = set()
-        for region in hit.regions:
-            if region.xywh in seen or len(boxes) >= MAX_BOXES:
-                continue
-            seen.add(region.xywh)
+        for region in shown:
             box = _percent_box(region.xywh, canvas.width, canvas.height)
             if box:
-                boxes.append({**box, "signal": region.signal, "best": region.xywh == hit.xywh})
+                boxes.append({**box, "signal": region.signal, "best": region.xywh == focus, "rank": region.rank,
+                              "label": region.label, "caption": region.caption})
     institution = None
     for provider in manifest.providers or []:
         label = provider.get("label") if isinstance(provider, dict) and "label" in provider else provider
@@ -104,7 +105,7 @@ def _percent_box(xywh: str, width: int, height: int) -> Optional[dict]:
         x, y, w, h = (int(part) for part in xywh.split(","))
     except ValueError:
         return None
-    if w <= 0 or h <= 0:
-        return None
+    if w <= 0 or h <= 0 or not (0 <= x < width and 0 <= y < height):
+        return None  # nothing of it on the canvas
     return {"left": round(100 * x / width, 3), "top": round(100 * y / height, 3),
             "width": round(100 * min(w, width - x) / width, 3), "height": round(100 * min(h, height - y) / height, 3)}

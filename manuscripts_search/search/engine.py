@@ -152,6 +152,16 @@ class ResultHit:
         (``regions`` stays the full evidence)."""
         return pick_regions(self.regions, self.xywh)
 
+    @property
+    def focus_xywh(self) -> Optional[str]:
+        """Where a view of the canvas opens: the best visual region when a region beat the page;
+        for a hit whose picture did not match (found by its words), its first shown box; None
+        when the page itself looked most like the query (its boxes are still drawn)."""
+        if self.xywh or "visual" in self.signals:
+            return self.xywh
+        shown = self.shown_regions
+        return shown[0].xywh if shown else None
+
     def as_dict(self) -> dict:
         data = asdict(self)
         data["regions"] = [region.as_dict() for region in self.regions]
