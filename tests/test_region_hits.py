@@ -83,6 +83,8 @@ def test_the_result_card_draws_the_shown_boxes_labelled_and_links_them(client, s
     assert re.findall(r'<span class="hit-box-rank">(\d)</span> <span\s+class="hit-box-text">picture</span>',
                       card) == ["1", "2", "3"]
     assert "Regions shown: 1 · picture · " in card  # for screen readers (the boxes are hidden from them)
+    # The crop of the best region goes to the corner no box is in (bottom right would hide the best).
+    assert 'class="region-crop region-crop--bottom-left"' in card
     # The link opens on the best region and carries the other two.
     link = html_lib.unescape(re.search(r'<a class="result-link" href="([^"]+)"', card).group(1))
     params = parse_qs(urlsplit(link).query)
@@ -210,6 +212,8 @@ def test_a_hit_shows_its_region_and_opens_zoomed_on_it(live_site):
         frame = _pixels(card.locator(".thumb-frame").bounding_box())
         best = rects[0]
         assert abs((best[0] - frame[0]) / frame[2] - 0.5) < 0.02 and abs((best[1] - frame[1]) / frame[3] - 0.5) < 0.02
+        crop = _pixels(card.locator("img.region-crop").bounding_box())
+        assert all(overlap(crop, rect)[1] < 0.05 for rect in rects), (crop, rects)  # it hides none of them
         card.screenshot(path=str(ARTIFACTS / "01-result-card.png"))
         page.screenshot(path=str(ARTIFACTS / "02-results.png"), full_page=True)
 

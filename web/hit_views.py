@@ -32,6 +32,7 @@ class HitView:
     region_thumbnail: Optional[str]
     thumbnail: Optional[str] = None  # what the card shows (never a full-size image)
     boxes: list[dict] = field(default_factory=list)
+    crop_corner: str = "bottom-right"  # where the region's crop sits: the corner that hides least of the boxes
     similar_url: Optional[str] = None  # "more like this"; None: the page has no image vector
 
     @property
@@ -97,7 +98,23 @@ def _view(hit: ResultHit, canvas: Canvas, manifest: Manifest, query: Optional[st
             break
     return HitView(hit, canvas.width, canvas.height, institution, viewer_url, share_url, state,
                    http_url(region_thumbnail_url(canvas, hit.xywh)),
-                   http_url(hit.thumbnail) or stored_thumbnail_url(canvas), boxes)
+                   http_url(hit.thumbnail) or stored_thumbnail_url(canvas), boxes, crop_corner=_crop_corner(boxes))
+
+
+CROP_SIZE = 40  # percent of the thumbnail the crop may take (style.css: max-width/max-height)
+
+
+def _crop_corner(boxes: list[dict]) -> str:
+    """The corner of the thumbnail where the crop covers the least of the drawn boxes (the crop
+    of the best region, laid over the best region itself, hid what it shows); bottom right
+    unless another corner hides less."""
+    def hidden(left: float, top: float) -> float:
+        return sum(max(0.0, min(left + CROP_SIZE, b["left"] + b["width"]) - max(left, b["left"]))
+                   * max(0.0, min(top + CROP_SIZE, b["top"] + b["height"]) - max(top, b["top"])) for b in boxes)
+
+    far = 100 - CROP_SIZE
+    corners = {"bottom-right": (far, far), "bottom-left": (0, far), "top-right": (far, 0), "top-left": (0, 0)}
+    return min(corners, key=lambda name: hidden(*corners[name]))  # the first of equals: bottom right
 
 
 def _percent_box(xywh: str, width: int, height: int) -> Optional[dict]:
