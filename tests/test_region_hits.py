@@ -136,6 +136,14 @@ def test_the_canvas_page_draws_the_boxes_the_hit_link_carries(client, site):
     assert [h["caption"] for h in drawn] == ["1 · picture", "2 · picture", "3 · picture"]
     # The query's other matches on the page are listed (and navigable), not drawn.
     assert len(config["highlights"]) > 3 and all(h["caption"] is None for h in config["highlights"][3:])
+    # A page that looked most like the query as a whole opens whole, its card's boxes drawn.
+    red = next(hit for hit in client.get(f"/api/search?{QUERY}&k=10").get_json()["hits"]
+               if hit["canvas_id"] == site.canvas_ids["red_circle"])
+    assert red["xywh"] is None and "xywh" not in parse_qs(urlsplit(red["viewer_url"]).query)
+    config = _viewer_config(client, red["viewer_url"])
+    assert config["overlay"] is None
+    assert [(h["rank"], h["xywh"], h["kind"]) for h in config["highlights"] if h["rank"]] == [
+        (r["rank"], r["xywh"], "text") for r in red["shown_regions"]] == [(1, "100,100,800,60", "text")]
     # Opened with the query alone, the page picks its own matches as a card does.
     config = _viewer_config(client, f"/canvas/{site.canvas_ids['scene']}?q=a+red+circle")
     assert config["overlay"] is None
