@@ -285,7 +285,7 @@ weird_text = st.one_of(
 api_parameters = st.dictionaries(
     st.sampled_from(["q", "k", "page", "group", "like", "like_region", "signal", "collection", "manifest",
                      "provider", "institution", "date_from", "date_to", "iiif_version", "has_transcription",
-                     "label", "motivation", "date", "user", "min", "per_page", "xywh", "manifest_url"]),
+                     "label", "motivation", "date", "user", "min", "per_page", "xywh", "shown", "manifest_url"]),
     weird_text, max_size=6)
 
 

@@ -56,6 +56,7 @@ def test_index_then_search_filter_group_and_page(cli_site):
     assert {h["canvas_id"] for h in hits} == {library.canvases[k] for k in ("red1", "red2", "grid")}
     grid = next(h for h in hits if h["canvas_id"] == library.canvases["grid"])
     assert grid["xywh"] == library.regions["red circle"][1] and grid["regions"][0]["signal"] == "visual"
+    assert grid["shown_regions"][0]["xywh"] == grid["xywh"] and grid["shown_regions"][0]["label"] == "picture"
 
     hits = json_lines(run(env, "search", "a red circle", "--filter", "provider=bodleian", "--json"))
     assert {h["canvas_id"] for h in hits} <= {library.canvases[k] for k in ("red2", "green", "yellow")}
@@ -69,7 +70,7 @@ def test_index_then_search_filter_group_and_page(cli_site):
     assert "label" in page["facets"] and page["score"] == "rrf"
 
     text = run(env, "search", "Pâques", "--explain")
-    assert "fulltext: rank 1" in text and "region 10,20,30,8" in text and "Pâques" in text
+    assert "fulltext: rank 1" in text and "region 10,20,30,8 #1 " in text and "Pâques" in text
 
     # Nonsense finds nothing, and says how to see what scored no better; the total is printed.
     assert run(env, "search", "zzqxv").strip() == ("no results; --weaker shows the hits that score no better "

@@ -139,8 +139,9 @@ def test_mirador_opens_an_exported_result_set_and_searches_it(live_site, browser
     assert len([url for url in searched if "q=dragon" in url]) == 1, searched
     # Mirador read every hit (its navigation counts them) and lists the second text hit. It renders
     # the list progressively and clamps long snippets to the panel's width ("... more"), so wait
-    # for the hit's first word, not a whole phrase that a narrower font may cut.
-    page.get_by_text("1 of 6", exact=False).first.wait_for(timeout=60000)
+    # for the hit's first word, not a whole phrase that a narrower font may cut. Seven hits: two
+    # lines of text, the three plain pages, and the scene's two regions (those its result card shows).
+    page.get_by_text("1 of 7", exact=False).first.wait_for(timeout=60000)
     try:
         page.get_by_text("Dragons", exact=False).first.wait_for(timeout=60000)
     except Exception:

@@ -154,7 +154,8 @@ def _matches(scope: Scope, query: str, version: int) -> list[SearchMatch]:
         canvas = hit.canvas
         label = canvas.label or None
         if hit.kind == "visual":
-            text = f"Looks like “{query}” (similarity {hit.score:.3f})"
+            shown = f"region {hit.rank} of the page, " if hit.rank else ""
+            text = f"Looks like “{query}” ({shown}similarity {hit.score:.3f})"
             annotation_id = f"{root}/iiif/match/visual/{canvas.id}/{hit.xywh or 'page'}?{urlencode({'q': query})}"
         else:
             text = hit.text
@@ -251,9 +252,10 @@ def export_manifest():
             continue
         source = canvas.manifest
         regions = []
-        for region in hit.regions[:10]:
-            text = region.snippet or (f"Looks like “{parsed.text}”" if parsed.text else "Looks alike")
-            regions.append(ExportRegion(region.xywh, f"{text} ({region.signal} {region.score:.3f})"))
+        for region in hit.shown_regions:  # the boxes its result card draws
+            text = region.label if region.label != "picture" else (
+                f"Looks like “{parsed.text}”" if parsed.text else "Looks alike")
+            regions.append(ExportRegion(region.xywh, f"{region.rank}. {text} ({region.signal} {region.score:.3f})"))
         export_canvases.append(ExportCanvas(
             canvas_id=canvas.iiif_id, label=canvas.label or {}, width=canvas.width, height=canvas.height,
             image=ExportImage(canvas.service_id, canvas.service_api_version, canvas.service_level, canvas.image_url,

@@ -132,7 +132,17 @@ def openapi_document() -> dict:
                     "rank": {"type": "integer"}, "score": {"type": "number"}, "canvas_id": {"type": "integer"},
                     "canvas": {"type": "string"}, "canvas_label": {"type": ["string", "null"]},
                     "manifest": {"type": "string"}, "manifest_label": {"type": ["string", "null"]},
-                    "xywh": {"type": ["string", "null"]}, "regions": {"type": "array"},
+                    "xywh": {"type": ["string", "null"]},
+                    "regions": {"type": "array", "description": "All the evidence: every matching region "
+                                "(visual, and transcription lines with a box), best first within each signal"},
+                    "shown_regions": {"type": "array", "maxItems": 3, "description": (
+                        "The regions to draw: the best and at most two that do not overlap it (non-maximum "
+                        "suppression over regions); the result page, Content Search and exports show these"),
+                        "items": {"type": "object", "properties": {
+                            "xywh": {"type": "string"}, "rank": {"type": "integer", "minimum": 1},
+                            "signal": {"type": "string"}, "score": {"type": "number"},
+                            "label": {"type": "string", "description": "\"picture\", or the matched words"},
+                            "caption": {"type": "string", "description": "rank · label · score"}}}},
                     "snippets": {"type": "array", "items": {"type": "string"}}, "signals": {"type": "object"},
                     "thumbnail": {"type": ["string", "null"]}, "region_thumbnail": {"type": ["string", "null"]},
                     "viewer_url": {"type": "string"}, "share_url": {"type": "string"},

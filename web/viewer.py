@@ -1,7 +1,8 @@
-"""The canvas page: deep zoom (OpenSeadragon) with the hit's region and every other match of the
-query on this canvas highlighted and navigable, the manifest's metadata (sanitised), required
-statement and rights, a IIIF Content State share link, "more like this", and other
-digitisations. ``/view?iiif-content=…`` opens whatever a content state points at."""
+"""The canvas page: deep zoom (OpenSeadragon) zoomed to the hit's best region, the regions its
+card showed drawn and labelled, every match of the query on this canvas navigable, the
+manifest's metadata (sanitised), required statement and rights, a IIIF Content State share
+link, "more like this", and other digitisations. ``/view?iiif-content=…`` opens whatever a
+content state points at."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
@@ -11,6 +12,8 @@ from manuscripts_search.iiif.content_state import (ContentStateError, canvas_con
                                                    content_state_parameter, parse_content_state)
 from manuscripts_search.iiif.language import first_value
 from manuscripts_search.models import Canvas, Manifest
+from manuscripts_search.search.region_display import MAX_SHOWN, pick_regions, region_label
+from manuscripts_search.search.signals import RegionMatch
 
 from .canvas_info import (http_url, image_placement, info_json_url, load_canvas, manifest_json_url,
                           neighbour_ids, overlay, parse_xywh, rights_label, tile_source)
@@ -96,19 +99,39 @@ def _link(item) -> dict | None:
     return None
 
 
+def _carried_regions(canvas: Canvas, region) -> list[str]:
+    """The regions the hit link carries, in the order its card ranks them: ``xywh`` (the one
+    to open on) and the others the card drew (``shown``, separated by ";"). Each is read like
+    ``xywh``; a bad one is a 400."""
+    carried = [f"{region.x},{region.y},{region.w},{region.h}"] if region is not None else []
+    raw = (request.args.get("shown") or "").strip()
+    parts = [part for part in raw.split(";") if part.strip()] if raw else []
+    if len(carried) + len(parts) > MAX_SHOWN:
+        raise AppError(f"xywh and shown name at most {MAX_SHOWN} regions together, "
+                       f"got {len(carried) + len(parts)}.", 400)
+    for part in parts:
+        rect = parse_xywh(part, "shown", canvas=canvas)
+        carried.append(f"{rect.x},{rect.y},{rect.w},{rect.h}")
+    return list(dict.fromkeys(carried))
+
+
 def _highlights(session, canvas: Canvas, region, query: str) -> tuple[list[dict], list[str]]:
-    """The regions to draw: the hit's own first, then text and visual matches of ``query``."""
+    """Every match of ``query`` on the page, listed and navigable, the drawn ones first.
+
+    Drawn (labelled, ``rank`` set) are the regions the hit link carried, which are the boxes of
+    its card; opened without them, the page's own matches picked as a card picks them
+    (search/region_display.py). The rest are outlined only when stepped to."""
     from manuscripts_search.search.content_matches import Scope, canvas_visual_regions, text_hits
 
-    found: list[tuple[str, str, str]] = []  # (xywh, label, kind)
+    matches: list[RegionMatch] = []
+    listed: dict[str, tuple[str, str]] = {}  # xywh -> (label in the list, kind), first match wins
     notices: list[str] = []
-    if region is not None:
-        found.append((f"{region.x},{region.y},{region.w},{region.h}", "Search hit", "hit"))
     if query:
         try:
             for hit in text_hits(session, Scope(canvas_ids=(canvas.id,)), query, include_metadata=False):
                 if hit.xywh:
-                    found.append((hit.xywh, f"“{hit.exact}” in {hit.text[:80]}", "text"))
+                    matches.append(RegionMatch(hit.xywh, 0.0, "fulltext", hit.text))
+                    listed.setdefault(hit.xywh, (f"“{hit.exact}” in {hit.text[:80]}", "text"))
         except ValueError:
             pass
         from .engine import prepare_search
@@ -118,10 +141,27 @@ def _highlights(session, canvas: Canvas, region, query: str) -> tuple[list[dict]
                 and setup.context.encoder.supports_text:
             for xywh, score in canvas_visual_regions(session, canvas, setup.context.encoder,
                                                      setup.context.index.space, query, limit=3):
-                found.append((xywh, f"Looks like “{query[:40]}” ({score:.3f})", "visual"))
+                matches.append(RegionMatch(xywh, score, "visual"))
+                listed.setdefault(xywh, (f"Looks like “{query[:40]}” ({score:.3f})", "visual"))
         notices += [n for n in setup.notices if "image model" in n]
+    carried = _carried_regions(canvas, region)
+    if carried:
+        by_xywh: dict[str, RegionMatch] = {}
+        for match in matches:
+            by_xywh.setdefault(match.xywh, match)
+        # A carried box the page's own matches do not name was a region the picture search found.
+        unnamed = "picture" if query else "search hit"
+        drawn = [(xywh, region_label(by_xywh[xywh]) if xywh in by_xywh else unnamed,
+                  "hit" if region is not None and position == 0 else listed.get(xywh, ("", "visual"))[1])
+                 for position, xywh in enumerate(carried)]
+    else:
+        drawn = [(shown.xywh, shown.label, listed[shown.xywh][1]) for shown in pick_regions(matches)]
+    named = f"Looks like “{query[:40]}”" if query else "Search hit"
+    found = [(xywh, listed.get(xywh, (named, kind))[0], kind, rank, f"{rank} · {label}")
+             for rank, (xywh, label, kind) in enumerate(drawn, 1)]
+    found += [(xywh, label, kind, None, None) for xywh, (label, kind) in listed.items()]
     highlights, seen = [], set()
-    for xywh, label, kind in found:
+    for xywh, label, kind, rank, caption in found:
         if xywh in seen or len(highlights) >= MAX_HIGHLIGHTS:
             continue
         seen.add(xywh)
@@ -131,7 +171,7 @@ def _highlights(session, canvas: Canvas, region, query: str) -> tuple[list[dict]
             continue
         box = overlay(canvas, rect)
         if box:
-            highlights.append({"xywh": xywh, "label": label, "kind": kind, **box})
+            highlights.append({"xywh": xywh, "label": label, "kind": kind, "rank": rank, "caption": caption, **box})
     return highlights, notices
 
 

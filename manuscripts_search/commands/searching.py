@@ -351,8 +351,13 @@ def _print_page(result, as_json: bool, page_json: bool, explain: bool) -> None:
             for name, contribution in item.signals.items():
                 click.echo(f"       {name}: rank {contribution['rank']}, score {contribution['score']:.4f}, "
                            f"+{contribution['contribution']:.4f}")
-            for region in item.regions[:5]:
-                click.echo(f"       region {region.xywh} ({region.signal} {region.score:.4f})")
+            shown = item.shown_regions  # what the pages draw; --json lists all the evidence
+            for region in shown:
+                click.echo(f"       region {region.xywh} #{region.rank} {region.label} "
+                           f"({region.signal} {region.score:.4f})")
+            if len(item.regions) > len(shown):
+                click.echo(f"       ({len(item.regions) - len(shown)} more matching region(s), overlapping "
+                           f"these or past the {len(shown)} shown)")
             for text in item.snippets:
                 click.echo(f"       “{text}”")
     more = "; more with --page" if result.has_more else ""

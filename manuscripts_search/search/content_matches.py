@@ -51,6 +51,7 @@ class TextHit:
     suffix: str
     annotation_iiif_id: Optional[str] = None
     score: Optional[float] = None
+    rank: Optional[int] = None  # visual: the region's place among those its canvas shows (1: best)
 
 
 def find_term(text: str, terms: list[str]) -> Optional[tuple[int, int]]:
@@ -123,7 +124,9 @@ def text_hits(session: Session, scope: Scope, query: str, include_metadata: bool
 
 def visual_hits(session: Session, scope: Scope, index, vector, limit: int) -> list[TextHit]:
     """The ``limit`` canvases of ``scope`` nearest to ``vector`` (a text query through the
-    vision-language model), each as its best region when a region matched best, else the page."""
+    vision-language model), each as the regions a search hit on it shows (the best and at most
+    two that do not overlap it, search/region_display.py), else as the page."""
+    from manuscripts_search.search.region_display import pick_regions
     from manuscripts_search.search.signals import visual_ranking
 
     ranking = visual_ranking(session, index, vector, limit, scope.canvas_statement())
@@ -138,11 +141,15 @@ def visual_hits(session: Session, scope: Scope, index, vector, limit: int) -> li
             continue
         region = evidence.regions[0] if evidence.regions else None
         use_region = region is not None and (not evidence.whole_canvas or region.score >= evidence.score - 1e-9)
-        xywh = region.xywh if use_region else (f"0,0,{canvas.width},{canvas.height}"
-                                               if canvas.width and canvas.height else None)
-        score = region.score if use_region else evidence.score
-        hits.append(TextHit("visual", f"visual:{canvas.id}:{xywh}", canvas, manifests[canvas.manifest_id],
-                            "", "highlighting", xywh, None, "", "", None, float(score)))
+        # The engine's rule for a hit's best region (ResultHit.xywh), so the boxes are the card's.
+        shown = pick_regions(evidence.regions, region.xywh if use_region else None)
+        if not shown:
+            xywh = f"0,0,{canvas.width},{canvas.height}" if canvas.width and canvas.height else None
+            hits.append(TextHit("visual", f"visual:{canvas.id}:{xywh}", canvas, manifests[canvas.manifest_id],
+                                "", "highlighting", xywh, None, "", "", None, float(evidence.score)))
+        for picked in shown:
+            hits.append(TextHit("visual", f"visual:{canvas.id}:{picked.xywh}", canvas, manifests[canvas.manifest_id],
+                                "", "highlighting", picked.xywh, None, "", "", None, picked.score, picked.rank))
     return hits
 
 

@@ -35,6 +35,7 @@ from ..index.vector_index import IndexReadError, VectorIndex
 from ..models import CanvasLabel, Canvas, Category, Manifest
 from .errors import SearchError
 from .signal_registry import BY_NAME, SIGNALS as SIGNAL_TABLE, signal_names
+from .region_display import ShownRegion, pick_regions
 from .signals import CanvasEvidence, CanvasRanking, RegionMatch
 from .space_index import SpaceIndex, open_space_index
 from .thumbnails import level0_infos, thumbnail_url
@@ -152,9 +153,26 @@ class ResultHit:
     image_url: Optional[str]
     thumbnail: Optional[str]
 
+    @property
+    def shown_regions(self) -> list[ShownRegion]:
+        """The regions every view draws: the best and at most two that do not overlap it
+        (``regions`` stays the full evidence)."""
+        return pick_regions(self.regions, self.xywh)
+
+    @property
+    def focus_xywh(self) -> Optional[str]:
+        """Where a view of the canvas opens: the best visual region when a region beat the page;
+        for a hit whose picture did not match (found by its words), its first shown box; None
+        when the page itself looked most like the query (its boxes are still drawn)."""
+        if self.xywh or "visual" in self.signals:
+            return self.xywh
+        shown = self.shown_regions
+        return shown[0].xywh if shown else None
+
     def as_dict(self) -> dict:
         data = asdict(self)
         data["regions"] = [region.as_dict() for region in self.regions]
+        data["shown_regions"] = [region.as_dict() for region in self.shown_regions]
         return data
 
 

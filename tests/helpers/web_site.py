@@ -163,6 +163,29 @@ def build_site(config: Config, encoder, image_server=None) -> WebSite:
     return site
 
 
+def add_scene_regions(site: WebSite, encoder, boxes: list[tuple[int, int, int, int]]) -> None:
+    """More regions (canvas coordinates) on the scene, each embedded from its crop of the scene's
+    image, and the index saved again with them: a page with overlapping region hits."""
+    engine = make_engine(site.config.db_url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            canvas_id = site.canvas_ids["scene"]
+            image = scene_image([key for key, *_ in PAGES].index("scene"))  # build_site's seed
+            for box in boxes:
+                region = Region(canvas_id=canvas_id, x=box[0], y=box[1], w=box[2], h=box[3])
+                session.add(region)
+                session.flush()
+                site.region_ids[",".join(map(str, box))] = region.id
+                _embed(session, encoder, canvas_id, region.id,
+                       image.crop((box[0] // 2, box[1] // 2, (box[0] + box[2]) // 2, (box[1] + box[3]) // 2)))
+            rows = session.scalars(select(Embedding).where(Embedding.space == encoder.space_id)).all()
+            index = new_index(encoder.space_id, encoder.dim)
+            index.add([row.id for row in rows], decode_vectors([row.vector for row in rows], encoder.dim))
+            index.save(site.config.index_dir)
+    finally:
+        engine.dispose()
+
+
 def _embed(session, encoder, canvas_id: int, region_id: Optional[int], image) -> None:
     vector = encoder.encode_images([image])[0]
     session.add(Embedding(space=encoder.space_id, model_id=encoder.model_id, model_revision=encoder.revision,

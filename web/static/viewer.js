@@ -2,9 +2,11 @@
  * (#viewer-config) and never builds markup from strings: manifest data only reaches the page
  * through textContent and OpenSeadragon options.
  *
- * - the hit's region (config.overlay) is outlined and zoomed to;
- * - every other match on the page (config.highlights) is outlined too, and the list below the
- *   viewer, the Previous/Next buttons and the n / p keys step through them;
+ * - the hit's best region (config.overlay) is outlined and zoomed to;
+ * - the matches with a rank (the regions the hit's card showed, at most three) are outlined
+ *   and labelled; the list below the viewer, the Previous/Next buttons and the n / p keys step
+ *   through every match, outlining the current one when it is not drawn already;
+ * - #viewer's data-viewport-bounds says what the view shows, in canvas coordinates;
  * - "Select a region" (or r) lets the reader drag a rectangle, which then links to
  *   "more like this region" and "other digitisations of this region";
  * - "Copy link" copies the IIIF Content State link. */
@@ -77,26 +79,47 @@
   }
 
   function focusOn(rect, immediately) {
-    var margin = Math.max(rect.width, rect.height) * 0.5;
+    // A fifth of the region's longer side around it: half of it (the margin this had) left a
+    // quarter of the page at the zoom of the whole page, and the view never closed in on it.
+    var margin = Math.max(rect.width, rect.height) * 0.2;
     viewer.viewport.fitBoundsWithConstraints(
       new OSD.Rect(rect.x - margin, rect.y - margin, rect.width + 2 * margin, rect.height + 2 * margin), immediately);
   }
 
-  function addBox(rect, className, label) {
+  function addBox(rect, className, label, caption) {
     var box = document.createElement("div");
     box.className = className;
     box.setAttribute("aria-hidden", "true");
     if (label) {
       box.title = label;
     }
+    if (caption) {
+      var text = document.createElement("span");
+      text.className = "overlay-label";
+      text.textContent = caption;
+      box.appendChild(text);
+    }
     viewer.addOverlay({ element: box, location: rect });
     return box;
   }
+
+  function canvasScale() {
+    // Viewport units are canvas coordinates / canvas width (see web/canvas_info.py).
+    return config.canvasWidth || viewer.world.getItemAt(0).getContentSize().x;
+  }
+
+  viewer.addHandler("animation-finish", function () {
+    var bounds = viewer.viewport.getBounds(true);
+    var scale = canvasScale();
+    container.setAttribute("data-viewport-bounds", [bounds.x, bounds.y, bounds.width, bounds.height]
+      .map(function (value) { return Math.round(value * scale); }).join(","));
+  });
 
   // -- matches: drawn, listed, navigable ------------------------------------------------------
   var highlights = config.highlights || [];
   var highlightRects = [];
   var current = -1;
+  var currentBox = null;  // the outline of the current match, when it is not one of the drawn
   var listButtons = Array.prototype.slice.call(document.querySelectorAll("#highlight-list .highlight-item"));
 
   function select(index) {
@@ -105,6 +128,14 @@
     }
     current = (index + highlightRects.length) % highlightRects.length;
     focusOn(highlightRects[current], false);
+    if (currentBox) {
+      viewer.removeOverlay(currentBox);
+      currentBox = null;
+    }
+    if (!highlights[current].rank) {
+      currentBox = addBox(highlightRects[current], "match-overlay match-overlay--current match-overlay--" +
+        highlights[current].kind, highlights[current].label);
+    }
     listButtons.forEach(function (button, position) {
       button.setAttribute("aria-current", position === current ? "true" : "false");
     });
@@ -143,8 +174,7 @@
   }
 
   function canvasRegion(rect) {
-    // Viewport units are canvas coordinates / canvas width (see web/canvas_info.py).
-    var scale = config.canvasWidth || viewer.world.getItemAt(0).getContentSize().x;
+    var scale = canvasScale();
     var x = Math.max(0, Math.round(rect.x * scale));
     var y = Math.max(0, Math.round(rect.y * scale));
     return [x, y, Math.max(1, Math.round(rect.width * scale)), Math.max(1, Math.round(rect.height * scale))].join(",");
@@ -219,17 +249,20 @@
 
   viewer.addHandler("open", function () {
     say("");
+    var region = config.overlay;
     highlights.forEach(function (highlight) {
       var rect = toRect(highlight);
       highlightRects.push(rect);
-      if (highlight.kind !== "hit") {
-        addBox(rect, "match-overlay match-overlay--" + highlight.kind, highlight.label);
+      // The hit's own region is the region overlay below; the other drawn ones are labelled boxes.
+      if (highlight.rank && !(region && highlight.rank === 1)) {
+        addBox(rect, "match-overlay match-overlay--shown match-overlay--" + highlight.kind, highlight.label,
+          highlight.caption);
       }
     });
-    var region = config.overlay;
     if (region) {
       var rect = toRect(region);
-      addBox(rect, "region-overlay");
+      var first = highlights.length && highlights[0].rank === 1 ? highlights[0] : null;
+      addBox(rect, "region-overlay", first && first.label, first && first.caption);
       // Show the region with some of its surroundings.
       focusOn(rect, false);
       current = 0;
