@@ -60,9 +60,11 @@ def when_ready(server):
     app = server.app.wsgi()
     from web.resources import get_index, saved_indexes
 
+    # Shards on Ray Serve hold their own indexes; a Ray connection must not be opened before fork.
+    on_ray = app.config["MSEARCH_CONFIG"].search_backend == "ray"
     with app.app_context():
         for saved in saved_indexes(app):
-            if saved.get("space"):
+            if saved.get("space") and not (on_ray and not saved["space"].startswith("text:")):
                 index = get_index(app, saved["space"])
                 server.log.info("preloaded index %s (%d vectors)", saved["space"], len(index))
 
