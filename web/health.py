@@ -77,7 +77,9 @@ def _index_status(app) -> list[dict]:
     loaded = {}
     for space, live in list(resources.live_indexes.items()):
         index = live.current  # the index in service; no file check from a health probe
-        loaded[space] = (index is not None, live.reloads, len(index) if index is not None else None)
+        # A sharded index reports what it last counted: a probe must not wait on remote shards.
+        size = None if index is None else getattr(index, "known_vectors", None)
+        loaded[space] = (index is not None, live.reloads, len(index) if size is None and index is not None else size)
     summaries = []
     for saved in saved_indexes(app):
         state = loaded.get(saved.get("space"), (False, 0, None))

@@ -218,6 +218,11 @@ class ShardedIndex:
         return sum(stats.vectors for stats in self.shard_stats() if stats is not None)
 
     @property
+    def known_vectors(self) -> int:
+        """Vectors as last counted, asking no shard (for health probes)."""
+        return sum(stats.vectors for stats in self._stats if stats is not None)
+
+    @property
     def element_count(self) -> int:
         return sum(stats.elements for stats in self.shard_stats() if stats is not None)
 
