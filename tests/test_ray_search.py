@@ -103,7 +103,7 @@ def test_a_replica_killed_under_load_gives_partial_answers_never_errors_and_come
     victim = _replica_actor(ray, names[1])
     killed_at = time.monotonic()
     ray.kill(victim, no_restart=False)
-    time.sleep(12.0)
+    time.sleep(6.0)
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
@@ -115,10 +115,18 @@ def test_a_replica_killed_under_load_gives_partial_answers_never_errors_and_come
     # other shards' best.
     assert all([label for label, _ in result.hits] == expected[number] for number, result in complete)
     assert all(result.unavailable == (2,) for result in partial)
-    # After the restart (within the load's 12 s) answers are complete again.
-    late = [result for at, _, result in outcomes if at > killed_at + 10.0]
-    assert late and not any(result.unavailable for result in late)
-    print(f"{len(outcomes)} answers, {len(partial)} partial")
+    # Ray restarts the replica: answers are complete again (within seconds on an idle machine;
+    # the wait allows for a loaded one).
+    deadline = time.monotonic() + 90
+    with session_scope(catalogue.factory) as session:
+        while True:
+            result = sharded.nearest(session, queries[0], 10)
+            if not result.unavailable or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert not result.unavailable and [label for label, _ in result.hits] == expected[0]
+    print(f"{len(outcomes)} answers, {len(partial)} partial; complete again "
+          f"{time.monotonic() - killed_at:.1f} s after the kill")
 
 
 def _replica_actor(ray, application: str):
