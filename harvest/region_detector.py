@@ -208,7 +208,7 @@ def _load(model_name: str, local_dir, device_name: str) -> _LoadedModel:
     from transformers.models.auto.modeling_auto import (MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES,
                                                         MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES)
 
-    from manuscripts_search.embedding.encoders import model_revision
+    from manuscripts_search.embedding.encoders import missing_model_reason, model_revision
     from manuscripts_search.embedding.hub import hub_status
 
     reachable, unreachable_why = (True, "") if local_dir is not None else hub_status()
@@ -229,13 +229,7 @@ def _load(model_name: str, local_dir, device_name: str) -> _LoadedModel:
                 f"cannot use region model {model_name!r}: it is a {model_type or 'unknown'} model, not an object "
                 "detector (AutoModelForObjectDetection) or a zero-shot detector (OWL-ViT, OWLv2). " + _WHAT_TO_DO)
     except OSError as error:
-        if local_dir is not None:
-            reason = f"the directory {local_dir} is not a complete model in Hugging Face format ({error})"
-        elif not reachable:
-            reason = f"{unreachable_why}, and the model is not in this machine's Hugging Face cache"
-        else:
-            reason = ("it is not a local directory and could not be fetched from the Hugging Face hub "
-                      f"(unknown id, or no access): {error}")
+        reason = missing_model_reason(error, local_dir, reachable, unreachable_why)
         raise DetectorLoadError(f"cannot load region model {model_name!r}: {reason}. {_WHAT_TO_DO}") from error
     except (ValueError, KeyError, TypeError, ImportError) as error:
         raise DetectorLoadError(f"cannot load region model {model_name!r}: its configuration is not usable here "

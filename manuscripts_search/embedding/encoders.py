@@ -244,13 +244,7 @@ def load_vision_language_encoder(model_name_or_path: str = DEFAULT_MODEL_ID,
         processor = AutoProcessor.from_pretrained(str(local_dir or model_name_or_path),
                                                   local_files_only=not reachable)
     except OSError as error:
-        if local_dir is not None:
-            reason = f"the directory {local_dir} is not a complete model in Hugging Face format ({error})"
-        elif not reachable:
-            reason = f"{unreachable_why}, and the model is not in this machine's Hugging Face cache"
-        else:
-            reason = ("it is not a local directory and could not be fetched from the Hugging Face hub "
-                      f"(unknown id, or no access): {error}")
+        reason = missing_model_reason(error, local_dir, reachable, unreachable_why)
         raise EncoderLoadError(f"cannot load model {model_name_or_path!r}: {reason}. {_WHAT_TO_DO}") from error
     except (ValueError, KeyError, TypeError) as error:
         raise EncoderLoadError(
@@ -272,6 +266,17 @@ def load_vision_language_encoder(model_name_or_path: str = DEFAULT_MODEL_ID,
                                     device=device_name, model=model, processor=processor)
     encoder.dim = _probe_dimension(model_name_or_path, encoder)
     return encoder
+
+
+def missing_model_reason(error: OSError, local_dir: Path | None, reachable: bool, unreachable_why: str) -> str:
+    """Why ``from_pretrained`` found no model (its OSError), in the words a user can act on: an
+    incomplete local directory, an unreachable hub without a cached copy, or an unknown id."""
+    if local_dir is not None:
+        return f"the directory {local_dir} is not a complete model in Hugging Face format ({error})"
+    if not reachable:
+        return f"{unreachable_why}, and the model is not in this machine's Hugging Face cache"
+    return ("it is not a local directory and could not be fetched from the Hugging Face hub "
+            f"(unknown id, or no access): {error}")
 
 
 def _local_model_dir(model_name_or_path: str) -> Path | None:
