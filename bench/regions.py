@@ -68,23 +68,23 @@ def tiny_clip(workdir: Path, recipe: dict, log) -> Path:
     return path
 
 
-def make_book(pages: int, seed: int):
+def make_pages(pages: int, seed: int):
+    """The pages and their shapes, one at a time (a 3,000-pixel page is 40 MB of pixels)."""
     rng = np.random.default_rng(seed)
-    book = []
     for i in range(pages):
         width = int(rng.integers(1000, 3001))
-        book.append(render_page(seed * 100_000 + i, width, int(width * rng.uniform(1.25, 1.45))))
-    return book
+        yield render_page(seed * 100_000 + i, width, int(width * rng.uniform(1.25, 1.45)))
 
 
-def publish(server, book) -> str:
+def publish(server, pages) -> tuple[str, list]:
     """The pages as canvases of one Presentation 3 manifest, each image behind an Image API 3
-    level 2 service; returns the manifest URL."""
+    level 2 service; returns the manifest URL and the book: each page's (size, shapes)."""
     base = server.base_url
-    canvases = []
-    for i, (page, _shapes) in enumerate(book):
+    canvases, book = [], []
+    for i, (page, shapes) in enumerate(pages):
         server.add_image(f"p{i}", page)
         width, height = page.size
+        book.append((page.size, shapes))
         canvases.append({
             "id": f"{base}/canvas/p{i}", "type": "Canvas", "label": {"en": [f"page {i}"]},
             "width": width, "height": height,
@@ -95,9 +95,10 @@ def publish(server, book) -> str:
                          "format": "image/jpeg", "width": width, "height": height,
                          "service": [{"id": f"{base}/iiif3/p{i}", "type": "ImageService3",
                                       "profile": "level2"}]}}]}]})
-    return server.add_json("/manifest.json", {
+    url = server.add_json("/manifest.json", {
         "@context": "http://iiif.io/api/presentation/3/context.json", "id": f"{base}/manifest.json",
         "type": "Manifest", "label": {"en": ["Synthetic pages"]}, "items": canvases})
+    return url, book
 
 
 def _msearch(runner, env, *args) -> dict:
@@ -179,11 +180,10 @@ def run(pages: int, seed: int, workdir: Path, methods=METHODS, recipe=CLIP_RECIP
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = tiny_clip(workdir, recipe, log)
-    book = make_book(pages, seed)
-    queries = sorted({(s.colour, s.shape) for _, shapes in book for s in shapes})
     server = IIIFTestServer()
     try:
-        manifest_url = publish(server, book)
+        manifest_url, book = publish(server, make_pages(pages, seed))
+        queries = sorted({(s.colour, s.shape) for _, shapes in book for s in shapes})
         results = {method: measure(method, manifest_url, book, queries, model_dir, workdir, log)
                    for method in methods}
     finally:

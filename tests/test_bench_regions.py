@@ -3,11 +3,14 @@ embedded and searched by the product for each method, with a tiny CLIP trained o
 once and reused from the work directory on the next run."""
 from __future__ import annotations
 
+import pytest
+
 from bench.regions import run
 
 RECIPE = {"steps": 60, "clutter": 0.8, "pool_per_class": 20, "seed": 0}
 
 
+@pytest.mark.own_database  # the bench's own SQLite per method, as a user runs it
 def test_the_bench_measures_every_method_through_the_product(tmp_path):
     lines: list[str] = []
     result = run(3, seed=1, workdir=tmp_path, recipe=RECIPE, log=lines.append)
