@@ -53,7 +53,8 @@ class RayHarvestOptions:
     parallel: Optional[int] = None  # tasks at once (None: the cluster's CPUs; always 1 on SQLite)
     task_cpus: float = 1.0  # CPUs each task reserves
     regions: bool = False
-    region_method: str = "grid"  # grid, content, detector, both or A+B (regions.parse_region_methods)
+    # grid, content, detector, both or A+B (regions.parse_region_methods); default regions.DEFAULT_METHOD
+    region_method: str = "content"
     region_limit: int = 13  # content (and detector) regions per canvas at most
     region_levels: tuple[int, ...] = (2, 3)
     region_overlap: float = 0.25

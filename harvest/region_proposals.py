@@ -3,7 +3,7 @@ coloured initials, marginal drawings, diagrams), found in the canvas's derivativ
 classical image analysis, so that a detail gets a crop of its own instead of a few percent of a
 grid cell.
 
-Two kinds of evidence against the support (parchment, paper), whose colour is estimated from the
+Three kinds of evidence against the support (parchment, paper), whose colour is estimated from the
 page itself:
 
 - **colour**: pixels much more saturated than the support, or of another hue (blue, green, red
@@ -12,8 +12,12 @@ page itself:
   about as tall as the page's typical line (stroke-height statistics), and a tall group is text
   when its row projection profile shows regular gaps between lines. What is left is dense ink:
   drawings, diagrams, large initials.
+- **thin coloured lines**, seen in the unblurred image: staves of music (groups of long horizontal
+  lines ruled in colour, notes between them) and diagrams drawn in coloured outline (concentric
+  circles), which the colour mask's opening loses in a derivative where such a line is under a
+  pixel thick (found as their own boxes, see ``_staves`` and ``_line_art``).
 
-Each mask is grouped by morphological closing at three scales (the thing itself, the thing with
+The first two masks are grouped by morphological closing at three scales (the thing itself, the thing with
 its neighbours, a whole decorated block) with holes filled (a coloured frame and the grisaille or
 gold picture it frames are one), connected components become boxes, two long bars side by side
 are also proposed as one (the two halves of an initial's frame), boxes are scored by how much of
@@ -70,6 +74,8 @@ def propose_regions(image: Image.Image, canvas_size: Optional[tuple[float, float
     for mask, kind in masks:
         for scale in (0.012, 0.04, 0.1):
             candidates += _components(mask, max(2, round(scale * long_edge)), kind)
+    raw = _analysis_rgb(image, blur=False)  # thin lines: a blur would fade them into the support
+    candidates += _staves(raw, line_height) + _line_art(raw, line_height)
     candidates += _pairs(sorted(candidates, key=lambda c: -c[0])[:40], long_edge)
     kept = _suppress_duplicates(sorted(candidates, key=lambda c: -c[0]), limit)
     canvas_w, canvas_h = canvas_size if canvas_size else (width, height)
@@ -84,14 +90,15 @@ def propose_regions(image: Image.Image, canvas_size: Optional[tuple[float, float
     return list({p.box: p for p in proposals}.values())
 
 
-def _analysis_rgb(image: Image.Image) -> np.ndarray:
+def _analysis_rgb(image: Image.Image, blur: bool = True) -> np.ndarray:
     image = image.convert("RGB")
     scale = ANALYSIS_LONG_EDGE / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                              Image.Resampling.BOX)
+    pixels = np.asarray(image, dtype=np.float32)
     # A light blur: the texture of parchment and the grain of a photograph are not content.
-    return ndimage.uniform_filter(np.asarray(image, dtype=np.float32), size=(3, 3, 1))
+    return ndimage.uniform_filter(pixels, size=(3, 3, 1)) if blur else pixels
 
 
 def _support(rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -158,6 +165,73 @@ def _colour_mask(rgb: np.ndarray, line_height: float) -> np.ndarray:
         h, w = rows.stop - rows.start, cols.stop - cols.start
         rubric[index] = h <= 2 * line_height and w > 2.5 * h
     return mask & (solid | ~rubric[labels])
+
+
+def _colour_excess(raw: np.ndarray) -> np.ndarray:
+    """How much more saturated than the support each pixel is (0 where it is not)."""
+    support, _ = _support(raw)
+    _, chroma = _hue_chroma(raw)
+    _, support_chroma = _hue_chroma(support[None, None, :])
+    return np.clip(chroma - support_chroma[0, 0], 0, None)
+
+
+def _staves(raw: np.ndarray, line_height: float) -> list[tuple[float, tuple[int, int, int, int]]]:
+    """Music: staves ruled in colour (red on most medieval pages), groups of long thin horizontal
+    lines a few pixels apart, the notes and words between them. A derivative leaves a staff line
+    less than a pixel thick, so the colour is averaged along rows (a line adds up, a rubric's
+    separate strokes and the texture do not) and kept where it stands above the rows two up and
+    two down (a stain, or a line of rubric, is as coloured there). A block of at least four such
+    lines is a piece of music; the page's edge or a single ruled line is not."""
+    height, width = raw.shape[:2]
+    run = max(8, width // 12)
+    along = ndimage.uniform_filter(_colour_excess(raw), size=(1, run))
+    around = np.maximum(np.pad(along, ((2, 0), (0, 0)), mode="edge")[:-2],
+                        np.pad(along, ((0, 2), (0, 0)), mode="edge")[2:])
+    lines = ndimage.binary_opening(along - around > 5, structure=np.ones((1, run // 2), bool))
+    # A staff's lines and the staves of one piece (a line of words between them) are one block.
+    joined = _closing(lines, max(3, round(3 * line_height))) | lines
+    labels, _count = ndimage.label(joined)
+    found = []
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        mine = lines[rows, cols] & (labels[rows, cols] == index)
+        filled = mine.any(axis=1)
+        count = int(np.count_nonzero(filled[1:] & ~filled[:-1])) + int(filled[0])
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        if count < 4 or h < 2 * line_height or w < run or h * w > 0.5 * height * width:
+            continue
+        found.append((0.6 + 0.2 * min(1.0, count / 10), (cols.start, rows.start, cols.stop, rows.stop)))
+    return found
+
+
+def _line_art(raw: np.ndarray, line_height: float) -> list[tuple[float, tuple[int, int, int, int]]]:
+    """Diagrams drawn in thin coloured lines (concentric circles, figures in red): in the unblurred
+    image their strokes stand out in colour, too thin for the colour mask's opening. Joined into a
+    figure and its holes filled, a diagram is a large compact blob; a rubric is a long thin band."""
+    height, width = raw.shape[:2]
+    long_edge = max(height, width)
+    strokes = _colour_excess(raw) > 25
+    # Rubrics out first, as bands about a line high (as in the colour mask).
+    labels, count, slices = _line_bands(strokes, round(2.5 * line_height))
+    rubric = np.zeros(count + 1, bool)
+    for index, (rows, cols) in enumerate(slices, start=1):
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        rubric[index] = h <= 2 * line_height and w > 2.5 * h
+    strokes &= ~rubric[labels]
+    figure = ndimage.binary_fill_holes(_closing(strokes, max(3, round(0.02 * long_edge))) | strokes)
+    labels, _count = ndimage.label(figure)
+    found = []
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        y0, y1, x0, x1 = rows.start, rows.stop, cols.start, cols.stop
+        w, h = x1 - x0, y1 - y0
+        if max(w, h) < 0.08 * long_edge or min(w, h) < 0.6 * max(w, h) or h < 4 * line_height \
+                or w * h > 0.25 * width * height:
+            continue
+        evidence = float(strokes[y0:y1, x0:x1].mean())
+        if not 0.03 <= evidence <= 0.5:  # no line drawing, or solid colour (the colour mask's part)
+            continue
+        # Below the colour mask's boxes: where both see a thing (an initial's frame), its box wins.
+        found.append((0.35 + 0.2 * min(w, h) / max(w, h), (x0, y0, x1, y1)))
+    return found
 
 
 def _non_text_ink_mask(rgb: np.ndarray, ink: np.ndarray, labels: np.ndarray, slices: list,

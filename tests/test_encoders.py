@@ -193,3 +193,27 @@ def test_unusable_device_is_a_load_error(random_clip_dir):
     with pytest.raises(EncoderLoadError, match="MSEARCH_DEVICE") as caught:
         load_vision_language_encoder(str(random_clip_dir), device="no-such-device")
     assert "no-such-device" in str(caught.value)
+
+
+def test_a_model_trained_with_clutter_finds_shapes_among_text(trained_clip_dir, tmp_path):
+    """train_tiny_clip(clutter=...) is the model of bench/regions.py: region crops of a page hold
+    pseudo-text and the support around a shape, off-centre or cut off, which the default model
+    never saw (it falls to about a quarter of the captions on them)."""
+    from tests.helpers.model_factory import train_tiny_clip
+    from tests.helpers.synthetic_pages import render_shape_in_clutter
+
+    def accuracy(encoder) -> float:
+        classes = shape_classes()
+        captions = encoder.encode_texts([caption(c, s) for c, s in classes])
+        hits = []
+        for round_ in range(3):
+            crops = [render_shape_in_clutter(c, s, size=96, seed=9000 + 100 * round_ + i)
+                     for i, (c, s) in enumerate(classes)]
+            hits += list((encoder.encode_images(crops) @ captions.T).argmax(axis=1) == np.arange(len(classes)))
+        return float(np.mean(hits))
+
+    cluttered = load_vision_language_encoder(str(train_tiny_clip(tmp_path / "clutter", clutter=0.8)), device="cpu")
+    plain = load_vision_language_encoder(str(trained_clip_dir), device="cpu")
+    assert accuracy(cluttered) >= 0.7 > 0.5 >= accuracy(plain)
+    with pytest.raises(ValueError, match="clutter"):
+        train_tiny_clip(tmp_path / "bad", clutter=1.5)

@@ -270,7 +270,7 @@ def test_region_errors_are_counted_once_per_region_over_runs(servers, msearch_en
                                                 [f"{two.base_url}/gone/{i}.jpg" for i in range(2)]))
     counts = []
     for _run in range(2):
-        run_cli(runner, env, "harvest", "--retries", "0", "--regions", "--region-grid", "2", url)
+        run_cli(runner, env, "harvest", "--retries", "0", "--regions", "grid", "--region-grid", "2", url)
         stats = json.loads(run_cli(runner, env, "stats", "--json"))
         counts.append((stats["errors"], stats["regions"]))
     # 2 canvas images and their 2x2 regions each: 2 + 8 open errors, the first run's resolved.

@@ -76,7 +76,7 @@ def test_publish_folder_serve_and_harvest(museum_folder, app_server, msearch_env
     base_url, start = app_server
     env = {**msearch_env, "MSEARCH_IMAGE_SIZE": "160"}
     runner = CliRunner()
-    result = runner.invoke(cli, ["publish", str(museum_folder), "--base-url", base_url, "--regions",
+    result = runner.invoke(cli, ["publish", str(museum_folder), "--base-url", base_url, "--regions", "grid",
                                  "--region-grid", "2", "--json", "--no-progress"], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -266,7 +266,7 @@ def test_publish_fetches_and_plans_only_its_own_canvases(museum_folder, msearch_
     harvested = runner.invoke(cli, ["harvest", _unrelated_manifest(tmp_path), "--no-images", "--no-progress"],
                               env=msearch_env, catch_exceptions=False)
     assert harvested.exit_code == 0, harvested.output
-    result = runner.invoke(cli, ["publish", str(museum_folder), "--regions", "--region-grid", "2", "--json",
+    result = runner.invoke(cli, ["publish", str(museum_folder), "--regions", "grid", "--region-grid", "2", "--json",
                                  "--no-progress"], env=msearch_env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

@@ -26,7 +26,7 @@ def test_harvest_and_embed_with_the_ray_engine_from_the_command_line(shapes_coll
     env = {**msearch_env, "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_IMAGE_SIZE": "128"}
 
     harvested = json.loads(run_cli(runner, env, "harvest", collection_url, "--engine", "ray", "--per-host", "2",
-                                "--regions", "--region-grid", "2", "--json"))
+                                "--regions", "grid", "--region-grid", "2", "--json"))
     assert harvested["engine"] == "ray"
     assert (harvested["manifests"], harvested["collections"]) == (2, 1)
     assert [f["url"] for f in harvested["failures"]] == [f"{server.base_url}/missing/manifest.json"]

@@ -48,7 +48,8 @@ def test_ray_engine_gives_the_local_engines_vectors_under_cluster_wide_host_limi
 
     server, collection_url = shapes_collection
     env = {**msearch_env, "MSEARCH_MODEL": str(trained_clip_dir), "MSEARCH_IMAGE_SIZE": "128"}
-    harvested = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "--region-grid", "2", "--json"))
+    harvested = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "grid", "--region-grid", "2",
+                                   "--json"))
     items = len(CANVASES) * 5  # each canvas and its 2x2 regions
     assert harvested["images"]["fetched"] == len(CANVASES) and harvested["regions"]["fetched"] == items - len(CANVASES)
 

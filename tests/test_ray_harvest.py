@@ -37,7 +37,7 @@ def test_two_hosts_harvested_on_ray_then_embedded_and_searched(shapes_collection
     config = load_config(env)
     factory = migrated_factory(config.db_url)
     fetch = FetcherSettings.from_config(config, max_per_host=2)
-    options = RayHarvestOptions(threads=2, image_chunk=3, regions=True, region_levels=(2,))
+    options = RayHarvestOptions(threads=2, image_chunk=3, regions=True, region_method="grid", region_levels=(2,))
 
     result = harvest_with_ray(config, factory, sources, fetch, options).as_dict()
 

@@ -40,8 +40,9 @@ def test_a_run_with_another_method_replaces_the_regions_and_vectors(shapes_colle
     factory = make_sessionmaker(make_engine(env["MSEARCH_DB"]))
     grid = RegionGrid((2,))
 
-    # --regions alone: the grid, as before.
-    report = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "--region-grid", "2", "--json"))
+    # The grid first.
+    report = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "grid", "--region-grid", "2",
+                                "--json"))
     assert report["regions"]["planned"] == 4 * len(CANVASES) and not report["regions"]["failures"]
     grid_regions = _regions(factory)
     assert all(method == "grid" and score is None for regions in grid_regions.values() for _, method, score in regions)
@@ -95,6 +96,26 @@ def test_a_run_with_another_method_replaces_the_regions_and_vectors(shapes_colle
     run_cli(runner, env, "embed", "--json")
     assert "ok" in run_cli(runner, env, "index", "verify")
     assert sorted(grid.boxes(640, 480)) == sorted(box for box, _, _ in _regions(factory)[min(both)])
+
+
+def test_regions_alone_means_content_everywhere(shapes_collection, runner, msearch_env):
+    """bench/regions.py chose the default: `--regions` alone is content, in harvest, publish and
+    the Ray harvest's options."""
+    from harvest.ray_harvest import RayHarvestOptions
+    from harvest.regions import DEFAULT_METHOD
+    from manuscripts_search.cli import cli
+
+    _server, collection_url = shapes_collection
+    env = {**msearch_env, "MSEARCH_IMAGE_SIZE": "128"}
+    report = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "--json", "--no-progress"))
+    regions = _regions(make_sessionmaker(make_engine(env["MSEARCH_DB"])))
+    assert regions and {method for rs in regions.values() for _, method, _ in rs} == {"content"}
+    assert report["regions"]["planned"] == sum(len(rs) for rs in regions.values())
+    for command in ("harvest", "publish"):
+        option = next(p for p in cli.commands[command].params if p.name == "regions")
+        assert option.flag_value == DEFAULT_METHOD == "content"
+        assert "what --regions alone means" in option.help.split("content (")[1].split("), grid")[0]
+    assert RayHarvestOptions().region_method == DEFAULT_METHOD
 
 
 def test_contradicting_and_unknown_region_options_are_refused(runner, msearch_env):

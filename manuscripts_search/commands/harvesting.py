@@ -42,11 +42,12 @@ def _fetcher_options(command):
                      help="Retries after timeouts, connection errors, 429 and 5xx."),
         click.option("--timeout", type=click.FloatRange(0.1, None), default=None,
                      help="Connect/read timeout in seconds [default: MSEARCH_HTTP_TIMEOUT]."),
-        click.option("--regions", is_flag=False, flag_value="grid", default=None, callback=_region_methods,
+        # flag_value: harvest.regions.DEFAULT_METHOD (not imported here: the CLI loads harvest lazily).
+        click.option("--regions", is_flag=False, flag_value="content", default=None, callback=_region_methods,
                      metavar="[grid|content|detector|both|A+B]",
-                     help="Also fetch region crops per canvas: grid (a multi-scale grid of windows; "
-                     "what --regions alone means), content (boxes around what the canvas image shows besides "
-                     "text: miniatures, initials, drawings), detector (the boxes of the detection model "
+                     help="Also fetch region crops per canvas: content (boxes around what the canvas image "
+                     "shows besides text: miniatures, initials, drawings, diagrams, music; what --regions alone "
+                     "means), grid (a multi-scale grid of windows), detector (the boxes of the detection model "
                      "MSEARCH_REGION_MODEL), both (grid+content), or methods joined by + (content+detector). "
                      "A run with another method replaces the regions (and vectors) of the one before."),
         click.option("--no-regions", is_flag=True, help="No region crops (the default)."),
@@ -337,7 +338,7 @@ def _harvest_on_ray(state: CLIState, sources, change_streams, images, annotation
     # The tasks' threads: the same total in flight as a local run with --workers, per task.
     options = RayHarvestOptions(images=images, annotations=annotations, max_documents=max_documents,
                                 threads=min(workers, 64), regions=bool(regions),
-                                region_method=regions or "grid", region_limit=region_limit,
+                                region_method=regions or "content", region_limit=region_limit,
                                 region_levels=tuple(region_grid), region_overlap=region_overlap, num_cpus=ray_cpus)
     factory = state.session_factory()
     try:

@@ -211,14 +211,22 @@ def build_random_siglip(path: str | Path, seed: int = 0) -> Path:
 
 
 def train_tiny_clip(path: str | Path, steps: int = 300, batch_size: int = 48, seed: int = 0,
-                    progress: Callable[[int, float], None] | None = None) -> Path:
+                    progress: Callable[[int, float], None] | None = None, clutter: float = 0.0,
+                    pool_per_class: int = _POOL_PER_CLASS) -> Path:
     """Train a tiny CLIP to match captions like "a red circle" to rendered shapes; save it.
 
     Every batch holds the same number of images of each class, so the contrastive targets are
     soft: an image should match every caption of its class equally, and a caption every such
     image. ``progress(step, loss)`` is called after each step. Deterministic for a given seed on
     a given machine; a few seconds on two CPU cores.
+
+    ``clutter`` (0 to 1) is the share of training images that are crops of a synthetic page
+    around the shape (``synthetic_pages.render_shape_in_clutter``: support texture, pseudo-text,
+    the shape off-centre or partly cut off) instead of a shape on grey: a model for region crops
+    of real proposals (bench/regions.py). The default, 0, is the model the tests are tuned on.
     """
+    if not 0.0 <= clutter <= 1.0:
+        raise ValueError(f"clutter must be between 0 and 1, got {clutter}")
     import torch
     from transformers import CLIPModel
 
@@ -230,7 +238,17 @@ def train_tiny_clip(path: str | Path, steps: int = 300, batch_size: int = 48, se
     # A fixed pool of renders at several sizes, preprocessed once by the real image processor,
     # so training sees what the processor makes of larger canvases too. Row r holds class r % n.
     pool_images = [render_shape(*classes[row % len(classes)], size=int(rng.choice(_POOL_RENDER_SIZES)),
-                                seed=int(rng.integers(2**31))) for row in range(_POOL_PER_CLASS * len(classes))]
+                                seed=int(rng.integers(2**31))) for row in range(pool_per_class * len(classes))]
+    if clutter:
+        from tests.helpers.synthetic_pages import render_shape_in_clutter
+
+        # A separate stream, so that the plain renders are those of clutter=0.
+        clutter_rng = np.random.default_rng([seed, 1])
+        for row in range(len(pool_images)):
+            if clutter_rng.random() < clutter:
+                pool_images[row] = render_shape_in_clutter(
+                    *classes[row % len(classes)], size=int(clutter_rng.choice(_POOL_RENDER_SIZES)),
+                    seed=int(clutter_rng.integers(2**31)))
     pool_pixels = processor.image_processor(images=pool_images, return_tensors="pt")["pixel_values"]
     captions = [caption(colour, shape, template) for colour, shape in classes for template in CAPTION_TEMPLATES]
     tokens = processor.tokenizer(captions, padding=True, return_tensors="pt")
@@ -240,7 +258,7 @@ def train_tiny_clip(path: str | Path, steps: int = 300, batch_size: int = 48, se
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _fit(model, pool_pixels, tokens, steps, batch_size, rng, progress)
+        _fit(model, pool_pixels, tokens, steps, batch_size, rng, progress, pool_per_class)
     finally:
         torch.set_num_threads(threads_before)
     model.eval()
@@ -248,7 +266,7 @@ def train_tiny_clip(path: str | Path, steps: int = 300, batch_size: int = 48, se
 
 
 def _fit(model, pool_pixels, tokens, steps: int, batch_size: int, rng: np.random.Generator,
-         progress: Callable[[int, float], None] | None) -> None:
+         progress: Callable[[int, float], None] | None, pool_per_class: int = _POOL_PER_CLASS) -> None:
     import torch
 
     classes = shape_classes()
@@ -258,7 +276,7 @@ def _fit(model, pool_pixels, tokens, steps: int, batch_size: int, rng: np.random
     model.train()
     for step in range(steps):
         labels = np.arange(batch_size) % len(classes)
-        image_rows = labels + len(classes) * rng.integers(_POOL_PER_CLASS, size=batch_size)
+        image_rows = labels + len(classes) * rng.integers(pool_per_class, size=batch_size)
         caption_rows = labels * len(CAPTION_TEMPLATES) + rng.integers(len(CAPTION_TEMPLATES), size=batch_size)
         image_vectors = model.get_image_features(pixel_values=pool_pixels[image_rows]).pooler_output
         text_vectors = model.get_text_features(input_ids=tokens["input_ids"][caption_rows],

@@ -102,3 +102,56 @@ def covers(region, target) -> bool:
     tx, ty, tw, th = target
     inside = rx <= tx and ry <= ty and tx + tw <= rx + rw and ty + th <= ry + rh
     return inside and tw * th >= 0.25 * rw * rh
+
+
+def render_shape_in_clutter(colour: str, shape: str, size: int = 64, seed: int = 0) -> Image.Image:
+    """A crop of a synthetic page around one shape, as a region proposal cuts it: the textured
+    support, rows of pseudo-text (sometimes a red rubric) around the shape, the shape filling
+    35-85 % of the crop's width, anywhere in it and at times partly cut off, and the crop's
+    aspect between 0.7 and 1.4. For training a tiny CLIP that has seen what real crops hold
+    (``train_tiny_clip(clutter=...)``). The same seed gives the same crop."""
+    if colour not in SHAPE_COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; known: {', '.join(SHAPE_COLOURS)}")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+    rng = np.random.default_rng(seed)
+    width = size
+    height = max(8, round(size / rng.uniform(0.7, 1.4)))
+    support = np.array([rng.uniform(215, 240), rng.uniform(195, 220), rng.uniform(150, 185)])
+    blotches = np.asarray(Image.fromarray(rng.uniform(0, 255, (3, 3)).astype(np.uint8))
+                          .resize((width, height), Image.Resampling.BICUBIC), np.float32) / 255 - 0.5
+    pixels = support + blotches[..., None] * 18 + rng.normal(0, 6, (height, width, 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    side = max(4, round(rng.uniform(0.35, 0.85) * min(width, height)))
+    # Up to a fifth of the shape may fall outside the crop (a proposal that clips it).
+    overhang = round(0.2 * side)
+    x = int(rng.integers(-overhang, width - side + overhang + 1))
+    y = int(rng.integers(-overhang, height - side + overhang + 1))
+    box = (x, y, side, side)
+    if rng.random() < 0.85:  # most crops hold some text; some only the support
+        line_height = max(2, round(size * rng.uniform(0.04, 0.1)))
+        pitch = max(line_height + 1, round(line_height * rng.uniform(1.6, 2.2)))
+        ink = tuple(int(v) for v in rng.uniform(20, 70, 3))
+        stroke_w = max(1, line_height // 6)
+        for top in range(int(rng.integers(-line_height, pitch)), height, pitch):
+            fill = (170, 40, 30) if rng.random() < 0.1 else ink
+            sx = int(rng.integers(0, max(1, line_height)))
+            while sx < width:
+                for _ in range(int(rng.integers(3, 9))):
+                    tall = rng.random() < 0.2
+                    y0 = top - (line_height // 2 if tall else 0)
+                    if not _overlaps((sx, y0, stroke_w, top + line_height - y0), box, max(1, size // 20)):
+                        draw.rectangle((sx, y0, sx + stroke_w, top + line_height), fill=fill)
+                    sx += stroke_w + max(1, line_height // 3)
+                sx += line_height
+    fill = tuple(int(v) for v in np.clip(np.array(SHAPE_COLOURS[colour]) + rng.integers(-12, 13, 3), 0, 255))
+    if shape == "circle":
+        draw.ellipse((x, y, x + side - 1, y + side - 1), fill=fill)
+    elif shape == "square":
+        draw.rectangle((x, y, x + side - 1, y + side - 1), fill=fill)
+    else:
+        r, cx, cy = side / 2, x + side / 2, y + side / 2
+        corners = [(cx + r * math.cos(math.radians(a)), cy + r * math.sin(math.radians(a))) for a in (-90, 30, 150)]
+        draw.polygon(corners, fill=fill)
+    return image
