@@ -59,6 +59,9 @@ WORKERS = 4
 DATA_VERSION = 1
 TARGETS = {"recall_at_10": 0.97, "p50_ms": 2.0, "index_bytes_vs_hnsw": 0.4, "load_s": 1.0,
            "workers_pss_ratio": 1.3}
+# From LARGE_N vectors the 10M targets apply: recall, latency, resident memory, build time.
+LARGE_N = 5_000_000
+TARGETS_10M = {"recall_at_10": 0.95, "p50_ms": 20.0, "rss_bytes": 12 * 1024 ** 3, "build_s": 3 * 3600}
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -385,6 +388,12 @@ def code_version() -> dict:
 
 # -- report ----------------------------------------------------------------------------------
 def targets(result: dict, baseline: dict | None) -> dict:
+    if result.get("n", 0) >= LARGE_N:
+        # Issue 12's targets at 10M differ from those at 1M (and the 1M ones are checked there).
+        return {"recall_at_10": result["recall_at_10"] >= TARGETS_10M["recall_at_10"],
+                "p50_ms": result["p50_ms"] <= TARGETS_10M["p50_ms"],
+                "rss_bytes": result["rss_bytes"] <= TARGETS_10M["rss_bytes"],
+                "build_s": result["build_s"] <= TARGETS_10M["build_s"], "targets": "10M"}
     checks = {"recall_at_10": result["recall_at_10"] >= TARGETS["recall_at_10"],
               "p50_ms": result["p50_ms"] <= TARGETS["p50_ms"],
               "load_s": result["load_s"] <= TARGETS["load_s"],

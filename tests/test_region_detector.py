@@ -11,16 +11,17 @@ import math
 
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from harvest.region_detector import (CLOSED_SET, OVERLAP_MERGED, ZERO_SHOT, DetectorLoadError, _iou,
                                      load_region_detector)
 from harvest.regions import RegionGrid, parse_region_methods, plan_regions
 from manuscripts_search.config import ConfigError, load_config
-from manuscripts_search.models import Canvas, Embedding, Manifest, Region
+from manuscripts_search.models import Canvas, Manifest, Region
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
 from tests.helpers.cli import run_cli
+from tests.helpers.region_rows import region_vector_count, regions_by_canvas
 from tests.helpers.model_factory import (DETECTOR_GRID, build_random_detr, build_random_owlvit, build_random_yolos,
                                          render_shape)
 from tests.helpers.shapes_collection import CANVASES
@@ -157,17 +158,6 @@ def test_plan_regions_refuses_detector_regions_without_a_detector(session_factor
                      derivatives=DerivativeStore(tmp_path / "derivatives"))
 
 
-def _regions(factory):
-    with session_scope(factory) as session:
-        by_canvas: dict = {}
-        for r in session.scalars(select(Region).order_by(Region.canvas_id, Region.id)):
-            by_canvas.setdefault(r.canvas_id, []).append(((r.x, r.y, r.w, r.h), r.method, r.score))
-        return by_canvas
-
-
-def _region_vectors(factory) -> int:
-    with session_scope(factory) as session:
-        return session.scalar(select(func.count()).select_from(Embedding).where(Embedding.region_id.is_not(None)))
 
 
 def test_harvest_with_detector_regions_embeds_them_and_another_method_removes_them(
@@ -180,7 +170,7 @@ def test_harvest_with_detector_regions_embeds_them_and_another_method_removes_th
     report = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "detector",
                                 "--region-limit", "5", "--json"))
     assert str(owlvit_dir) in report["regions"]["detector"] and "zero-shot" in report["regions"]["detector"]
-    found = _regions(factory)
+    found = regions_by_canvas(factory)
     # The boxes are those the detector finds on each canvas's derivative, mapped to the canvas.
     detector = load_region_detector(str(owlvit_dir), "cpu", threshold=0.0)
     derivatives = DerivativeStore(tmp_path / "data" / "derivatives")
@@ -200,25 +190,25 @@ def test_harvest_with_detector_regions_embeds_them_and_another_method_removes_th
     assert report["regions"]["planned"] == report["regions"]["fetched"] == planned
     assert not report["regions"]["failures"]
     embedded = json.loads(run_cli(runner, env, "embed", "--json"))
-    assert embedded["regions"] == planned and _region_vectors(factory) == planned
+    assert embedded["regions"] == planned and region_vector_count(factory) == planned
     assert "ok" in run_cli(runner, env, "index", "verify")
 
     # Besides the content proposals: the detector's boxes stay, with their vectors.
     run_cli(runner, env, "harvest", collection_url, "--regions", "content+detector", "--region-limit", "5", "--json")
-    both = _regions(factory)
+    both = regions_by_canvas(factory)
     for canvas_id, regions in found.items():
         assert {(box, m) for box, m, _ in regions} <= {(box, m) for box, m, _ in both[canvas_id]}
         assert {m for _, m, _ in both[canvas_id]} <= {"content", "detector"}
-    assert _region_vectors(factory) == planned
+    assert region_vector_count(factory) == planned
 
     # Back to the grid: the detector's boxes go with their vectors; the index follows.
     run_cli(runner, env, "harvest", collection_url, "--regions", "grid", "--region-grid", "2", "--json")
-    grid = _regions(factory)
+    grid = regions_by_canvas(factory)
     assert {m for regions in grid.values() for _, m, _ in regions} == {"grid"}
     assert sum(len(r) for r in grid.values()) == 4 * len(CANVASES)
-    assert _region_vectors(factory) == 0
+    assert region_vector_count(factory) == 0
     run_cli(runner, env, "embed", "--json")
-    assert _region_vectors(factory) == 4 * len(CANVASES)
+    assert region_vector_count(factory) == 4 * len(CANVASES)
     assert "ok" in run_cli(runner, env, "index", "verify")
 
 
@@ -260,14 +250,14 @@ def test_a_canvas_keeps_its_regions_until_its_image_is_fetched(session_factory, 
     assert plan_regions(session_factory, grid, method="detector", derivatives=derivatives, detector=detector) == 0
     assert plan_regions(session_factory, grid, method="grid+detector", derivatives=derivatives,
                         detector=detector) == 0
-    assert [m for rs in _regions(session_factory).values() for _, m, _ in rs] == ["grid"] * 4
+    assert [m for rs in regions_by_canvas(session_factory).values() for _, m, _ in rs] == ["grid"] * 4
     buffer = io.BytesIO()
     _page(240, 300).save(buffer, "JPEG", quality=90)
     with session_scope(session_factory) as session:
         session.scalars(select(Canvas)).one().derivative_sha256 = derivatives.put(buffer.getvalue())
     added = plan_regions(session_factory, grid, method="detector", derivatives=derivatives, detector=detector,
                          limit=4)
-    regions = [r for rs in _regions(session_factory).values() for r in rs]
+    regions = [r for rs in regions_by_canvas(session_factory).values() for r in rs]
     assert added == len(regions) and 1 <= len(regions) <= 4 and {m for _, m, _ in regions} == {"detector"}
     # The image is painted at 100,200 (800x1000) on the canvas: the boxes lie there.
     assert all(_inside(box, (100, 200, 800, 1000)) for box, _, _ in regions)
@@ -300,12 +290,12 @@ def test_a_canvas_the_detector_fails_on_keeps_its_regions_and_the_others_go_on(s
     with session_scope(session_factory) as session:  # a box an earlier run's detector found on the sliver
         sliver_id = min(session.scalars(select(Canvas.id)))
         session.add(Region(canvas_id=sliver_id, x=0, y=100, w=10, h=400, method="detector", score=0.5))
-    before = _regions(session_factory)
+    before = regions_by_canvas(session_factory)
     with caplog.at_level("WARNING", logger="harvest.regions"):
         added = plan_regions(session_factory, grid, method="grid+detector", derivatives=derivatives,
                              detector=detector)
     assert "the region detector failed on its image" in caplog.text
-    after = _regions(session_factory)
+    after = regions_by_canvas(session_factory)
     page_id = max(after)
     assert after[sliver_id] == before[sliver_id] and len(after[sliver_id]) == 5
     assert {m for _, m, _ in after[page_id]} == {"grid", "detector"} and added == len(after[page_id]) - 4

@@ -8,29 +8,19 @@ import io
 import json
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from harvest.region_proposals import propose_regions
 from harvest.regions import RegionGrid, plan_regions
-from manuscripts_search.models import Canvas, Embedding, Manifest, Region
+from manuscripts_search.models import Canvas, Manifest
 from manuscripts_search.store.db import make_engine, make_sessionmaker, session_scope
 from manuscripts_search.store.derivatives import DerivativeStore
 from tests.helpers.cli import run_cli
+from tests.helpers.region_rows import region_vector_count, regions_by_canvas
 from tests.helpers.shapes_collection import CANVASES
 from tests.helpers.synthetic_pages import covers, render_page
 
 
-def _regions(factory) -> dict[int, list[tuple[tuple[int, int, int, int], str, float | None]]]:
-    with session_scope(factory) as session:
-        by_canvas: dict = {}
-        for r in session.scalars(select(Region).order_by(Region.canvas_id, Region.id)):
-            by_canvas.setdefault(r.canvas_id, []).append(((r.x, r.y, r.w, r.h), r.method, r.score))
-        return by_canvas
-
-
-def _region_vectors(factory) -> int:
-    with session_scope(factory) as session:
-        return session.scalar(select(func.count()).select_from(Embedding).where(Embedding.region_id.is_not(None)))
 
 
 def test_a_run_with_another_method_replaces_the_regions_and_vectors(shapes_collection, runner, trained_clip_dir,
@@ -44,17 +34,17 @@ def test_a_run_with_another_method_replaces_the_regions_and_vectors(shapes_colle
     report = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "grid", "--region-grid", "2",
                                 "--json"))
     assert report["regions"]["planned"] == 4 * len(CANVASES) and not report["regions"]["failures"]
-    grid_regions = _regions(factory)
+    grid_regions = regions_by_canvas(factory)
     assert all(method == "grid" and score is None for regions in grid_regions.values() for _, method, score in regions)
     run_cli(runner, env, "embed", "--json")
-    assert _region_vectors(factory) == 4 * len(CANVASES)
+    assert region_vector_count(factory) == 4 * len(CANVASES)
     assert "ok" in run_cli(runner, env, "index", "verify")
 
     # content: the grid windows go with their vectors; each page gets the scored proposals of
     # its image (how good they are is tests/test_region_proposals.py's business; these pages,
     # one shape filling the image, are not what they are for, and some get none).
     report = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "content", "--json"))
-    content = _regions(factory)
+    content = regions_by_canvas(factory)
     derivatives = DerivativeStore(tmp_path / "data" / "derivatives")
     with session_scope(factory) as session:
         expected = {}
@@ -68,34 +58,34 @@ def test_a_run_with_another_method_replaces_the_regions_and_vectors(shapes_colle
     assert all(len(regions) <= 13 for regions in content.values())
     assert report["regions"]["planned"] == sum(len(r) for r in content.values())
     assert report["regions"]["fetched"] == report["regions"]["planned"]
-    assert _region_vectors(factory) == 0  # removed with their regions; the new ones are not embedded yet
+    assert region_vector_count(factory) == 0  # removed with their regions; the new ones are not embedded yet
     embedded = json.loads(run_cli(runner, env, "embed", "--json"))
     assert embedded["regions"] == report["regions"]["planned"]
     assert "ok" in run_cli(runner, env, "index", "verify")
 
     # both: the grid comes back beside the content boxes, which keep their vectors.
-    before = _region_vectors(factory)
+    before = region_vector_count(factory)
     report = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "both", "--region-grid", "2",
                                 "--json"))
     assert report["regions"]["planned"] == 4 * len(CANVASES)
-    both = _regions(factory)
+    both = regions_by_canvas(factory)
     for canvas_id, regions in both.items():
         methods = {box: method for box, method, _ in regions}
         assert sorted(box for box, method in methods.items() if method == "grid") == sorted(
             box for box, _, _ in grid_regions[canvas_id])
         assert sorted(box for box, m in methods.items() if m == "content") == sorted(
             b for b, _, _ in content.get(canvas_id, []))
-    assert _region_vectors(factory) == before
+    assert region_vector_count(factory) == before
     run_cli(runner, env, "embed", "--json")
     assert "ok" in run_cli(runner, env, "index", "verify")
 
     # Back to the grid alone: the content boxes and their vectors go.
     run_cli(runner, env, "harvest", collection_url, "--regions", "grid", "--region-grid", "2", "--json")
-    assert _regions(factory) == grid_regions
-    assert _region_vectors(factory) == 4 * len(CANVASES)
+    assert regions_by_canvas(factory) == grid_regions
+    assert region_vector_count(factory) == 4 * len(CANVASES)
     run_cli(runner, env, "embed", "--json")
     assert "ok" in run_cli(runner, env, "index", "verify")
-    assert sorted(grid.boxes(640, 480)) == sorted(box for box, _, _ in _regions(factory)[min(both)])
+    assert sorted(grid.boxes(640, 480)) == sorted(box for box, _, _ in regions_by_canvas(factory)[min(both)])
 
 
 def test_regions_alone_means_content_everywhere(shapes_collection, runner, msearch_env):
@@ -108,7 +98,7 @@ def test_regions_alone_means_content_everywhere(shapes_collection, runner, msear
     _server, collection_url = shapes_collection
     env = {**msearch_env, "MSEARCH_IMAGE_SIZE": "128"}
     report = json.loads(run_cli(runner, env, "harvest", collection_url, "--regions", "--json", "--no-progress"))
-    regions = _regions(make_sessionmaker(make_engine(env["MSEARCH_DB"])))
+    regions = regions_by_canvas(make_sessionmaker(make_engine(env["MSEARCH_DB"])))
     assert regions and {method for rs in regions.values() for _, method, _ in rs} == {"content"}
     assert report["regions"]["planned"] == sum(len(rs) for rs in regions.values())
     for command in ("harvest", "publish"):
@@ -147,7 +137,7 @@ def test_a_canvas_without_its_image_keeps_its_regions_until_one_is_fetched(sessi
     # No image yet: content cannot see the page; the grid stays (and is what "both" gives).
     assert plan_regions(session_factory, grid, method="content", derivatives=derivatives) == 0
     assert plan_regions(session_factory, grid, method="both", derivatives=derivatives) == 0
-    assert [m for regions in _regions(session_factory).values() for _, m, _ in regions] == ["grid"] * 4
+    assert [m for regions in regions_by_canvas(session_factory).values() for _, m, _ in regions] == ["grid"] * 4
     # The image arrives: its proposals replace the grid.
     page, shapes = render_page(4, 1000, 1400, shapes=2)
     page.thumbnail((448, 448))
@@ -156,7 +146,7 @@ def test_a_canvas_without_its_image_keeps_its_regions_until_one_is_fetched(sessi
     with session_scope(session_factory) as session:
         session.scalars(select(Canvas)).one().derivative_sha256 = derivatives.put(buffer.getvalue())
     added = plan_regions(session_factory, grid, method="content", derivatives=derivatives)
-    regions = [r for rs in _regions(session_factory).values() for r in rs]
+    regions = [r for rs in regions_by_canvas(session_factory).values() for r in rs]
     assert added == len(regions) >= 2 and {m for _, m, _ in regions} == {"content"}
     for shape in shapes:
         assert any(covers(box, shape.box) for box, _, _ in regions), (shape, regions)
@@ -164,4 +154,4 @@ def test_a_canvas_without_its_image_keeps_its_regions_until_one_is_fetched(sessi
     with session_scope(session_factory) as session:
         session.scalars(select(Canvas)).one().derivative_sha256 = derivatives.put(b"not an image")
     assert plan_regions(session_factory, grid, method="content", derivatives=derivatives) == 0
-    assert [r for rs in _regions(session_factory).values() for r in rs] == regions
+    assert [r for rs in regions_by_canvas(session_factory).values() for r in rs] == regions
