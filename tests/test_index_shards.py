@@ -5,6 +5,8 @@ backend runs the same shard code in tests/test_ray_search.py."""
 from __future__ import annotations
 
 
+import os
+
 import numpy as np
 import pytest
 
@@ -227,5 +229,13 @@ def test_index_commands_shard_verify_and_report(catalogue, db_url, tmp_path):
     assert "in 2 shards" in run("index", "rebuild", "--shards", "2")
     assert json.loads(run("index", "verify", "--json"))[0]["shards"] == 2
     assert "Invalid value for '--shards'" in run("index", "--no-text", "--shards", "0", code=2)
-    # No Ray cluster listens there: a clear message, not a traceback.
-    assert "cannot reach the Ray cluster" in run("shards", "status", "--address", "127.0.0.1:9", code=1)
+    # No Ray cluster listens there: a clear message, not a traceback. In a fresh process, as a user
+    # runs it (this test process may already hold the test session's Ray).
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-m", "manuscripts_search", "shards", "status", "--address",
+                               "127.0.0.1:9"], env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=120)
+    assert finished.returncode == 1 and "cannot reach the Ray cluster" in finished.stderr, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr

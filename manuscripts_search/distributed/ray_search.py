@@ -16,6 +16,7 @@ import logging
 import re
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -96,7 +97,11 @@ def connect(address: Optional[str]):
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
             raise RayUnavailableError(f"cannot connect to the Ray cluster at {address!r}: {error}") from None
     try:
-        from ray import serve
+        # Ray Serve's own modules raise deprecation warnings (pydantic's) while importing; under
+        # ``-W error`` that would leave a half-imported ray.serve behind for the whole process.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from ray import serve
     except ImportError as error:
         raise RayUnavailableError(f"sharded search on Ray needs Ray Serve ({error}); install the Ray "
                                   "extra: pip install 'manuscripts-search[ray]'") from None
