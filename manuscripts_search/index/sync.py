@@ -77,10 +77,19 @@ def live_labels(session: Session, space: str, part: Optional[ShardPart] = None) 
     if table is not Embedding:
         raise ValueError(f"text space {space!r} is not split into shards (one vector per document: "
                          "it stays one index)")
-    rows = session.execute(select(Embedding.id, Embedding.canvas_id).where(_live_condition(space))
-                           .order_by(Embedding.id).execution_options(yield_per=100_000))
+    labels, canvases = label_canvas_pairs(session, space)
+    return labels[part.holds(canvases)]
+
+
+def label_canvas_pairs(session: Session, space: str, canvas_filter=None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, their canvas ids), sorted by label, of the image space's live vectors; with
+    ``canvas_filter`` (a statement selecting canvas ids), only those on its canvases."""
+    statement = select(Embedding.id, Embedding.canvas_id).where(_live_condition(space))
+    if canvas_filter is not None:
+        statement = statement.where(Embedding.canvas_id.in_(canvas_filter))
+    rows = session.execute(statement.order_by(Embedding.id).execution_options(yield_per=100_000))
     pairs = np.fromiter((value for row in rows for value in row), dtype=np.int64).reshape(-1, 2)
-    return pairs[part.holds(pairs[:, 1]), 0]
+    return pairs[:, 0], pairs[:, 1]
 
 
 def load_vectors(session: Session, space: str, ids: list[int], dim: int) -> np.ndarray:

@@ -16,19 +16,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Protocol
 
 import numpy as np
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from ..index.live import LiveIndex
 from ..index.shards import ShardPart, all_parts, shard_numbers
-from ..index.sync import load_vectors
+from ..index.sync import label_canvas_pairs, load_vectors
 from ..index.vector_index import IndexParams, IndexReadError, VectorIndex
-from ..models import Embedding
 from .filters import SearchFilters, canvas_filter_statement
 from .knn import KnnResult, knn
 
@@ -76,22 +75,17 @@ def allowed_with_canvases(session: Session, space: str, filters: Optional[Search
     else ``filters``) allows."""
     if canvas_filter is None:
         canvas_filter = canvas_filter_statement(session, filters)
-    rows = session.execute(select(Embedding.id, Embedding.canvas_id).where(
-        Embedding.space == space, Embedding.stale.is_(False), Embedding.canvas_id.in_(canvas_filter))
-        .order_by(Embedding.id))
-    pairs = np.fromiter((value for row in rows for value in row), dtype=np.int64).reshape(-1, 2)
-    return pairs[:, 0], pairs[:, 1]
+    return label_canvas_pairs(session, space, canvas_filter)
 
 
 def search_shard(session: Session, index: Optional[VectorIndex], space: str, part: ShardPart,
-                 request: ShardRequest, allowed: Optional[np.ndarray] = None) -> ShardAnswer:
-    """One shard's top ``request.k``. ``allowed``: its allowed labels when the caller has them;
-    otherwise a request with filters reads them from ``session``."""
+                 request: ShardRequest) -> ShardAnswer:
+    """One shard's top ``request.k``: among ``request.allowed`` when the caller read them,
+    otherwise a request with filters reads its allowed labels from ``session``."""
     started = time.perf_counter()
     if index is None:
         return ShardAnswer(part.number + 1, error="no index saved for this shard")
-    if allowed is None:
-        allowed = request.allowed
+    allowed = request.allowed
     if request.filters is not None and request.filters.active and allowed is None:
         labels, canvases = allowed_with_canvases(session, space, request.filters)
         allowed = labels[part.holds(canvases)]
@@ -162,8 +156,8 @@ class LocalShards:
             if error is not None:
                 answers.append(ShardAnswer(part.number + 1, error=error))
                 continue
-            answers.append(search_shard(session, index, self.space, part, request,
-                                        None if split is None else split[part.number]))
+            answers.append(search_shard(session, index, self.space, part,
+                                        request if split is None else replace(request, allowed=split[part.number])))
         return answers
 
     def stats(self) -> list[Optional[ShardStats]]:
@@ -179,11 +173,9 @@ class ShardedIndex:
 
     layout = "sharded"
 
-    def __init__(self, space: str, backend: ShardBackend, deadline_s: float = DEFAULT_DEADLINE_S,
-                 stats_interval: float = 1.0):
+    def __init__(self, space: str, backend: ShardBackend, stats_interval: float = 1.0):
         self.space = space
-        self.backend = backend
-        self.deadline_s = deadline_s
+        self.backend = backend  # it waits for the shards (RayShards holds the deadline)
         self.stats_interval = stats_interval
         self._stats: list[Optional[ShardStats]] = []
         self._stats_at = -float("inf")
@@ -248,5 +240,5 @@ class ShardedIndex:
         result = merge_answers(answers, k)
         if result.unavailable:
             log.debug("shards %s of %s did not answer; the results are partial", list(result.unavailable),
-                        self.space)
+                      self.space)
         return result

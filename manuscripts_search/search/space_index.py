@@ -73,7 +73,7 @@ class LiveSpaceIndex:
         elif self._sharded is None or self._sharded.shards != count:
             # Opened before it is put in service: queries keep the old set until the new one is read.
             sharded = ShardedIndex(self.space, LocalShards(self.directory, self.space, count, self.check_interval,
-                                                           self.ef_search), self.deadline_s, self.check_interval)
+                                                           self.ef_search), self.check_interval)
             sharded.shard_stats()
             self._sharded, self._single = sharded, None
 
@@ -83,7 +83,7 @@ class LiveSpaceIndex:
                 from ..distributed.ray_search import RayShards
 
                 self._sharded = ShardedIndex(self.space, RayShards(self.space, self.ray_address, self.deadline_s),
-                                             self.deadline_s, self.check_interval)
+                                             self.check_interval)
             return self._sharded
 
     @property
