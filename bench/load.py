@@ -3,11 +3,12 @@ metadata search over an index of ≥ 100 000 vectors, hit by 50 concurrent clien
 
 The catalogue is synthetic but goes through the real models and index APIs: manifests and
 canvases in the database, one 768-d embedding row per canvas (unit vectors around cluster
-centres, like bench/search.py), the HNSW index saved by :class:`VectorIndex`, and the full-text
-documents made by :func:`sync_documents`. The model is a tiny CLIP in Hugging Face format built
-here (768-d projection, so vectors match the index), loaded by the app through its real path:
-so the figures measure serving, index and database costs, not the encoder's (a SigLIP 2 base
-forward pass on CPU adds its own latency per text or image query).
+centres, like bench/search.py), the index of ``--layout`` (default ``hnsw``) saved by
+:class:`VectorIndex`, and the full-text documents made by :func:`sync_documents`. The model is a
+tiny CLIP in Hugging Face format built here (768-d projection, so vectors match the index),
+loaded by the app through its real path: so the figures measure serving, index and database
+costs, not the encoder's (a SigLIP 2 base forward pass on CPU adds its own latency per text or
+image query).
 
 Three request kinds, round-robin per client:
   text      GET  /api/search?q=<words>&signal=visual    (text tower → k-NN)
@@ -19,7 +20,7 @@ and what preloading in the master shares), and, with ``--reload-at``, a graceful
 under load (the index files are replaced while clients keep searching).
 
 Run: ``.venv/bin/python bench/load.py [--vectors 100000] [--duration 60] [--clients 50]
-[--workers 2] [--threads 8] [--preload] [--reload-at 30] [--json out.json]``
+[--workers 2] [--threads 8] [--preload] [--reload-at 30] [--layout ivfpq] [--json out.json]``
 """
 from __future__ import annotations
 
@@ -69,12 +70,13 @@ def clustered_vectors(count: int, rng: np.random.Generator) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def build_catalogue(workdir: Path, vectors: int) -> dict:
-    """Database, index and model under ``workdir`` (reused when already built for ``vectors``)."""
+def build_catalogue(workdir: Path, vectors: int, layout: str = "hnsw") -> dict:
+    """Database, index and model under ``workdir`` (reused when already built for ``vectors``
+    and ``layout``)."""
     marker = workdir / "catalogue.json"
     if marker.exists():
         info = json.loads(marker.read_text())
-        if info.get("vectors") == vectors:
+        if info.get("vectors") == vectors and info.get("layout", "hnsw") == layout:
             print(f"reusing the catalogue in {workdir}", flush=True)
             return info
     import sqlalchemy as sa
@@ -134,15 +136,17 @@ def build_catalogue(workdir: Path, vectors: int) -> dict:
         documents = sync_documents(session)
     print(f"full-text documents: {documents.total} in {time.perf_counter() - started:.0f} s", flush=True)
     started = time.perf_counter()
-    index = new_index(encoder.space_id, DIM, capacity=vectors)
+    index = new_index(encoder.space_id, DIM, capacity=vectors, layout=layout)
+    if not index.is_trained:  # IVF: the quantisers learn from a sample, as `msearch index` does
+        index.train(vectors_array[np.sort(rng.choice(vectors, min(vectors, 100_000), replace=False))])
     for start in range(0, vectors, 20_000):
         block = np.arange(start + 1, min(vectors, start + 20_000) + 1)
         index.add(block, vectors_array[start:start + len(block)])
     index.save(data_dir / "index")
-    print(f"HNSW index of {len(index)} vectors built and saved in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"{layout} index of {len(index)} vectors built and saved in {time.perf_counter() - started:.0f} s", flush=True)
     engine.dispose()
     info = {"vectors": vectors, "manifests": manifests, "data_dir": str(data_dir), "db_url": db_url,
-            "model_dir": str(model_dir), "space": encoder.space_id}
+            "model_dir": str(model_dir), "space": encoder.space_id, "layout": layout}
     marker.write_text(json.dumps(info))
     return info
 
@@ -324,16 +328,17 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--preload", action="store_true", help="gunicorn --preload (indexes loaded in the master)")
     parser.add_argument("--reload-at", type=float, default=None, help="replace the index files after this many seconds")
+    parser.add_argument("--layout", default="hnsw", help="index layout (manuscripts_search.index.layouts)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/msearch-load"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    info = build_catalogue(args.workdir, args.vectors)
+    info = build_catalogue(args.workdir, args.vectors, args.layout)
     port = free_port()
     log_path = args.workdir / "gunicorn.log"
     process = start_server(info, port, args.workers, args.threads, args.preload, log_path)
-    report: dict = {"vectors": args.vectors, "clients": args.clients, "duration_s": args.duration,
-                    "workers": args.workers, "threads": args.threads, "preload_index": args.preload}
+    report: dict = {"vectors": args.vectors, "layout": info.get("layout", "hnsw"), "clients": args.clients,
+                    "duration_s": args.duration, "workers": args.workers, "threads": args.threads, "preload_index": args.preload}
     try:
         master_memory = memory_of(process.pid)
         idle = {pid: memory_of(pid) for pid in worker_pids(process.pid)}

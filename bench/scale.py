@@ -24,7 +24,9 @@ machine's load average is recorded: on a shared machine they are upper bounds.
 
 Run: ``.venv/bin/python bench/scale.py --n 200000 --layout ivfpq --json out.json
 [--workdir DIR] [--ef 128 256 512] [--budget 8GiB] [--no-baseline] [--baseline-json PREV.json]``
-(``--layout auto`` picks with ``choose_layout`` for ``--budget``).
+(``--layout auto`` picks with ``choose_layout`` for ``--budget``). With ``--keep-index`` the indexes stay in the
+workdir, and a later ``--keep-index`` run measures the kept one again instead of building it (its
+build figures come from ``bench-build.json`` beside it; the JSON says ``reused_index``).
 """
 from __future__ import annotations
 
@@ -345,15 +347,43 @@ def measure_workers(directory: Path, files: dict, single_rss: int) -> dict:
             "null_pss_bytes": {"1": null_one, str(WORKERS): null_many}}
 
 
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+BUILD_RECORD = "bench-build.json"  # the build figures of a --keep-index index, beside its files
+
+
+def kept_build(directory: Path) -> dict | None:
+    """The build figures of the index an earlier ``--keep-index`` run left in ``directory``, when
+    it is still there and complete; None otherwise."""
+    record = directory / BUILD_RECORD
+    if not record.exists() or open_index(directory, SPACE) is None:
+        return None
+    built = json.loads(record.read_text())
+    keys = ("build_s", "train_s", "add_s", "save_s", "build_rss_growth_bytes", "index_bytes", "index_files",
+            "metadata", "built_at")
+    return {key: built[key] for key in keys if key in built}
+
+
 def run_layout(layout: str, data_path: Path, n: int, files: dict, params: IndexParams, efs: list[int],
                workdir: Path, keep_index: bool) -> dict:
     directory = workdir / f"index-{layout}-n{n}"
-    if directory.exists():
-        shutil.rmtree(directory)
-    print(f"-- {layout}: building {n:,} vectors ...", flush=True)
     started = time.perf_counter()
     result = {"layout": layout, "n": n, "dim": DIM, "loadavg_before": list(os.getloadavg())}
-    result.update(build(layout, data_path, n, params, directory))
+    built = kept_build(directory) if keep_index else None
+    if built is not None:
+        # Measuring a kept index again (on a quieter machine, at other ef): its build figures are
+        # those of the run that built it, recorded beside it.
+        print(f"-- {layout}: reusing the index kept in {directory} (built {built['built_at']})", flush=True)
+        result.update(built, reused_index=True)
+    else:
+        if directory.exists():
+            shutil.rmtree(directory)
+        print(f"-- {layout}: building {n:,} vectors ...", flush=True)
+        result.update(build(layout, data_path, n, params, directory))
+        if keep_index:
+            (directory / BUILD_RECORD).write_text(json.dumps({**result, "built_at": now_iso()}, indent=1))
     print(f"   built in {result['build_s']:.1f}s (train {result['train_s']:.1f}, add {result['add_s']:.1f}, "
           f"save {result['save_s']:.1f}); {format_bytes(result['index_bytes'])} on disk", flush=True)
     efs = sorted(set(efs) | {int(result["metadata"]["ef_search"])})
@@ -443,7 +473,9 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", default="8GiB", help="memory budget for --layout auto")
     parser.add_argument("--no-baseline", action="store_true", help="do not measure hnsw (float32) as well")
     parser.add_argument("--baseline-json", help="take the baseline from this earlier run's JSON (same n and data)")
-    parser.add_argument("--keep-index", action="store_true", help="leave the saved indexes in the workdir")
+    parser.add_argument("--keep-index", action="store_true",
+                        help="leave the saved indexes in the workdir, and measure one an earlier "
+                             "--keep-index run left there instead of building it again")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--M", type=int, default=IndexParams.M)
     parser.add_argument("--ef-construction", type=int, default=IndexParams.ef_construction)
@@ -464,7 +496,7 @@ def main(argv=None) -> int:
     params = IndexParams(args.M, args.ef_construction)
     started = time.perf_counter()
     result: dict = {"n": args.n, "dim": DIM, "queries": args.queries, "cpus": os.cpu_count(),
-                    "loadavg_start": list(os.getloadavg()), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "loadavg_start": list(os.getloadavg()), "date": now_iso(),
                     "M": params.M, "ef_construction": params.ef_construction, "code": code_version()}
     if args.layout == "auto":
         choice = choose_layout(args.n, DIM, parse_memory(args.budget), params.M)
