@@ -9,10 +9,22 @@ down: a replica gets the filter and reads its allowed labels from the database i
 
 Ray restarts a replica that dies. Until it is back, :class:`RayShards` answers from the others
 within the deadline and names the missing shard, so the results say they are partial.
+
+Serve runs in its throughput-optimised mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED``, Ray ≥ 2.55): a
+direct gRPC data plane between caller and replica, and the replica's code on its own event loop.
+A round trip to an idle replica on this 2-core machine costs 1.5–2.0 ms that way against
+2.8–3.9 ms by default (bench/serve_roundtrip.py); with a query's own work at 2–4 ms, that is
+most of what a shard adds. Serve reads the switch when it is imported, so
+:func:`connect` sets it (unless the environment already says otherwise) before the first import
+of ``ray.serve`` in a process and before starting a local Ray, and replicas get it in their
+``runtime_env``. In that mode a handle is called only from a running event loop: the web app's
+threads hand their calls to one loop thread (:class:`_CallLoop`) and wait on it.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import re
 import threading
 import time
@@ -30,6 +42,12 @@ log = logging.getLogger(__name__)
 NAMESPACE = "msearch"
 DEPLOYMENT = "shard"
 DISCOVERY_INTERVAL_S = 5.0  # how often the web app looks for a changed set of shard applications
+THROUGHPUT_SWITCH = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
+
+
+def _throughput_mode() -> str:
+    """"1" unless this process's environment set the switch (``0`` turns the mode off)."""
+    return os.environ.get(THROUGHPUT_SWITCH, "1")
 
 
 def application_name(space: str, part: ShardPart) -> str:
@@ -42,7 +60,14 @@ def _application_pattern(space: str) -> re.Pattern:
 
 
 class ShardServer:
-    """One replica of one shard (the deployment's class; plain, so it also runs without Serve)."""
+    """One replica of one shard (the deployment's class; plain, so it also runs without Serve).
+
+    Its Serve methods are coroutines that search inline, on the replica's event loop: one query
+    at a time per replica. A query is a few milliseconds of CPU, and handing it to a thread pool
+    (what Serve does with a plain method) cost more than it saves: a call to one shard of the 1M
+    benchmark (bench/scale.py --shards) took 4.9 ms this way against 7.8 ms as a plain method.
+    More concurrent queries per shard: more replicas (``--replicas``).
+    """
 
     def __init__(self, index_dir: str, space: str, number: int, count: int, db_url: str,
                  check_interval: float = 1.0, query_threads: Optional[int] = None):
@@ -64,7 +89,13 @@ class ShardServer:
             self._threads_set_on = index
         return index
 
-    def search(self, request: ShardRequest) -> ShardAnswer:
+    async def search(self, request: ShardRequest) -> ShardAnswer:
+        return self.answer(request)
+
+    async def stats(self) -> Optional[ShardStats]:
+        return self.shard_stats()
+
+    def answer(self, request: ShardRequest) -> ShardAnswer:
         from ..search.shard_search import search_shard
         from ..store.db import session_scope
 
@@ -76,7 +107,7 @@ class ShardServer:
             log.exception("shard %s of %s failed a query", self.part.describe(), self.space)
             return ShardAnswer(self.part.number + 1, error=f"{type(error).__name__}: {error}")
 
-    def stats(self) -> Optional[ShardStats]:
+    def shard_stats(self) -> Optional[ShardStats]:
         index = self._index()
         if index is None:
             return None
@@ -86,6 +117,9 @@ class ShardServer:
 def connect(address: Optional[str]):
     """Ray, connected to the cluster at ``address`` (None: ``auto``) in the msearch namespace, or
     as it already is in this process. Raises RayUnavailableError."""
+    # Before a local Ray starts (its Serve controller inherits the environment) and before
+    # ray.serve is imported here: Serve reads the switch once, at import.
+    os.environ.setdefault(THROUGHPUT_SWITCH, "1")
     ray = import_ray()
     if not ray.is_initialized():
         address = address or "auto"
@@ -108,6 +142,16 @@ def connect(address: Optional[str]):
     return ray, serve
 
 
+def _replica_environment(query_threads: Optional[int]) -> dict:
+    environment = {THROUGHPUT_SWITCH: _throughput_mode()}
+    if query_threads:
+        # OpenMP's thread count is per calling thread, and Serve runs queries on a thread other
+        # than the one that built the replica: only the environment reaches them all. Without it
+        # every query of every replica starts a team of threads as large as the node's cores.
+        environment["OMP_NUM_THREADS"] = str(int(query_threads))
+    return environment
+
+
 def deploy_shards(space: str, count: int, index_dir: Path, db_url: str, replicas: int = 1,
                   cpus_per_replica: float = 0.5, address: Optional[str] = None,
                   check_interval: float = 1.0, query_threads: Optional[int] = None) -> list[str]:
@@ -117,7 +161,9 @@ def deploy_shards(space: str, count: int, index_dir: Path, db_url: str, replicas
     _ray, serve = connect(address)
     serve.start(proxy_location="Disabled")  # the web app calls the shards through handles: no HTTP
     server = serve.deployment(ShardServer, name=DEPLOYMENT, num_replicas=replicas,
-                              ray_actor_options={"num_cpus": cpus_per_replica}, max_ongoing_requests=32,
+                              ray_actor_options={"num_cpus": cpus_per_replica,
+                                                 "runtime_env": {"env_vars": _replica_environment(query_threads)}},
+                              max_ongoing_requests=32,
                               health_check_period_s=2, health_check_timeout_s=10)
     names = []
     for part in all_parts(count):
@@ -161,6 +207,47 @@ def undeploy_shards(space: str, address: Optional[str] = None) -> list[str]:
     return gone
 
 
+class _CallLoop:
+    """One asyncio event loop on a daemon thread, shared by the process's :class:`RayShards`:
+    Serve handles are called from it, and the caller's thread waits on the result."""
+
+    _lock = threading.Lock()
+    _loop: Optional[asyncio.AbstractEventLoop] = None
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="msearch-shard-calls", daemon=True).start()
+                cls._loop = loop
+            return cls._loop
+
+
+async def _ask_all(handles: list, method: str, arguments: list, deadline_s: float) -> list:
+    """``method(*arguments[i])`` on handle i, all at once; each result, or the exception that took its
+    place (TimeoutError for a shard that had not answered by the deadline, whose call is then
+    cancelled)."""
+    async def ask(handle, argument: tuple):
+        return await getattr(handle, method).remote(*argument)
+
+    calls = [asyncio.ensure_future(ask(handle, argument)) for handle, argument in zip(handles, arguments)]
+    if not calls:
+        return []
+    _done, late = await asyncio.wait(calls, timeout=deadline_s)
+    for call in late:
+        call.cancel()
+    results = []
+    for call in calls:
+        if call in late:
+            results.append(TimeoutError(f"no answer within {deadline_s:g} s"))
+        elif call.exception() is not None:
+            results.append(call.exception())
+        else:
+            results.append(call.result())
+    return results
+
+
 class RayShards:
     """The web app's side: the shard applications of a space, asked in parallel, each within the
     deadline (:class:`..search.shard_search.ShardBackend`)."""
@@ -202,45 +289,32 @@ class RayShards:
                                  for part in all_parts(count)]
                 self.count = count
 
+    def _ask(self, method: str, arguments: list) -> list:
+        handles = list(self._handles)
+        call = asyncio.run_coroutine_threadsafe(_ask_all(handles, method, arguments, self.deadline_s),
+                                                _CallLoop.get())
+        # The coroutine keeps the deadline; the margin only guards against a stalled loop.
+        return call.result(timeout=self.deadline_s + 10)
+
     def search(self, request: ShardRequest, session=None, canvas_filter=None) -> list[ShardAnswer]:
         from dataclasses import replace
 
         from ..search.shard_search import split_allowed
 
         self._discover()
-        handles = list(self._handles)
-        split = None if canvas_filter is None else split_allowed(session, self.space, len(handles),
+        count = len(self._handles)
+        split = None if canvas_filter is None else split_allowed(session, self.space, count,
                                                                  canvas_filter=canvas_filter)
-        started = time.monotonic()
-        calls = []
-        for number, handle in enumerate(handles):
-            try:
-                calls.append(handle.search.remote(request if split is None else replace(request, allowed=split[number])))
-            except Exception as error:  # the router could not even take it
-                calls.append(error)
+        requests = [request if split is None else replace(request, allowed=split[number]) for number in range(count)]
         answers = []
-        for number, call in enumerate(calls):
-            if isinstance(call, Exception):
-                answers.append(ShardAnswer(number + 1, error=f"{type(call).__name__}: {call}"))
-                continue
-            remaining = max(0.001, self.deadline_s - (time.monotonic() - started))
-            try:
-                answers.append(call.result(timeout_s=remaining))
-            except Exception as error:  # timed out, replica died mid-call, shard being restarted
-                try:
-                    call.cancel()
-                except Exception:
-                    pass
-                answers.append(ShardAnswer(number + 1, error=f"{type(error).__name__}: {error}"[:300]))
+        for number, found in enumerate(self._ask("search", [(one,) for one in requests])):
+            if isinstance(found, BaseException):  # timed out, replica died mid-call, being restarted
+                answers.append(ShardAnswer(number + 1, error=f"{type(found).__name__}: {found}"[:300]))
+            else:
+                answers.append(found)
         return answers
 
     def stats(self) -> list[Optional[ShardStats]]:
         self._discover()
-        calls = [handle.stats.remote() for handle in list(self._handles)]
-        found = []
-        for call in calls:
-            try:
-                found.append(call.result(timeout_s=self.deadline_s))
-            except Exception:
-                found.append(None)
-        return found
+        return [None if isinstance(found, BaseException) else found
+                for found in self._ask("stats", [()] * len(self._handles))]
