@@ -143,7 +143,8 @@ def build_catalogue(workdir: Path, vectors: int, layout: str = "hnsw") -> dict:
         block = np.arange(start + 1, min(vectors, start + 20_000) + 1)
         index.add(block, vectors_array[start:start + len(block)])
     index.save(data_dir / "index")
-    print(f"{layout} index of {len(index)} vectors built and saved in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"{layout} index of {len(index)} vectors built and saved in {time.perf_counter() - started:.0f} s",
+          flush=True)
     engine.dispose()
     info = {"vectors": vectors, "manifests": manifests, "data_dir": str(data_dir), "db_url": db_url,
             "model_dir": str(model_dir), "space": encoder.space_id, "layout": layout}
@@ -338,7 +339,8 @@ def main(argv=None) -> int:
     log_path = args.workdir / "gunicorn.log"
     process = start_server(info, port, args.workers, args.threads, args.preload, log_path)
     report: dict = {"vectors": args.vectors, "layout": info.get("layout", "hnsw"), "clients": args.clients,
-                    "duration_s": args.duration, "workers": args.workers, "threads": args.threads, "preload_index": args.preload}
+                    "duration_s": args.duration, "workers": args.workers, "threads": args.threads,
+                    "preload_index": args.preload}
     try:
         master_memory = memory_of(process.pid)
         idle = {pid: memory_of(pid) for pid in worker_pids(process.pid)}

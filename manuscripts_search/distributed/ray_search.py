@@ -12,9 +12,9 @@ within the deadline and names the missing shard, so the results say they are par
 
 Serve runs in its throughput-optimised mode (``RAY_SERVE_THROUGHPUT_OPTIMIZED``, Ray ≥ 2.55): a
 direct gRPC data plane between caller and replica, and the replica's code on its own event loop.
-A round trip to an idle replica on this 2-core machine costs 1.5–2.0 ms that way against
-2.8–3.9 ms by default (bench/serve_roundtrip.py); with a query's own work at 2–4 ms, that is
-most of what a shard adds. Serve reads the switch when it is imported, so
+A round trip to an idle replica on this 2-core machine costs 1.45–1.95 ms that way against
+2.8–5.6 ms by default (bench/serve_roundtrip.py, three runs); with a query's own work at 2–4 ms,
+that is most of what a shard adds. Serve reads the switch when it is imported, so
 :func:`connect` sets it (unless the environment already says otherwise) before the first import
 of ``ray.serve`` in a process and before starting a local Ray, and replicas get it in their
 ``runtime_env``. In that mode a handle is called only from a running event loop: the web app's
@@ -145,9 +145,9 @@ def connect(address: Optional[str]):
 def _replica_environment(query_threads: Optional[int]) -> dict:
     environment = {THROUGHPUT_SWITCH: _throughput_mode()}
     if query_threads:
-        # OpenMP's thread count is per calling thread, and Serve runs queries on a thread other
-        # than the one that built the replica: only the environment reaches them all. Without it
-        # every query of every replica starts a team of threads as large as the node's cores.
+        # set_query_threads() sets OpenMP's thread count for the calling thread only, and Serve
+        # may run queries on another thread than the one that built the replica: the environment
+        # reaches them all, so no query starts a team of threads as large as the node's cores.
         environment["OMP_NUM_THREADS"] = str(int(query_threads))
     return environment
 
@@ -225,9 +225,9 @@ class _CallLoop:
 
 
 async def _ask_all(handles: list, method: str, arguments: list, deadline_s: float) -> list:
-    """``method(*arguments[i])`` on handle i, all at once; each result, or the exception that took its
-    place (TimeoutError for a shard that had not answered by the deadline, whose call is then
-    cancelled)."""
+    """``method(*arguments[i])`` on handle i, all at once; each result, or the exception that
+    took its place (TimeoutError for a shard that had not answered by the deadline, whose call
+    is then cancelled)."""
     async def ask(handle, argument: tuple):
         return await getattr(handle, method).remote(*argument)
 
