@@ -17,7 +17,6 @@ Serve application per shard on a Ray started here (``ray``, ``msearch shards ser
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -131,12 +130,13 @@ def run_sharded(space: str, layout: str, data_path: Path, n: int, queries: np.nd
 
         import ray
 
-        from manuscripts_search.distributed.ray_search import THROUGHPUT_SWITCH, RayShards, deploy_shards
+        from manuscripts_search.config import ray_serve_throughput_switch
+        from manuscripts_search.distributed.ray_search import RayShards, deploy_shards
 
         if not ray.is_initialized():
             # As connect() does before it starts a local Ray: Serve's throughput-optimised mode for
             # the controller too, which inherits this environment.
-            os.environ.setdefault(THROUGHPUT_SWITCH, "1")
+            ray_serve_throughput_switch()
             ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
             ray_started = True
         db_url = f"sqlite:///{workdir / 'bench-empty.sqlite3'}"  # unfiltered queries never read it

@@ -261,3 +261,14 @@ def load_config(env: Optional[dict] = None, **overrides) -> Config:
         region_threshold=_region_threshold(env),
     )
     return config.replace(**overrides) if overrides else config
+
+
+RAY_SERVE_THROUGHPUT_SWITCH = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
+
+
+def ray_serve_throughput_switch() -> str:
+    """Ray Serve's throughput-optimised mode for this process, and for a local Ray it starts:
+    on ("1") unless the environment already says (``0`` keeps Serve's default mode). Serve reads
+    the variable itself, once, when it is imported, so it is put in this process's environment
+    (distributed/ray_search.py says why the mode is wanted). Returns the value."""
+    return os.environ.setdefault(RAY_SERVE_THROUGHPUT_SWITCH, "1")

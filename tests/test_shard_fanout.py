@@ -2,12 +2,15 @@
 deadline for all, a late shard's call cancelled and reported as a timeout, a failing shard's
 exception kept in its place. Real Serve handles are exercised in test_ray_search.py (a replica
 killed under load); here stand-ins with the handle's calling shape (``handle.method.remote(x)``
-returning an awaitable) make a shard that is slow on purpose, which a real replica is not."""
+returning an awaitable) make a shard that is slow on purpose, which a real replica is not.
+Also: Serve's throughput-optimised mode is the default, and the environment can turn it off."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
+from manuscripts_search.config import RAY_SERVE_THROUGHPUT_SWITCH, ray_serve_throughput_switch
 from manuscripts_search.distributed.ray_search import _ask_all, _CallLoop
 
 
@@ -58,3 +61,13 @@ def test_one_deadline_for_all_shards_late_ones_cancelled_errors_kept():
 def test_no_shards_no_calls():
     future = asyncio.run_coroutine_threadsafe(_ask_all([], "search", [], deadline_s=1.0), _CallLoop.get())
     assert future.result(timeout=5) == []
+
+
+def test_serve_throughput_mode_is_on_unless_the_environment_says_otherwise(monkeypatch):
+    # setenv first, so that monkeypatch puts back whatever this process had (absent or not).
+    monkeypatch.setenv(RAY_SERVE_THROUGHPUT_SWITCH, "unset below")
+    monkeypatch.delenv(RAY_SERVE_THROUGHPUT_SWITCH)
+    assert ray_serve_throughput_switch() == "1"
+    assert os.environ[RAY_SERVE_THROUGHPUT_SWITCH] == "1"  # where Serve, imported later, reads it
+    monkeypatch.setenv(RAY_SERVE_THROUGHPUT_SWITCH, "0")
+    assert ray_serve_throughput_switch() == "0"

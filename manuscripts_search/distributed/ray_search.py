@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import threading
 import time
@@ -32,6 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from ..config import RAY_SERVE_THROUGHPUT_SWITCH, ray_serve_throughput_switch
 from ..index.shards import ShardPart, all_parts
 from ..index.vector_index import index_basename
 from ..search.shard_search import ShardAnswer, ShardRequest, ShardStats
@@ -42,12 +42,6 @@ log = logging.getLogger(__name__)
 NAMESPACE = "msearch"
 DEPLOYMENT = "shard"
 DISCOVERY_INTERVAL_S = 5.0  # how often the web app looks for a changed set of shard applications
-THROUGHPUT_SWITCH = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
-
-
-def _throughput_mode() -> str:
-    """"1" unless this process's environment set the switch (``0`` turns the mode off)."""
-    return os.environ.get(THROUGHPUT_SWITCH, "1")
 
 
 def application_name(space: str, part: ShardPart) -> str:
@@ -119,7 +113,7 @@ def connect(address: Optional[str]):
     as it already is in this process. Raises RayUnavailableError."""
     # Before a local Ray starts (its Serve controller inherits the environment) and before
     # ray.serve is imported here: Serve reads the switch once, at import.
-    os.environ.setdefault(THROUGHPUT_SWITCH, "1")
+    ray_serve_throughput_switch()
     ray = import_ray()
     if not ray.is_initialized():
         address = address or "auto"
@@ -143,7 +137,7 @@ def connect(address: Optional[str]):
 
 
 def _replica_environment(query_threads: Optional[int]) -> dict:
-    environment = {THROUGHPUT_SWITCH: _throughput_mode()}
+    environment = {RAY_SERVE_THROUGHPUT_SWITCH: ray_serve_throughput_switch()}
     if query_threads:
         # set_query_threads() sets OpenMP's thread count for the calling thread only, and Serve
         # may run queries on another thread than the one that built the replica: the environment
