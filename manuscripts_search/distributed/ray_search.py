@@ -283,8 +283,7 @@ class RayShards:
                                  for part in all_parts(count)]
                 self.count = count
 
-    def _ask(self, method: str, arguments: list) -> list:
-        handles = list(self._handles)
+    def _ask(self, handles: list, method: str, arguments: list) -> list:
         call = asyncio.run_coroutine_threadsafe(_ask_all(handles, method, arguments, self.deadline_s),
                                                 _CallLoop.get())
         # The coroutine keeps the deadline; the margin only guards against a stalled loop.
@@ -296,12 +295,15 @@ class RayShards:
         from ..search.shard_search import split_allowed
 
         self._discover()
-        count = len(self._handles)
-        split = None if canvas_filter is None else split_allowed(session, self.space, count,
+        # One snapshot of the set: another thread's discovery may replace it meanwhile, and the
+        # split by shard must match the handles it is sent to.
+        handles = list(self._handles)
+        split = None if canvas_filter is None else split_allowed(session, self.space, len(handles),
                                                                  canvas_filter=canvas_filter)
-        requests = [request if split is None else replace(request, allowed=split[number]) for number in range(count)]
+        requests = [request if split is None else replace(request, allowed=split[number])
+                    for number in range(len(handles))]
         answers = []
-        for number, found in enumerate(self._ask("search", [(one,) for one in requests])):
+        for number, found in enumerate(self._ask(handles, "search", [(one,) for one in requests])):
             if isinstance(found, BaseException):  # timed out, replica died mid-call, being restarted
                 answers.append(ShardAnswer(number + 1, error=f"{type(found).__name__}: {found}"[:300]))
             else:
@@ -310,5 +312,6 @@ class RayShards:
 
     def stats(self) -> list[Optional[ShardStats]]:
         self._discover()
+        handles = list(self._handles)
         return [None if isinstance(found, BaseException) else found
-                for found in self._ask("stats", [()] * len(self._handles))]
+                for found in self._ask(handles, "stats", [()] * len(handles))]
