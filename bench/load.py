@@ -137,8 +137,8 @@ def build_catalogue(workdir: Path, vectors: int, layout: str = "hnsw") -> dict:
     print(f"full-text documents: {documents.total} in {time.perf_counter() - started:.0f} s", flush=True)
     started = time.perf_counter()
     index = new_index(encoder.space_id, DIM, capacity=vectors, layout=layout)
-    if not index.is_trained:  # IVF: the quantisers learn from a sample, as `msearch index` does
-        index.train(vectors_array[np.sort(rng.choice(vectors, min(vectors, 100_000), replace=False))])
+    if not index.is_trained:  # IVF: train() learns the quantisers from a sample it draws itself
+        index.train(vectors_array)
     for start in range(0, vectors, 20_000):
         block = np.arange(start + 1, min(vectors, start + 20_000) + 1)
         index.add(block, vectors_array[start:start + len(block)])

@@ -24,9 +24,10 @@ machine's load average is recorded: on a shared machine they are upper bounds.
 
 Run: ``.venv/bin/python bench/scale.py --n 200000 --layout ivfpq --json out.json
 [--workdir DIR] [--ef 128 256 512] [--budget 8GiB] [--no-baseline] [--baseline-json PREV.json]``
-(``--layout auto`` picks with ``choose_layout`` for ``--budget``). With ``--keep-index`` the indexes stay in the
-workdir, and a later ``--keep-index`` run measures the kept one again instead of building it (its
-build figures come from ``bench-build.json`` beside it; the JSON says ``reused_index``).
+(``--layout auto`` picks with ``choose_layout`` for ``--budget``). With ``--keep-index`` the
+indexes stay in the workdir, and a later ``--keep-index`` run measures the kept one again
+instead of building it (its build figures come from ``bench-build.json`` beside it; the JSON
+says ``reused_index``).
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from search import DIM, K, exact_topk, percentiles_ms, recall  # noqa: E402  (be
 
 from manuscripts_search.index.layouts import (LAYOUTS, choose_layout, format_bytes, new_index,  # noqa: E402
                                               open_index, parse_memory)
-from manuscripts_search.index.vector_index import IndexParams  # noqa: E402
+from manuscripts_search.index.vector_index import IndexParams, read_metadata  # noqa: E402
 
 SPACE = "bench@scale"
 CHUNK = 50_000  # rows generated, and added, at a time (fixed: the data do not depend on it)
@@ -358,7 +359,9 @@ def kept_build(directory: Path) -> dict | None:
     """The build figures of the index an earlier ``--keep-index`` run left in ``directory``, when
     it is still there and complete; None otherwise."""
     record = directory / BUILD_RECORD
-    if not record.exists() or open_index(directory, SPACE) is None:
+    # The metadata is the save's commit point: present, the files it names are complete (the
+    # measuring child opens them); opening the index here would load an hnsw graph whole for nothing.
+    if not record.exists() or read_metadata(directory, SPACE) is None:
         return None
     built = json.loads(record.read_text())
     keys = ("build_s", "train_s", "add_s", "save_s", "build_rss_growth_bytes", "index_bytes", "index_files",
@@ -554,7 +557,7 @@ def run_shard_bench(args, layout: str, data_path: Path, queries, truth, params: 
     from shard_bench import run_sharded
 
     single_dir = workdir / f"single-{layout}-n{args.n}"
-    if args.keep_index and open_index(single_dir, SPACE) is not None:
+    if args.keep_index and read_metadata(single_dir, SPACE) is not None:
         single = {"build_s": None, "reused": True}  # kept by an earlier --keep-index run
     else:
         single = build(layout, data_path, args.n, params, single_dir)
