@@ -228,3 +228,49 @@ def test_ivfpq_works_for_a_space_of_a_few_vectors(count, tmp_path):
     hits = reader.query(DATA[count - 1], 10)
     assert len(hits) == min(count, 10) and hits[0][0] == LABELS[count - 1]
     assert hits[0][1] == pytest.approx(1.0, abs=SCORE_TOLERANCE["ivfpq"])
+
+
+def test_ivfpq_indexes_whose_lists_hold_labels_still_read_write_and_filter(tmp_path):
+    """Saves before the faiss ids were row numbers held labels in the lists and no ``ids`` key in
+    the metadata; such an index answers, filters, removes and re-adds as a new one does."""
+    import json
+
+    older = new_index(SPACE, DIM, capacity=N, layout="ivfpq")
+    older._ids_are_rows = False  # noqa: SLF001 - what the code before row ids wrote
+    older.train(DATA)
+    older.add(LABELS, DATA)
+    older.save(tmp_path)
+    _graph, meta_path = index_paths(tmp_path, SPACE)
+    meta = json.loads(meta_path.read_text())
+    assert meta.pop("ids") == "labels"
+    meta_path.write_text(json.dumps(meta))
+    reader = open_index(tmp_path, SPACE)
+    assert "ids" not in read_metadata(tmp_path, SPACE)
+    hits = [len({label for label, _ in reader.query(query, 10)} & set(exact_top(query))) / 10 for query in QUERIES]
+    assert np.mean(hits) >= MIN_RECALL["ivfpq"]
+    allowed = LABELS[::300]
+    for query in QUERIES[:5]:
+        assert sorted(label for label, _ in reader.query(query, 10, allowed=allowed)) == sorted(allowed.tolist())
+    writer = open_index(tmp_path, SPACE, writable=True)
+    assert writer.remove(LABELS[:5].tolist()) == 5
+    writer.add([int(LABELS[0])], DATA[1:2])  # back, with another vector
+    writer.save(tmp_path)
+    again = open_index(tmp_path, SPACE)
+    assert read_metadata(tmp_path, SPACE)["ids"] == "labels"  # still labels until a rebuild
+    assert len(again) == N - 4
+    assert again.query(DATA[1], 1)[0][0] == LABELS[0]  # LABELS[1] itself is gone
+    for row in range(1, 5):
+        assert not {label for label, _ in again.query(DATA[row], 20)} & set(LABELS[1:5].tolist())
+
+
+@pytest.mark.parametrize("built", ["ivfpq"], indirect=True)
+def test_ivfpq_filters_by_labels_it_does_not_hold_and_answers_with_labels_not_rows(built):
+    _layout, _index, directory = built
+    assert read_metadata(directory, SPACE)["ids"] == "rows"
+    reader = open_index(directory, SPACE)
+    query = DATA[42]
+    # Allowed labels it does not hold (below, between and above its labels) are ignored.
+    allowed = np.array([5, int(LABELS[42]), int(LABELS[43]), 10_000 + N + 5], dtype=np.int64)
+    assert {label for label, _ in reader.query(query, 10, allowed=allowed)} == {int(LABELS[42]), int(LABELS[43])}
+    assert reader.query(query, 10, allowed=np.array([1, 2, 3], dtype=np.int64)) == []
+    assert reader.query(query, 1)[0][0] == LABELS[42]

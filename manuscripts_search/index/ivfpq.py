@@ -4,7 +4,9 @@ For spaces of millions of vectors. The inverted lists hold ``dim/8``-byte PQ cod
 768-d, a thirty-fifth of hnswlib's float32 graph); a query probes ``ef_search/4`` of the lists,
 takes the best ``RERANK`` candidates by PQ score, and re-scores them exactly from an 8-bit copy
 of the vectors (per-dimension min/max scalar quantisation), so the scores are cosine similarities
-like every other layout's, and recall does not depend on PQ's coarse distances. faiss's own
+like every other layout's, and recall does not depend on PQ's coarse distances. The faiss ids
+are row numbers of the 8-bit file, so a candidate's row needs no search of the label lookup
+(a binary search of millions of labels per candidate was a seventh of a query at 1M). faiss's own
 refine indexes cannot be memory-mapped; these files can: readers open the lists with
 ``IO_FLAG_MMAP`` and the 8-bit rows and the label lookup as ``numpy`` memory maps, so web workers
 share them and only the candidates' rows are ever read from disk.
@@ -13,7 +15,9 @@ Files per save (generation-named, committed by the metadata, see :mod:`.vector_i
 ``.faiss`` (quantisers and inverted lists), ``.sq8.npy`` (rows × dim, uint8), ``.rows.npy``
 (row → label), ``.lookup.npy`` (2 × live: sorted live labels and their rows), ``.quant.npy``
 (per-dimension offset and scale). A removed or replaced vector's row stays in ``.sq8.npy`` until a
-rebuild; it is unreachable because the lists and the lookup no longer hold it.
+rebuild; it is unreachable because the lists and the lookup no longer hold it. Indexes saved
+before the ids were rows (metadata without ``"ids": "rows"``) hold labels in their lists; they
+are read and written as they are until a rebuild.
 
 Training needs data: :meth:`IvfPqIndex.train` takes a sample (``rebuild_index`` draws one from the
 database); an index first given vectors by ``add`` trains on that batch.
@@ -30,7 +34,7 @@ import numpy as np
 from .vector_index import (IndexParams, IndexReadError, VectorIndex, check_batch, check_query, generation_path,
                            in_sorted, index_paths, next_generation)
 
-DEFAULT_EF = 256  # a query's effort: ef/4 inverted lists probed
+DEFAULT_EF = 160  # a query's effort: ef/4 inverted lists probed
 RERANK = 256  # candidates re-scored exactly; beyond ~200 recall@10 stops improving (bench/scale.py)
 TRAINING_SAMPLE = 100_000  # vectors the quantisers learn from; more costs time, not recall
 SUFFIXES = ("faiss", "sq8.npy", "rows.npy", "lookup.npy", "quant.npy")
@@ -65,8 +69,8 @@ class IvfPqIndex(VectorIndex):
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
         if params.ef_search == IndexParams().ef_search:
-            # The graphs' default effort probes too few lists here: 256 (64 lists) is the smallest
-            # that reaches recall@10 0.97 at both 200k and 1M vectors (bench/results/scale-*-ivfpq).
+            # The graphs' default effort probes too few lists here: 160 (40 lists) reaches recall@10
+            # 0.98 at 1M vectors; 128 (32 lists) only 0.973 (bench/results/scale-*-ivfpq).
             params = params.replace(ef_search=DEFAULT_EF)
         self.space, self.dim, self.params = space, int(dim), params
         self._lists_wanted = lists or default_lists(capacity)
@@ -77,6 +81,7 @@ class IvfPqIndex(VectorIndex):
         self._new_codes: list[np.ndarray] = []  # rows added since, in order
         self._new_rows: list[np.ndarray] = []
         self._lookup = np.zeros((2, 0), dtype=np.int64)  # sorted live labels, their rows
+        self._ids_are_rows = True  # False for an index saved before (its lists hold labels)
         self._writable = True
         self._threads = 0
         self._generation: Optional[int] = None
@@ -113,8 +118,12 @@ class IvfPqIndex(VectorIndex):
         # nothing here uses): most of the training time (195 s of 200 s at 20k, bench/scale.py).
         ivf.do_polysemous_training = False
         index.train(sample)
-        low = np.quantile(sample, 0.0005, axis=0).astype(np.float32)
-        high = np.quantile(sample, 0.9995, axis=0).astype(np.float32)
+        # The sample's whole range, widened by 2 % each side for vectors beyond it. Clipping at
+        # the 0.05 % quantiles instead clipped about one dimension of every 768-d vector, and cost
+        # 0.015 of recall@10 at 1M (0.9685 against 0.9835 at 48 lists probed).
+        low, high = sample.min(axis=0), sample.max(axis=0)
+        margin = 0.02 * (high - low)
+        low, high = (low - margin).astype(np.float32), (high + margin).astype(np.float32)
         self._quant = np.stack([low, np.maximum(high - low, 1e-6) / 255.0])
         self._faiss = index
 
@@ -146,6 +155,27 @@ class IvfPqIndex(VectorIndex):
         offset, scale = self._quant
         return codes.astype(np.float32) * scale + offset
 
+    def _scores(self, codes: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        """``_decode(codes) @ vector`` without decoding: (c·s + o)·q = c·(s∘q) + o·q."""
+        offset, scale = self._quant
+        return codes.astype(np.float32) @ (scale * vector) + float(offset @ vector)
+
+    def _faiss_ids(self, labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The ids the faiss lists hold for these labels (at these rows)."""
+        return rows if self._ids_are_rows else labels
+
+    def _labels_at(self, rows: np.ndarray) -> np.ndarray:
+        """The labels of ``rows`` (positions in the row file plus the rows added since)."""
+        old = len(self._old_rows)
+        if not self._new_rows or (rows < old).all():
+            return np.asarray(self._old_rows[rows])
+        recent = np.concatenate(self._new_rows)
+        out = np.empty(len(rows), dtype=np.int64)
+        in_old = rows < old
+        out[in_old] = self._old_rows[rows[in_old]]
+        out[~in_old] = recent[rows[~in_old] - old]
+        return out
+
     def add(self, labels: Iterable[int], vectors: np.ndarray) -> None:
         labels, vectors = check_batch(labels, vectors, self.dim)
         if len(labels) == 0:
@@ -157,10 +187,11 @@ class IvfPqIndex(VectorIndex):
 
         present = self._present(labels)
         if present.any():
-            self._faiss.remove_ids(faiss.IDSelectorBatch(labels[present]))
+            replaced = labels[present]
+            self._faiss.remove_ids(faiss.IDSelectorBatch(self._faiss_ids(replaced, self._rows_of(replaced))))
         first = self.element_count
         rows = np.arange(first, first + len(labels), dtype=np.int64)
-        self._faiss.add_with_ids(vectors, labels)
+        self._faiss.add_with_ids(vectors, self._faiss_ids(labels, rows))
         self._new_codes.append(self._encode(vectors))
         self._new_rows.append(labels.copy())
         order = np.argsort(labels, kind="stable")
@@ -187,7 +218,7 @@ class IvfPqIndex(VectorIndex):
         self._require_writable()
         import faiss
 
-        self._faiss.remove_ids(faiss.IDSelectorBatch(present))
+        self._faiss.remove_ids(faiss.IDSelectorBatch(self._faiss_ids(present, self._rows_of(present))))
         self._lookup = self._lookup[:, ~np.isin(self._lookup[0], present)]
         return len(present)
 
@@ -208,12 +239,20 @@ class IvfPqIndex(VectorIndex):
             out[~in_old] = recent[rows[~in_old] - old]
         return out
 
-    def _rows_of(self, labels: np.ndarray) -> np.ndarray:
+    def _held(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Those of ``labels`` the index holds, and their rows (one search of the lookup)."""
         live = self._lookup[0]
-        positions = np.minimum(np.searchsorted(live, labels), max(len(live) - 1, 0))
-        if len(live) == 0 or not (live[positions] == labels).all():
+        if len(live) == 0:
+            return labels[:0], labels[:0]
+        positions = np.minimum(np.searchsorted(live, labels), len(live) - 1)
+        held = np.asarray(live[positions] == labels)
+        return labels[held], np.asarray(self._lookup[1][positions[held]])
+
+    def _rows_of(self, labels: np.ndarray) -> np.ndarray:
+        held, rows = self._held(labels)
+        if len(held) != len(labels):
             raise KeyError("a label is not in the index")
-        return np.asarray(self._lookup[1][positions])
+        return rows
 
     def query(self, vector: np.ndarray, k: int, ef: Optional[int] = None,
               allowed: Optional[np.ndarray] = None) -> list[tuple[int, float]]:
@@ -227,12 +266,18 @@ class IvfPqIndex(VectorIndex):
         ivf = faiss.extract_index_ivf(self._faiss)
         probes = int(min(ivf.nlist, max(1, int(ef or self.params.ef_search) // 4)))
         candidates = min(live, max(RERANK, 2 * k))
+        selector = None
+        if allowed is not None:
+            allowed, rows = self._held(np.asarray(allowed, dtype=np.int64))
+            if len(allowed) == 0:
+                return []
+            selector = faiss.IDSelectorBatch(self._faiss_ids(allowed, rows))
         wanted = k if allowed is None else min(k, len(allowed))
         while True:
             parameters = faiss.SearchParametersIVF()
             parameters.nprobe = probes
-            if allowed is not None:
-                parameters.sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            if selector is not None:
+                parameters.sel = selector
             _scores, found = self._faiss.search(vector, candidates, params=parameters)
             found = found[0][found[0] >= 0]
             if len(found) >= wanted or probes >= ivf.nlist:
@@ -240,9 +285,13 @@ class IvfPqIndex(VectorIndex):
             probes = ivf.nlist  # too few allowed vectors in the probed lists: probe them all
         if len(found) == 0:
             return []
-        exact = self._decode(self._codes_of(self._rows_of(found))) @ vector[0]
+        if self._ids_are_rows:
+            rows, labels = found, self._labels_at(found)
+        else:
+            rows, labels = self._rows_of(found), found
+        exact = self._scores(self._codes_of(rows), vector[0])
         order = np.argsort(-exact, kind="stable")[:k]
-        return [(int(found[i]), float(exact[i])) for i in order]
+        return [(int(labels[i]), float(exact[i])) for i in order]
 
     def stored_vectors(self, labels: np.ndarray) -> np.ndarray:
         labels = np.asarray(labels, dtype=np.int64)
@@ -265,7 +314,8 @@ class IvfPqIndex(VectorIndex):
             import faiss
 
             ivf = faiss.downcast_index(faiss.extract_index_ivf(self._faiss))
-            meta.update(lists=int(ivf.nlist), pq_m=int(ivf.pq.M), pq_bits=int(ivf.pq.nbits), rerank=RERANK)
+            meta.update(lists=int(ivf.nlist), pq_m=int(ivf.pq.M), pq_bits=int(ivf.pq.nbits), rerank=RERANK,
+                        ids="rows" if self._ids_are_rows else "labels")
         return meta
 
     def file_paths(self, directory: Path) -> list[Path]:
@@ -347,6 +397,7 @@ class IvfPqIndex(VectorIndex):
         self._old_codes, self._old_rows = codes, rows
         self._new_codes, self._new_rows = [], []
         self._lookup = lookup
+        self._ids_are_rows = meta.get("ids") == "rows"
         self._writable = writable
         self._threads = 0
         self._generation = generation
