@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 
 from search import DIM, K, exact_topk, percentiles_ms, recall  # noqa: E402  (bench/search.py)
 
-from manuscripts_search.index.layouts import (LAYOUTS, choose_layout, format_bytes, new_index,  # noqa: E402
+from manuscripts_search.index.layouts import (IVF_LAYOUTS, LAYOUTS, choose_layout, format_bytes, new_index,  # noqa: E402
                                               open_index, parse_memory)
 from manuscripts_search.index.vector_index import IndexParams, read_metadata  # noqa: E402
 
@@ -289,8 +289,8 @@ def child_main(spec: dict) -> int:
 
 
 def ivf_mapped_lists(index):
-    """The OnDiskInvertedLists of a memory-mapped ``ivfpq`` index, else None."""
-    if getattr(index, "layout", "") != "ivfpq":
+    """The OnDiskInvertedLists of a memory-mapped IVF index, else None."""
+    if getattr(index, "layout", "") not in IVF_LAYOUTS:
         return None
     import faiss
 

@@ -16,9 +16,10 @@ SPACE = "test/layouts@abc"
 DIM = 32
 N = 3000
 # recall@10 on this small clustered set at the default effort; hnsw-i8 is the low-memory last resort.
-MIN_RECALL = {"hnsw": 0.99, "hnsw-f16": 0.98, "hnsw-i8": 0.85, "ivfpq": 0.9}
+MIN_RECALL = {"hnsw": 0.99, "hnsw-f16": 0.98, "hnsw-i8": 0.85, "ivfpq": 0.9, "ivf-rabitq": 0.9}
 # |score - exact cosine| allowed: float32 and float16 are exact to rounding, 8-bit storage is not.
-SCORE_TOLERANCE = {"hnsw": 1e-5, "hnsw-f16": 2e-3, "hnsw-i8": 3e-2, "ivfpq": 3e-2}
+SCORE_TOLERANCE = {"hnsw": 1e-5, "hnsw-f16": 2e-3, "hnsw-i8": 3e-2, "ivfpq": 3e-2, "ivf-rabitq": 3e-2}
+IVF = ("ivf-rabitq", "ivfpq")
 
 
 def clustered(n: int, seed: int, dim: int = DIM, clusters: int = 40) -> np.ndarray:
@@ -81,7 +82,7 @@ def test_filtered_knn_returns_k_allowed_results_on_every_layout(built, fraction,
         labels = [label for label, _ in result.hits]
         assert len(labels) == 10 and set(labels) <= set(allowed.tolist()), (layout, result.strategy)
         overlap = len(set(labels) & set(exact_top(query, 10, allowed))) / 10
-        assert overlap >= (0.8 if layout in ("hnsw-i8", "ivfpq") else 0.9), (layout, strategy, overlap)
+        assert overlap >= (0.8 if layout in ("hnsw-i8", *IVF) else 0.9), (layout, strategy, overlap)
     few = allowed[:3]  # fewer allowed than k: all of them, and nothing else, whatever the graph reaches
     for query in QUERIES:
         assert sorted(label for label, _ in knn(reader, query, 10, allowed=few).hits) == sorted(few.tolist())
@@ -187,7 +188,11 @@ def test_auto_takes_the_best_recall_that_fits_the_budget():
     assert small.layout == "hnsw" and "within the 8.0 GiB budget" in small.reason
     assert choose_layout(3_000_000, 768, 8 * gib).layout == "hnsw-f16"  # ~10 GB as float32
     ten_million = choose_layout(10_000_000, 768, 12 * gib)
-    assert ten_million.layout == "ivfpq" and "hnsw, hnsw-f16 would need more" in ten_million.reason
+    assert ten_million.layout == "ivf-rabitq" and "hnsw, hnsw-f16 would need more" in ten_million.reason
+    # ivfpq's 8 bytes less per vector: taken when they make the difference.
+    between = (estimate_bytes("ivfpq", 10_000_000, 768) + estimate_bytes("ivf-rabitq", 10_000_000, 768)) / 2 / 0.8
+    squeezed = choose_layout(10_000_000, 768, int(between))
+    assert squeezed.layout == "ivfpq" and "ivf-rabitq would need more" in squeezed.reason
     assert ten_million.estimate_bytes < 2 * gib
     # Too few vectors to train IVF: a graph, even when only the 8-bit one fits.
     assert choose_layout(15_000, 768, 30 * 1024 ** 2).layout == "hnsw-i8"
@@ -218,16 +223,17 @@ def test_the_budget_setting_is_checked_with_the_settings_name():
         load_config({"MSEARCH_INDEX_MEMORY": "plenty"})
 
 
+@pytest.mark.parametrize("layout", IVF)
 @pytest.mark.parametrize("count", [1, 2, 5, 40])
-def test_ivfpq_works_for_a_space_of_a_few_vectors(count, tmp_path):
-    index = new_index(SPACE, DIM, capacity=count, layout="ivfpq")
+def test_ivf_layouts_work_for_a_space_of_a_few_vectors(count, layout, tmp_path):
+    index = new_index(SPACE, DIM, capacity=count, layout=layout)
     index.add(LABELS[:count], DATA[:count])
     index.save(tmp_path)
     reader = open_index(tmp_path, SPACE)
     assert len(reader) == count
     hits = reader.query(DATA[count - 1], 10)
     assert len(hits) == min(count, 10) and hits[0][0] == LABELS[count - 1]
-    assert hits[0][1] == pytest.approx(1.0, abs=SCORE_TOLERANCE["ivfpq"])
+    assert hits[0][1] == pytest.approx(1.0, abs=SCORE_TOLERANCE[layout])
 
 
 def test_ivfpq_indexes_whose_lists_hold_labels_still_read_write_and_filter(tmp_path):
@@ -263,8 +269,8 @@ def test_ivfpq_indexes_whose_lists_hold_labels_still_read_write_and_filter(tmp_p
         assert not {label for label, _ in again.query(DATA[row], 20)} & set(LABELS[1:5].tolist())
 
 
-@pytest.mark.parametrize("built", ["ivfpq"], indirect=True)
-def test_ivfpq_filters_by_labels_it_does_not_hold_and_answers_with_labels_not_rows(built):
+@pytest.mark.parametrize("built", IVF, indirect=True)
+def test_ivf_layouts_filter_by_labels_they_do_not_hold_and_answer_with_labels_not_rows(built):
     _layout, _index, directory = built
     assert read_metadata(directory, SPACE)["ids"] == "rows"
     reader = open_index(directory, SPACE)

@@ -655,7 +655,7 @@ def test_viewer_highlights_the_region_in_a_browser(iiif_server, live_app, public
         assert any(path.endswith("/info.json") for path in served)
 
 
-@pytest.mark.parametrize("layout", ["hnsw-f16", "ivfpq"])
+@pytest.mark.parametrize("layout", ["hnsw-f16", "ivf-rabitq"])
 def test_the_web_app_searches_an_index_of_another_layout(site, make_app, tmp_path, layout):
     """A memory-mapped index serves the same page; the app finds it whatever its files are called."""
     import shutil

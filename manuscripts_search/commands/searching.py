@@ -28,7 +28,7 @@ def _layout_option(default):
 
     return click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default=default,
                         help="Index layout: auto picks the best recall that fits MSEARCH_INDEX_MEMORY "
-                             "(hnsw float32 for small spaces, hnsw-f16, ivfpq for millions, hnsw-i8). "
+                             "(hnsw float32 for small spaces, hnsw-f16, ivf-rabitq or ivfpq for millions, hnsw-i8). "
                              + ("Default: keep each index's layout (auto for a new one)." if default is None
                                 else "Default: auto."))
 

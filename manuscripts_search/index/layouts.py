@@ -7,11 +7,13 @@ space's size fits ``MSEARCH_INDEX_MEMORY``, and says which and why. The figures 
 
 - ``hnsw``: float32 graph in each process: 4·dim + 8·M + 64 bytes per vector (3.4 KB at 768-d);
 - ``hnsw-f16``: float16 graph, memory-mapped and shared: 2·dim + 8·M + 32 (1.8 KB);
-- ``ivfpq``: IVF + PQ codes of dim/8 bytes, ids and list overhead, about dim/8 + 24 bytes
-  (~120 B) that must stay resident; the 8-bit re-rank file (dim bytes per vector) is
-  memory-mapped and read a few hundred rows per query, so under steady load most of it sits in
-  the page cache too (858 MiB at 1M in bench/scale.py) — memory the kernel can reclaim, which
-  the budget does not count;
+- ``ivf-rabitq``: IVF + RaBitQ codes of dim/8 + 8 bytes, ids and list overhead, about
+  dim/8 + 32 bytes (~130 B) that must stay resident; the 8-bit re-rank file (dim bytes per
+  vector) is memory-mapped and read a few hundred rows per query, so under steady load most of
+  it sits in the page cache too (858 MiB at 1M in bench/scale.py) — memory the kernel can
+  reclaim, which the budget does not count;
+- ``ivfpq``: the same with PQ codes of dim/8 bytes (dim/8 + 24 resident): 8 bytes less per
+  vector than ``ivf-rabitq`` at the same recall, but its scan takes twice as long;
 - ``hnsw-i8``: 8-bit graph: dim + 8·M + 32 (1.1 KB), lowest recall (~0.93), for budgets that
   nothing else fits and a space too small for ``ivfpq`` to train.
 """
@@ -24,12 +26,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .hnsw import HnswIndex
-from .ivfpq import IvfPqIndex
+from .ivf import IvfPqIndex, IvfRaBitQIndex
 from .usearch_graph import UsearchF16Index, UsearchI8Index
 from .vector_index import IndexParams, IndexReadError, VectorIndex, read_metadata
 
 # Below this many vectors IVF cannot train well (the lists and the PQ codebooks need data).
 IVF_MIN_VECTORS = 20_000
+IVF_LAYOUTS = ("ivf-rabitq", "ivfpq")
 # Room left for growth and the process itself: a layout fits when its estimate is within this
 # share of the budget.
 HEADROOM = 0.8
@@ -48,16 +51,19 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
            "hnswlib float32 graph, exact-quality recall, loaded into each process"),
     Layout("hnsw-f16", 1, lambda n, d, m: n * (2 * d + 8 * m + 32),
            "usearch float16 graph, memory-mapped and shared by all web workers"),
-    Layout("ivfpq", 2, lambda n, d, m: n * (d // 8 + 24) + 4096 * d * 4,
-           "faiss OPQ+IVF+PQ with exact re-ranking from a memory-mapped 8-bit file"),
-    Layout("hnsw-i8", 3, lambda n, d, m: n * (d + 8 * m + 32),
+    Layout("ivf-rabitq", 2, lambda n, d, m: n * (-(-d // 8) + 32) + 4096 * d * 4,
+           "faiss IVF with RaBitQ codes, exact re-ranking from a memory-mapped 8-bit file"),
+    Layout("ivfpq", 3, lambda n, d, m: n * (d // 8 + 24) + 4096 * d * 4,
+           "faiss IVF with PQ codes, exact re-ranking from a memory-mapped 8-bit file"),
+    Layout("hnsw-i8", 4, lambda n, d, m: n * (d + 8 * m + 32),
            "usearch 8-bit graph, memory-mapped; lowest recall"),
 )}
 
 
 def layout_class(name: str) -> type[VectorIndex]:
     """The class implementing layout ``name``. Raises ValueError for an unknown name."""
-    classes = {"hnsw": HnswIndex, "hnsw-f16": UsearchF16Index, "hnsw-i8": UsearchI8Index, "ivfpq": IvfPqIndex}
+    classes = {"hnsw": HnswIndex, "hnsw-f16": UsearchF16Index, "hnsw-i8": UsearchI8Index, "ivfpq": IvfPqIndex,
+               "ivf-rabitq": IvfRaBitQIndex}
     if name not in classes:
         raise ValueError(f"unknown index layout {name!r}; choose from {', '.join(LAYOUTS)} or auto")
     return classes[name]
@@ -110,7 +116,7 @@ def choose_layout(vectors: int, dim: int, budget_bytes: int, M: int = 32) -> Lay
     """The best-recall layout whose resident estimate for ``vectors`` fits ``budget_bytes``
     (with headroom); when none fits, the smallest, with a reason that says it does not fit."""
     candidates = sorted(LAYOUTS.values(), key=lambda layout: layout.recall_rank)
-    usable = [layout for layout in candidates if layout.name != "ivfpq" or vectors >= IVF_MIN_VECTORS]
+    usable = [layout for layout in candidates if layout.name not in IVF_LAYOUTS or vectors >= IVF_MIN_VECTORS]
     for layout in usable:
         estimate = estimate_bytes(layout.name, vectors, dim, M)
         if estimate <= HEADROOM * budget_bytes:

@@ -201,7 +201,7 @@ def rebuild_index(session: Session, index_dir: Path, space: str, params: Optiona
     name, choice = target_layout(layout, len(labels), dim, budget_bytes, params.M)
     index = new_index(part.index_name(space) if part else space, dim, params, capacity=len(labels), layout=name)
     if not index.is_trained and len(labels):
-        from .ivfpq import TRAINING_SAMPLE
+        from .ivf import TRAINING_SAMPLE
 
         sample = labels if len(labels) <= TRAINING_SAMPLE else np.sort(
             np.random.default_rng(0).choice(labels, TRAINING_SAMPLE, replace=False))

@@ -17,9 +17,9 @@ memory budget):
   recall, the default for small spaces;
 - ``hnsw-f16`` / ``hnsw-i8`` (:mod:`.usearch_graph`): a usearch graph with float16 or 8-bit
   vectors, opened by readers as a read-only memory-mapped view that all web workers share;
-- ``ivfpq`` (:mod:`.ivfpq`): faiss OPQ + IVF + product quantisation, inverted lists memory-mapped,
-  candidates re-ranked exactly from an 8-bit vector file (also memory-mapped): a tenth of the
-  memory per vector, for spaces of millions.
+- ``ivf-rabitq`` / ``ivfpq`` (:mod:`.ivf`): faiss IVF with RaBitQ or product-quantisation codes,
+  inverted lists memory-mapped, candidates re-ranked exactly from an 8-bit vector file (also
+  memory-mapped): a tenth of the memory per vector, for spaces of millions.
 
 Files, per space, in the index directory: ``<base>.json``, the metadata (space, layout, dimension,
 parameters, deleted labels), and the layout's data files. ``hnsw`` keeps its one ``<base>.hnsw``
@@ -56,8 +56,8 @@ class IndexReadError(RuntimeError):
 class IndexParams:
     """Search parameters. ``M``: links per node of a graph layout (memory and recall grow with it);
     ``ef_construction``: beam width while building a graph (build time and quality);
-    ``ef_search``: the effort of a query — a graph's beam width, or for ``ivfpq`` four times the
-    inverted lists probed (latency against recall). Defaults reach recall@10 ≥ 0.97 on 768-d
+    ``ef_search``: the effort of a query — a graph's beam width, or for the IVF layouts four times
+    the inverted lists probed (latency against recall). Defaults reach recall@10 ≥ 0.97 on 768-d
     vectors (bench/search.py, bench/scale.py).
 
     Raises ValueError for values the libraries would reject or that make no sense.
