@@ -11,12 +11,12 @@ For spaces of millions of vectors. Two kinds of code in the lists, the rest shar
 A query probes ``ef_search/4`` of the lists, takes the best ``RERANK`` candidates by their codes'
 estimate, and re-scores them exactly from an 8-bit copy of the vectors (per-dimension min/max
 scalar quantisation), so the scores are cosine similarities like every other layout's, and recall
-does not depend on the codes' coarse distances. The faiss ids
-are row numbers of the 8-bit file, so a candidate's row needs no search of the label lookup
-(a binary search of millions of labels per candidate was a seventh of a query at 1M). faiss's own
-refine indexes cannot be memory-mapped; these files can: readers open the lists with
-``IO_FLAG_MMAP`` and the 8-bit rows and the label lookup as ``numpy`` memory maps, so web workers
-share them and only the candidates' rows are ever read from disk.
+does not depend on the codes' coarse distances. The faiss ids are row numbers of the 8-bit file,
+so a candidate's row needs no search of the label lookup (a binary search of millions of labels
+per candidate was a seventh of a query at 1M). faiss's own refine indexes cannot be
+memory-mapped; these files can: readers open the lists with ``IO_FLAG_MMAP`` and the 8-bit rows
+and the label lookup as ``numpy`` memory maps, so web workers share them and only the
+candidates' rows are ever read from disk.
 
 Files per save (generation-named, committed by the metadata, see :mod:`.vector_index`):
 ``.faiss`` (quantisers and inverted lists), ``.sq8.npy`` (rows × dim, uint8), ``.rows.npy``
@@ -99,8 +99,8 @@ class IvfIndex(VectorIndex):
         return self._faiss is not None
 
     def train(self, sample: np.ndarray) -> None:
-        """Learn the coarse lists, the PQ codebooks and the 8-bit ranges from ``sample``
-        (L2-normalised rows; :data:`TRAINING_SAMPLE` of them is plenty)."""
+        """Learn the coarse lists, what the codes need (PQ's codebooks) and the 8-bit ranges from
+        ``sample`` (L2-normalised rows; :data:`TRAINING_SAMPLE` of them is plenty)."""
         import faiss
 
         sample = np.ascontiguousarray(sample, dtype=np.float32)
