@@ -280,3 +280,14 @@ def test_ivf_layouts_filter_by_labels_they_do_not_hold_and_answer_with_labels_no
     assert {label for label, _ in reader.query(query, 10, allowed=allowed)} == {int(LABELS[42]), int(LABELS[43])}
     assert reader.query(query, 10, allowed=np.array([1, 2, 3], dtype=np.int64)) == []
     assert reader.query(query, 1)[0][0] == LABELS[42]
+
+
+@pytest.mark.parametrize("built", IVF, indirect=True)
+def test_the_8_bit_copy_of_the_training_vectors_clips_no_dimension(built):
+    """Every dimension of every training vector lies within the 8-bit range: its copy is within
+    half a step of it (clipping at quantiles put about one dimension of each 768-d vector out)."""
+    _layout, _index, directory = built
+    reader = open_index(directory, SPACE)
+    decoded = reader._decode(reader._codes_of(reader._rows_of(LABELS)))  # noqa: SLF001
+    step = reader._quant[1]  # noqa: SLF001
+    assert (np.abs(decoded - DATA) <= step / 2 + 1e-6).all()

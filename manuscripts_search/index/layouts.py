@@ -15,7 +15,7 @@ space's size fits ``MSEARCH_INDEX_MEMORY``, and says which and why. The figures 
 - ``ivfpq``: the same with PQ codes of dim/8 bytes (dim/8 + 24 resident): 8 bytes less per
   vector than ``ivf-rabitq`` at the same recall, but its scan takes twice as long;
 - ``hnsw-i8``: 8-bit graph: dim + 8·M + 32 (1.1 KB), lowest recall (~0.93), for budgets that
-  nothing else fits and a space too small for ``ivfpq`` to train.
+  nothing else fits and a space too small for the IVF layouts to train.
 """
 from __future__ import annotations
 
