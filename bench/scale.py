@@ -14,7 +14,10 @@ into a ``.npy`` file under the work directory (never the whole float32 set in me
 - ``workers_pss_ratio``: 4 processes open the index read-only and answer the queries; the sum of
   their PSS (/proc/<pid>/smaps_rollup, read while all 4 are alive) over the PSS of one such
   process alone. ``workers_pss_ratio_index`` is the same with the PSS of processes that only
-  import the libraries subtracted (the index's share alone);
+  import the libraries subtracted (the index's share alone). ``workers_pss_ratio_forked``: the
+  workers are forked from one process that imported the libraries first, as gunicorn's
+  ``--preload`` (docs/production.md) forks its workers from the master: the PSS of that parent
+  and its 4 children over that of the parent and one child;
 - ``index_bytes``: the saved files;
 - ``baseline``: the same figures for ``hnsw`` (hnswlib float32) at the same n on the same data
   (null above 2M or with ``--no-baseline``; ``--baseline-json`` reuses one from an earlier run).
@@ -36,6 +39,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -246,6 +250,36 @@ def child_main(spec: dict) -> int:
         print(json.dumps({"ready": True}), flush=True)
         sys.stdin.readline()
         return 0
+    if spec["mode"] == "forker":
+        return fork_workers(spec, queries, truth)
+    return serve_queries(spec, queries, truth)
+
+
+def fork_workers(spec: dict, queries: np.ndarray, truth: np.ndarray) -> int:
+    """Fork ``spec["count"]`` workers (each as ``serve_queries`` in worker mode, reporting its pid)
+    and keep them until a line arrives on stdin. The libraries are imported already."""
+    children = []
+    for _ in range(int(spec["count"])):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                sys.stdin.close()  # the parent's line is for the parent
+                code = serve_queries({**spec, "mode": "worker", "forked": True}, queries, truth)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        sys.stdin.readline()
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            os.waitpid(pid, 0)
+    return 0
+
+
+def serve_queries(spec: dict, queries: np.ndarray, truth: np.ndarray) -> int:
     gc.collect()
     rss_before, pss_before = rss_bytes(), pss_bytes()
     started = time.perf_counter()
@@ -270,8 +304,11 @@ def child_main(spec: dict) -> int:
     first = timed(None)  # the first pass touches the pages; a worker in service is past it
     out["first_pass"] = first
     if spec["mode"] == "worker":
-        out.update(pss_bytes=pss_bytes(), rss_bytes=rss_bytes() - rss_before, ready=True)
+        out.update(pss_bytes=pss_bytes(), rss_bytes=rss_bytes() - rss_before, ready=True, pid=os.getpid())
         print(json.dumps(out), flush=True)
+        if spec.get("forked"):
+            while True:  # until the parent's SIGTERM
+                signal.pause()
         sys.stdin.readline()
         return 0
     out["efs"] = [timed(ef) for ef in spec["efs"]]
@@ -332,6 +369,26 @@ def group_pss(count: int, spec: dict) -> list[int]:
             process.wait(timeout=60)
 
 
+def forked_group_pss(count: int, spec: dict) -> int:
+    """PSS of one process that forks ``count`` workers of ``spec``, plus theirs, once all answered."""
+    parent = spawn({**spec, "mode": "forker", "count": count})
+    try:
+        pids = []
+        for _ in range(count):
+            line = parent.stdout.readline()
+            if not line or not json.loads(line).get("ready"):
+                raise RuntimeError("a forked worker failed")
+            pids.append(str(json.loads(line)["pid"]))
+        return pss_bytes(str(parent.pid)) + sum(pss_bytes(pid) for pid in pids)
+    finally:
+        try:
+            parent.stdin.write("\n")
+            parent.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        parent.wait(timeout=60)
+
+
 def measure_workers(directory: Path, files: dict, single_rss: int) -> dict:
     needed = WORKERS * (single_rss + 200 * 2**20)
     if needed > 0.6 * mem_available():
@@ -343,7 +400,10 @@ def measure_workers(directory: Path, files: dict, single_rss: int) -> dict:
     many = group_pss(WORKERS, spec)
     null_one = group_pss(1, null)[0]
     null_many = sum(group_pss(WORKERS, null))
+    forked_one, forked_many = forked_group_pss(1, spec), forked_group_pss(WORKERS, spec)
     return {"workers_pss_ratio": sum(many) / one, "workers_pss_bytes": many, "single_pss_bytes": one,
+            "workers_pss_ratio_forked": forked_many / forked_one,
+            "forked_pss_bytes": {"1": forked_one, str(WORKERS): forked_many},
             "workers_pss_ratio_index": (sum(many) - null_many) / max(one - null_one, 1),
             "null_pss_bytes": {"1": null_one, str(WORKERS): null_many}}
 
@@ -431,7 +491,9 @@ def targets(result: dict, baseline: dict | None) -> dict:
               "p50_ms": result["p50_ms"] <= TARGETS["p50_ms"],
               "load_s": result["load_s"] <= TARGETS["load_s"],
               "workers_pss_ratio": (None if result.get("workers_pss_ratio") is None
-                                    else result["workers_pss_ratio"] <= TARGETS["workers_pss_ratio"])}
+                                    else result["workers_pss_ratio"] <= TARGETS["workers_pss_ratio"]),
+              "workers_pss_ratio_forked": (None if result.get("workers_pss_ratio_forked") is None
+                                           else result["workers_pss_ratio_forked"] <= TARGETS["workers_pss_ratio"])}
     if baseline:
         result["index_bytes_vs_hnsw"] = result["index_bytes"] / baseline["index_bytes"]
         checks["index_bytes_vs_hnsw"] = result["index_bytes_vs_hnsw"] <= TARGETS["index_bytes_vs_hnsw"]
@@ -443,14 +505,15 @@ def targets(result: dict, baseline: dict | None) -> dict:
 def table(result: dict) -> str:
     rows = [result] + ([result["baseline"]] if result.get("baseline") else [])
     lines = [f"n = {result['n']:,}, {DIM}-d, load average {result['loadavg']}",
-             "| layout | ef | recall@10 | p50 ms | p99 ms | build s | index MiB | rss MiB | load s | 4-worker PSS ratio |",
+             "| layout | ef | recall@10 | p50 ms | p99 ms | build s | index MiB | rss MiB | load s | 4-worker PSS ratio "
+             "(forked) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        ratio = row.get("workers_pss_ratio")
+        ratio, forked = row.get("workers_pss_ratio"), row.get("workers_pss_ratio_forked")
         lines.append(f"| {row['layout']} | {row['ef']} | {row['recall_at_10']:.4f} | {row['p50_ms']:.3f} | "
                      f"{row['p99_ms']:.3f} | {row['build_s']:.1f} | {row['index_bytes'] / 2**20:.1f} | "
                      f"{row['rss_bytes'] / 2**20:.1f} | {row['load_s']:.3f} | "
-                     f"{'–' if ratio is None else f'{ratio:.2f}'} |")
+                     f"{'–' if ratio is None else f'{ratio:.2f}'} ({'–' if forked is None else f'{forked:.2f}'}) |")
     lines += ["", "| layout | ef | recall@10 | p50 ms | p99 ms |", "|---|---|---|---|---|"]
     for row in rows:
         for cell in row["ef_sweep"]:
