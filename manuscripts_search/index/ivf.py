@@ -39,7 +39,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from .vector_index import (IndexParams, IndexReadError, VectorIndex, check_batch, check_query, generation_path,
-                           in_sorted, index_paths, next_generation)
+                           index_paths, next_generation)
 
 DEFAULT_EF = 160  # a query's effort: ef/4 inverted lists probed
 RERANK = 256  # candidates re-scored exactly; beyond ~200 recall@10 stops improving (bench/scale.py)
@@ -174,17 +174,29 @@ class IvfIndex(VectorIndex):
         """The ids the faiss lists hold for these labels (at these rows)."""
         return rows if self._ids_are_rows else labels
 
-    def _labels_at(self, rows: np.ndarray) -> np.ndarray:
-        """The labels of ``rows`` (positions in the row file plus the rows added since)."""
-        old = len(self._old_rows)
-        if not self._new_rows or (rows < old).all():
-            return np.asarray(self._old_rows[rows])
-        recent = np.concatenate(self._new_rows)
-        out = np.empty(len(rows), dtype=np.int64)
+    def _at_rows(self, saved: np.ndarray, added: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """Entries ``rows`` of the saved file ``saved`` followed by the blocks ``added`` since (the
+        8-bit rows, or the labels, of each row)."""
+        old = len(saved)
+        out = np.empty((len(rows), *saved.shape[1:]), dtype=saved.dtype)
         in_old = rows < old
-        out[in_old] = self._old_rows[rows[in_old]]
-        out[~in_old] = recent[rows[~in_old] - old]
+        if in_old.any():
+            # Sorted reads keep a memory-mapped file's access sequential.
+            wanted = rows[in_old]
+            order = np.argsort(wanted)
+            block = np.empty((len(wanted), *saved.shape[1:]), dtype=saved.dtype)
+            block[order] = saved[wanted[order]]
+            out[in_old] = block
+        if (~in_old).any():
+            recent = np.concatenate(added) if len(added) != 1 else added[0]
+            out[~in_old] = recent[rows[~in_old] - old]
         return out
+
+    def _labels_at(self, rows: np.ndarray) -> np.ndarray:
+        return self._at_rows(self._old_rows, self._new_rows, rows)
+
+    def _codes_of(self, rows: np.ndarray) -> np.ndarray:
+        return self._at_rows(self._old_codes, self._new_codes, rows)
 
     def add(self, labels: Iterable[int], vectors: np.ndarray) -> None:
         labels, vectors = check_batch(labels, vectors, self.dim)
@@ -195,10 +207,9 @@ class IvfIndex(VectorIndex):
             self.train(vectors)
         import faiss
 
-        present = self._present(labels)
+        present, replaced_rows = self._held(labels)
         if present.any():
-            replaced = labels[present]
-            self._faiss.remove_ids(faiss.IDSelectorBatch(self._faiss_ids(replaced, self._rows_of(replaced))))
+            self._faiss.remove_ids(faiss.IDSelectorBatch(self._faiss_ids(labels[present], replaced_rows)))
         first = self.element_count
         rows = np.arange(first, first + len(labels), dtype=np.int64)
         self._faiss.add_with_ids(vectors, self._faiss_ids(labels, rows))
@@ -217,50 +228,32 @@ class IvfIndex(VectorIndex):
         order = np.argsort(merged_labels, kind="stable")
         self._lookup = np.stack([merged_labels[order], merged_rows[order]])
 
-    def _present(self, labels: np.ndarray) -> np.ndarray:
-        return in_sorted(labels, self._lookup[0])
-
     def remove(self, labels: Iterable[int]) -> int:
         labels = np.unique(np.asarray([int(label) for label in labels], dtype=np.int64))
-        present = labels[self._present(labels)] if len(labels) else labels
+        held, rows = self._held(labels)
+        present = labels[held]
         if len(present) == 0:
             return 0
         self._require_writable()
         import faiss
 
-        self._faiss.remove_ids(faiss.IDSelectorBatch(self._faiss_ids(present, self._rows_of(present))))
+        self._faiss.remove_ids(faiss.IDSelectorBatch(self._faiss_ids(present, rows)))
         self._lookup = self._lookup[:, ~np.isin(self._lookup[0], present)]
         return len(present)
 
-    def _codes_of(self, rows: np.ndarray) -> np.ndarray:
-        """The 8-bit rows ``rows`` (positions in the row file plus the rows added since)."""
-        old = len(self._old_rows)
-        out = np.empty((len(rows), self.dim), dtype=np.uint8)
-        in_old = rows < old
-        if in_old.any():
-            # Sorted reads keep a memory-mapped file's access sequential.
-            wanted = rows[in_old]
-            order = np.argsort(wanted)
-            block = np.empty((len(wanted), self.dim), dtype=np.uint8)
-            block[order] = self._old_codes[wanted[order]]
-            out[in_old] = block
-        if (~in_old).any():
-            recent = np.concatenate(self._new_codes) if len(self._new_codes) != 1 else self._new_codes[0]
-            out[~in_old] = recent[rows[~in_old] - old]
-        return out
-
     def _held(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Those of ``labels`` the index holds, and their rows (one search of the lookup)."""
+        """Which of ``labels`` the index holds (a boolean mask), and the rows of those it holds:
+        one search of the lookup."""
         live = self._lookup[0]
-        if len(live) == 0:
-            return labels[:0], labels[:0]
+        if len(live) == 0 or len(labels) == 0:
+            return np.zeros(len(labels), dtype=bool), np.zeros(0, dtype=np.int64)
         positions = np.minimum(np.searchsorted(live, labels), len(live) - 1)
         held = np.asarray(live[positions] == labels)
-        return labels[held], np.asarray(self._lookup[1][positions[held]])
+        return held, np.asarray(self._lookup[1][positions[held]])
 
     def _rows_of(self, labels: np.ndarray) -> np.ndarray:
         held, rows = self._held(labels)
-        if len(held) != len(labels):
+        if not held.all():
             raise KeyError("a label is not in the index")
         return rows
 
@@ -278,7 +271,9 @@ class IvfIndex(VectorIndex):
         candidates = min(live, max(RERANK, 2 * k))
         selector = None
         if allowed is not None:
-            allowed, rows = self._held(np.asarray(allowed, dtype=np.int64))
+            allowed = np.asarray(allowed, dtype=np.int64)
+            held, rows = self._held(allowed)
+            allowed = allowed[held]
             if len(allowed) == 0:
                 return []
             selector = faiss.IDSelectorBatch(self._faiss_ids(allowed, rows))
@@ -306,9 +301,9 @@ class IvfIndex(VectorIndex):
     def stored_vectors(self, labels: np.ndarray) -> np.ndarray:
         labels = np.asarray(labels, dtype=np.int64)
         rows = np.full((len(labels), self.dim), np.nan, dtype=np.float32)
-        present = self._present(labels) if len(labels) else np.zeros(0, dtype=bool)
+        present, held_rows = self._held(labels)
         if present.any():
-            decoded = self._decode(self._codes_of(self._rows_of(labels[present])))
+            decoded = self._decode(self._codes_of(held_rows))
             rows[present] = decoded / np.maximum(np.linalg.norm(decoded, axis=1, keepdims=True), 1e-12)
         return rows
 
