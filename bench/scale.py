@@ -54,8 +54,8 @@ sys.path.insert(0, str(HERE))
 
 from search import DIM, K, exact_topk, percentiles_ms, recall  # noqa: E402  (bench/search.py)
 
-from manuscripts_search.index.layouts import (IVF_LAYOUTS, LAYOUTS, choose_layout, format_bytes, new_index,  # noqa: E402
-                                              open_index, parse_memory)
+from manuscripts_search.index.layouts import (IVF_LAYOUTS, LAYOUTS, choose_layout,  # noqa: E402
+                                              format_bytes, new_index, open_index, parse_memory)
 from manuscripts_search.index.vector_index import IndexParams, read_metadata  # noqa: E402
 
 SPACE = "bench@scale"
@@ -305,7 +305,10 @@ def serve_queries(spec: dict, queries: np.ndarray, truth: np.ndarray) -> int:
     out["first_pass"] = first
     if spec["mode"] == "worker":
         out.update(pss_bytes=pss_bytes(), rss_bytes=rss_bytes() - rss_before, ready=True, pid=os.getpid())
-        print(json.dumps(out), flush=True)
+        # One write of the whole line (under PIPE_BUF, so atomic): forked workers share the pipe,
+        # and print's separate writes of text and newline interleaved between them.
+        sys.stdout.flush()
+        os.write(sys.stdout.fileno(), (json.dumps(out) + "\n").encode())
         if spec.get("forked"):
             while True:  # until the parent's SIGTERM
                 signal.pause()
@@ -359,14 +362,19 @@ def group_pss(count: int, spec: dict) -> list[int]:
                 raise RuntimeError("a worker process failed")
         return [pss_bytes(str(process.pid)) for process in processes]
     finally:
-        for process in processes:
-            try:
-                process.stdin.write("\n")
-                process.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-        for process in processes:
-            process.wait(timeout=60)
+        release(processes)
+
+
+def release(processes: list[subprocess.Popen]) -> None:
+    """Send the line the measuring processes wait for, and wait for them to end."""
+    for process in processes:
+        try:
+            process.stdin.write("\n")
+            process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+    for process in processes:
+        process.wait(timeout=60)
 
 
 def forked_group_pss(count: int, spec: dict) -> int:
@@ -376,17 +384,13 @@ def forked_group_pss(count: int, spec: dict) -> int:
         pids = []
         for _ in range(count):
             line = parent.stdout.readline()
-            if not line or not json.loads(line).get("ready"):
+            report = json.loads(line) if line else {}
+            if not report.get("ready"):
                 raise RuntimeError("a forked worker failed")
-            pids.append(str(json.loads(line)["pid"]))
+            pids.append(str(report["pid"]))
         return pss_bytes(str(parent.pid)) + sum(pss_bytes(pid) for pid in pids)
     finally:
-        try:
-            parent.stdin.write("\n")
-            parent.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        parent.wait(timeout=60)
+        release([parent])
 
 
 def measure_workers(directory: Path, files: dict, single_rss: int) -> dict:
@@ -490,10 +494,8 @@ def targets(result: dict, baseline: dict | None) -> dict:
     checks = {"recall_at_10": result["recall_at_10"] >= TARGETS["recall_at_10"],
               "p50_ms": result["p50_ms"] <= TARGETS["p50_ms"],
               "load_s": result["load_s"] <= TARGETS["load_s"],
-              "workers_pss_ratio": (None if result.get("workers_pss_ratio") is None
-                                    else result["workers_pss_ratio"] <= TARGETS["workers_pss_ratio"]),
-              "workers_pss_ratio_forked": (None if result.get("workers_pss_ratio_forked") is None
-                                           else result["workers_pss_ratio_forked"] <= TARGETS["workers_pss_ratio"])}
+              **{key: None if result.get(key) is None else result[key] <= TARGETS["workers_pss_ratio"]
+                 for key in ("workers_pss_ratio", "workers_pss_ratio_forked")}}
     if baseline:
         result["index_bytes_vs_hnsw"] = result["index_bytes"] / baseline["index_bytes"]
         checks["index_bytes_vs_hnsw"] = result["index_bytes_vs_hnsw"] <= TARGETS["index_bytes_vs_hnsw"]
@@ -505,8 +507,8 @@ def targets(result: dict, baseline: dict | None) -> dict:
 def table(result: dict) -> str:
     rows = [result] + ([result["baseline"]] if result.get("baseline") else [])
     lines = [f"n = {result['n']:,}, {DIM}-d, load average {result['loadavg']}",
-             "| layout | ef | recall@10 | p50 ms | p99 ms | build s | index MiB | rss MiB | load s | 4-worker PSS ratio "
-             "(forked) |",
+             "| layout | ef | recall@10 | p50 ms | p99 ms | build s | index MiB | rss MiB | load s "
+             "| 4-worker PSS ratio (forked) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ratio, forked = row.get("workers_pss_ratio"), row.get("workers_pss_ratio_forked")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from manuscripts_search.index.layouts import (LAYOUTS, choose_layout, estimate_bytes, new_index, open_index,
-                                              parse_memory)
+from manuscripts_search.index.layouts import (IVF_LAYOUTS, LAYOUTS, choose_layout, estimate_bytes, new_index,
+                                              open_index, parse_memory)
 from manuscripts_search.index.live import LiveIndex
 from manuscripts_search.index.vector_index import IndexReadError, generation_path, index_paths, read_metadata
 from manuscripts_search.search.knn import knn
@@ -19,7 +19,6 @@ N = 3000
 MIN_RECALL = {"hnsw": 0.99, "hnsw-f16": 0.98, "hnsw-i8": 0.85, "ivfpq": 0.9, "ivf-rabitq": 0.9}
 # |score - exact cosine| allowed: float32 and float16 are exact to rounding, 8-bit storage is not.
 SCORE_TOLERANCE = {"hnsw": 1e-5, "hnsw-f16": 2e-3, "hnsw-i8": 3e-2, "ivfpq": 3e-2, "ivf-rabitq": 3e-2}
-IVF = ("ivf-rabitq", "ivfpq")
 
 
 def clustered(n: int, seed: int, dim: int = DIM, clusters: int = 40) -> np.ndarray:
@@ -82,7 +81,7 @@ def test_filtered_knn_returns_k_allowed_results_on_every_layout(built, fraction,
         labels = [label for label, _ in result.hits]
         assert len(labels) == 10 and set(labels) <= set(allowed.tolist()), (layout, result.strategy)
         overlap = len(set(labels) & set(exact_top(query, 10, allowed))) / 10
-        assert overlap >= (0.8 if layout in ("hnsw-i8", *IVF) else 0.9), (layout, strategy, overlap)
+        assert overlap >= (0.8 if layout in ("hnsw-i8", *IVF_LAYOUTS) else 0.9), (layout, strategy, overlap)
     few = allowed[:3]  # fewer allowed than k: all of them, and nothing else, whatever the graph reaches
     for query in QUERIES:
         assert sorted(label for label, _ in knn(reader, query, 10, allowed=few).hits) == sorted(few.tolist())
@@ -223,7 +222,7 @@ def test_the_budget_setting_is_checked_with_the_settings_name():
         load_config({"MSEARCH_INDEX_MEMORY": "plenty"})
 
 
-@pytest.mark.parametrize("layout", IVF)
+@pytest.mark.parametrize("layout", IVF_LAYOUTS)
 @pytest.mark.parametrize("count", [1, 2, 5, 40])
 def test_ivf_layouts_work_for_a_space_of_a_few_vectors(count, layout, tmp_path):
     index = new_index(SPACE, DIM, capacity=count, layout=layout)
@@ -269,7 +268,7 @@ def test_ivfpq_indexes_whose_lists_hold_labels_still_read_write_and_filter(tmp_p
         assert not {label for label, _ in again.query(DATA[row], 20)} & set(LABELS[1:5].tolist())
 
 
-@pytest.mark.parametrize("built", IVF, indirect=True)
+@pytest.mark.parametrize("built", IVF_LAYOUTS, indirect=True)
 def test_ivf_layouts_filter_by_labels_they_do_not_hold_and_answer_with_labels_not_rows(built):
     _layout, _index, directory = built
     assert read_metadata(directory, SPACE)["ids"] == "rows"
@@ -282,7 +281,7 @@ def test_ivf_layouts_filter_by_labels_they_do_not_hold_and_answer_with_labels_no
     assert reader.query(query, 1)[0][0] == LABELS[42]
 
 
-@pytest.mark.parametrize("built", IVF, indirect=True)
+@pytest.mark.parametrize("built", IVF_LAYOUTS, indirect=True)
 def test_the_8_bit_copy_of_the_training_vectors_clips_no_dimension(built):
     """Every dimension of every training vector lies within the 8-bit range: its copy is within
     half a step of it (clipping at quantiles put about one dimension of each 768-d vector out)."""
